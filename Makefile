@@ -1,0 +1,35 @@
+# The README's commands. Every target is a thin wrapper over a script in scripts/.
+SHELL := /bin/bash
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/web-analytics-pipeline/target
+
+.PHONY: help up down status demo test test-faults bench package fmt lint
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+up: ## start the local AWS stack and the pipeline (producer :3000, consumer runner) in the background
+	@bash scripts/up.sh
+
+down: ## stop everything `make up` started
+	@bash scripts/down.sh
+
+status: ## show what is running
+	@bash scripts/local-stack.sh status
+
+demo: ## the main job: bring the pipeline up, drive a realistic load, reconcile, print a summary
+	@bash scripts/demo.sh
+
+test: ## fmt, clippy, unit + integration tests (starts the local stack when needed)
+	@bash scripts/test.sh
+
+bench: ## criterion benchmarks + an end-to-end k6 load; writes bench/RESULTS.md
+	@bash scripts/bench.sh
+
+package: ## build the Lambda zips with cargo-lambda (arm64)
+	cargo lambda build --release --arm64 --output-format zip -p producer-api -p stream-consumer
+
+fmt: ## format the code
+	cargo fmt --all
+
+lint: ## clippy with warnings as errors
+	cargo clippy --workspace --all-targets -- -D warnings

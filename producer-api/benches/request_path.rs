@@ -1,0 +1,42 @@
+//! The request path without I/O: parse → validate → enrich → encode records, per event.
+
+use bytes::Bytes;
+use chrono::Utc;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use producer_api::ingest::prepare;
+use schemas::ServerFacts;
+
+fn event(i: usize) -> serde_json::Value {
+    let event_type = ["page_view", "click", "add_to_cart"][i % 3];
+    serde_json::json!({
+        "event_id": uuid::Uuid::new_v4().to_string(),
+        "event_type": event_type,
+        "occurred_at": "2024-05-01T11:59:58.123Z",
+        "anonymous_id": format!("anon-{i}"),
+        "session_id": "sess-0193",
+        "url": "https://shop.example.com/products/espresso-machine-deluxe?utm_source=newsletter&utm_medium=email",
+        "referrer": "https://www.search.example/?q=espresso+machine",
+        "user_agent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
+        "properties": {"sku": "EM-1000", "price": 349.99, "currency": "EUR", "tags": ["kitchen", "coffee"]},
+    })
+}
+
+fn bench(c: &mut Criterion) {
+    let facts =
+        ServerFacts { received_at: Utc::now(), client_ip: Some("203.0.113.7".parse().unwrap()), user_agent: None };
+    let single = Bytes::from(event(0).to_string());
+    let batch = Bytes::from(serde_json::Value::Array((0..500).map(event).collect()).to_string());
+    let mut g = c.benchmark_group("request_path");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("single_event", |b| {
+        b.iter(|| prepare(single.clone(), Some("application/json"), None, &facts).unwrap())
+    });
+    g.throughput(Throughput::Elements(500));
+    g.bench_function("batch_500", |b| {
+        b.iter(|| prepare(batch.clone(), Some("application/json"), None, &facts).unwrap())
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

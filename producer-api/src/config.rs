@@ -1,0 +1,70 @@
+//! The producer's configuration, read once from the environment at start-up.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::error::ConfigError;
+
+/// Everything the producer reads from the environment. Names match the README table and the
+/// Terraform Lambda environment.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `STREAM_NAME`: the Kinesis stream to put events on.
+    pub stream_name: String,
+    /// `BIND_ADDR`: local server listen address (default `127.0.0.1:3000`). Unused on Lambda.
+    pub bind_addr: SocketAddr,
+    /// `METRICS_ADDR`: local Prometheus endpoint (default `127.0.0.1:9101`). Unused on Lambda.
+    pub metrics_addr: SocketAddr,
+    /// `CORS_ALLOWED_ORIGINS`: comma-separated origins allowed to post from browsers (default none).
+    pub cors_allowed_origins: Vec<String>,
+    /// `PUBLISH_BUDGET_MS`: how long one request may spend retrying `PutRecords`, in milliseconds (default 2000).
+    pub publish_budget: Duration,
+    /// `LINGER_MS`: local server only: how long concurrent requests are coalesced, in milliseconds (default 5).
+    pub linger: Duration,
+    /// `TRUSTED_PROXY_HOPS`: how many reverse proxies in front of the local server append to
+    /// `X-Forwarded-For` (default 0: the header is ignored and the peer address is the client).
+    pub trusted_proxy_hops: usize,
+    /// `REQUEST_TIMEOUT_MS`: local server: a request (including a slow body upload) older than
+    /// this gets 408, in milliseconds (default 10000).
+    pub request_timeout: Duration,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Reads from any key-value source, so tests need not touch the process environment.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let stream_name =
+            get("STREAM_NAME").filter(|s| !s.is_empty()).ok_or(ConfigError::Missing { name: "STREAM_NAME" })?;
+        Ok(Config {
+            stream_name,
+            bind_addr: parse(&get, "BIND_ADDR", "127.0.0.1:3000")?,
+            metrics_addr: parse(&get, "METRICS_ADDR", "127.0.0.1:9101")?,
+            cors_allowed_origins: get("CORS_ALLOWED_ORIGINS")
+                .unwrap_or_default()
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            publish_budget: Duration::from_millis(parse(&get, "PUBLISH_BUDGET_MS", "2000")?),
+            linger: Duration::from_millis(parse(&get, "LINGER_MS", "5")?),
+            trusted_proxy_hops: parse(&get, "TRUSTED_PROXY_HOPS", "0")?,
+            request_timeout: Duration::from_millis(parse(&get, "REQUEST_TIMEOUT_MS", "10000")?),
+        })
+    }
+}
+
+fn parse<T: std::str::FromStr>(
+    get: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: &str,
+) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    let value = get(name).unwrap_or_else(|| default.to_owned());
+    value.parse().map_err(|e: T::Err| ConfigError::Invalid { name, value, reason: e.to_string() })
+}

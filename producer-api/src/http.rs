@@ -1,0 +1,203 @@
+//! The HTTP surface, shared by Lambda and the local server: routes, CORS, client address, responses.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use chrono::Utc;
+use http::header::{CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use lambda_http::request::RequestContext;
+use schemas::ServerFacts;
+use schemas::limits::MAX_REQUEST_BYTES;
+use serde::Serialize;
+use serde_json::json;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use uuid::Uuid;
+
+use crate::ingest::{self, PreparedRecord, Rejected};
+use crate::publish::{Coalescer, Delivery, RecordSink, publish_with_retry};
+
+/// How records reach Kinesis: directly per request (Lambda: one request per invocation), or
+/// through the coalescer (local server: many concurrent requests share `PutRecords` calls).
+pub enum Publisher<S: RecordSink> {
+    Direct { sink: Arc<S>, budget: std::time::Duration },
+    Coalescing(Coalescer),
+}
+
+impl<S: RecordSink> Publisher<S> {
+    async fn publish(&self, records: Vec<PreparedRecord>) -> Vec<Delivery> {
+        match self {
+            Publisher::Direct { sink, budget } => publish_with_retry(sink.as_ref(), &records, *budget).await,
+            Publisher::Coalescing(c) => c.publish(records).await,
+        }
+    }
+}
+
+pub struct AppState<S: RecordSink> {
+    pub publisher: Publisher<S>,
+    /// See `Config::trusted_proxy_hops`.
+    pub trusted_proxy_hops: usize,
+}
+
+/// The router: `POST /events`, `GET /health`, CORS for `allowed_origins` (preflight included).
+pub fn router<S: RecordSink>(state: AppState<S>, allowed_origins: &[String]) -> Router {
+    // API Gateway REST APIs hand lambda_http the path with the stage in front
+    // (`/prod/events`); HTTP APIs and the local server do not. Both forms are served.
+    let app = Router::new()
+        .route("/events", post(post_events::<S>))
+        .route("/{stage}/events", post(post_events::<S>))
+        .route("/health", get(health))
+        .route("/{stage}/health", get(health))
+        .with_state(Arc::new(state));
+    if allowed_origins.is_empty() {
+        return app;
+    }
+    let origins: Vec<HeaderValue> = allowed_origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
+    app.layer(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins))
+            .allow_methods([Method::POST, Method::GET, Method::OPTIONS])
+            .allow_headers([CONTENT_TYPE, CONTENT_ENCODING])
+            .max_age(std::time::Duration::from_secs(86_400)),
+    )
+}
+
+async fn health() -> Response {
+    json_response(StatusCode::OK, &json!({"status": "ok"}))
+}
+
+#[derive(Serialize)]
+struct Unaccepted {
+    index: usize,
+    event_id: Uuid,
+}
+
+async fn post_events<S: RecordSink>(State(state): State<Arc<AppState<S>>>, request: Request) -> Response {
+    let started = Instant::now();
+    let received_at = Utc::now();
+    let (parts, body) = request.into_parts();
+    let facts = ServerFacts {
+        received_at,
+        client_ip: client_ip(&parts.headers, &parts.extensions, state.trusted_proxy_hops),
+        user_agent: parts.headers.get(USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_owned),
+    };
+    let response = match axum::body::to_bytes(body, MAX_REQUEST_BYTES).await {
+        Err(_) => error_response(StatusCode::PAYLOAD_TOO_LARGE, &format!("body exceeds {MAX_REQUEST_BYTES} bytes")),
+        Ok(bytes) => {
+            let header = |name| parts.headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok());
+            match ingest::prepare(bytes, header(CONTENT_TYPE), header(CONTENT_ENCODING), &facts) {
+                Err(e) => error_response(e.status(), &e.to_string()),
+                Ok(prepared) => publish_and_respond(&state.publisher, prepared.records, prepared.rejected).await,
+            }
+        }
+    };
+    metrics::counter!("producer_requests_total", "status" => response.status().as_str().to_owned()).increment(1);
+    metrics::histogram!("producer_request_duration_seconds").record(started.elapsed().as_secs_f64());
+    response
+}
+
+async fn publish_and_respond<S: RecordSink>(
+    publisher: &Publisher<S>,
+    records: Vec<PreparedRecord>,
+    rejected: Vec<Rejected>,
+) -> Response {
+    metrics::counter!("producer_events_total", "outcome" => "rejected").increment(rejected.len() as u64);
+    if records.is_empty() {
+        return json_response(StatusCode::BAD_REQUEST, &json!({"error": "no valid events", "rejected": rejected}));
+    }
+    let ids: Vec<(usize, Uuid)> = records.iter().map(|r| (r.index, r.event_id)).collect();
+    let deliveries = publisher.publish(records).await;
+    let mut accepted = Vec::with_capacity(ids.len());
+    let mut unaccepted = Vec::new();
+    let mut throttled = false;
+    for ((index, event_id), delivery) in ids.into_iter().zip(deliveries) {
+        match delivery {
+            Delivery::Acked => accepted.push(event_id),
+            Delivery::Failed { throttled: t } => {
+                throttled |= t;
+                unaccepted.push(Unaccepted { index, event_id });
+            }
+        }
+    }
+    metrics::counter!("producer_events_total", "outcome" => "accepted").increment(accepted.len() as u64);
+    if unaccepted.is_empty() {
+        return json_response(
+            StatusCode::ACCEPTED,
+            &json!({"accepted": accepted.len(), "event_ids": accepted, "rejected": rejected}),
+        );
+    }
+    metrics::counter!("producer_events_total", "outcome" => "unaccepted").increment(unaccepted.len() as u64);
+    // Never 202 while any event is not on the stream: the client must resend the unaccepted
+    // ones (same event_id, so a resend of an event that did land is deduplicated downstream).
+    let (status, message) = if throttled {
+        (StatusCode::TOO_MANY_REQUESTS, "the stream is throttling; resend the unaccepted events later")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "the stream is unavailable; resend the unaccepted events later")
+    };
+    let mut response = json_response(
+        status,
+        &json!({
+            "error": message,
+            "accepted": accepted.len(),
+            "event_ids": accepted,
+            "unaccepted": unaccepted,
+            "rejected": rejected,
+        }),
+    );
+    response.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
+/// The client address: from API Gateway's request context on Lambda, else from
+/// `X-Forwarded-For` when `trusted_hops` proxies are in front, else the TCP peer.
+/// Taking the entry `trusted_hops` from the right (not the left-most) means a client cannot
+/// choose its recorded address by sending its own header.
+pub fn client_ip(headers: &HeaderMap, extensions: &http::Extensions, trusted_hops: usize) -> Option<IpAddr> {
+    if let Some(ctx) = extensions.get::<RequestContext>() {
+        let source = match ctx {
+            RequestContext::ApiGatewayV1(c) => c.identity.source_ip.as_deref(),
+            RequestContext::ApiGatewayV2(c) => c.http.source_ip.as_deref(),
+            _ => None,
+        };
+        return source.and_then(|s| s.parse().ok());
+    }
+    if trusted_hops > 0 {
+        let chain: Vec<&str> = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect();
+        if chain.len() >= trusted_hops
+            && let Ok(ip) = chain[chain.len() - trusted_hops].parse()
+        {
+            return Some(ip);
+        }
+    }
+    extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| addr.ip())
+}
+
+fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
+    let mut response = Response::new(Body::from(body.to_string()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+fn error_response(status: StatusCode, message: &str) -> Response {
+    json_response(status, &json!({"error": message}))
+}
+
+impl IntoResponse for crate::error::IngestError {
+    fn into_response(self) -> Response {
+        error_response(self.status(), &self.to_string())
+    }
+}

@@ -1,0 +1,181 @@
+//! The request path without I/O: body decoding, validation, enrichment and record encoding.
+
+use std::io::Read;
+
+use bytes::Bytes;
+use schemas::limits::{MAX_BATCH_EVENTS, MAX_REQUEST_BYTES};
+use schemas::{EnrichedEvent, ServerFacts, ValidationError, encode_record, validate_event};
+use serde::Serialize;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::error::IngestError;
+
+/// One event ready for Kinesis.
+#[derive(Debug, Clone)]
+pub struct PreparedRecord {
+    /// Position of the event in the request, for error reporting.
+    pub index: usize,
+    pub event_id: Uuid,
+    /// The event ID as text: random, so records spread evenly over shards (see ARCHITECTURE.md).
+    pub partition_key: String,
+    pub data: Bytes,
+}
+
+/// A client event that failed validation.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Rejected {
+    pub index: usize,
+    pub field: String,
+    pub reason: String,
+}
+
+/// The outcome of the pure request path.
+#[derive(Debug, Default)]
+pub struct Prepared {
+    pub records: Vec<PreparedRecord>,
+    pub rejected: Vec<Rejected>,
+}
+
+/// Whether a `Content-Type` is one we read: `application/json`, or `text/plain` (what
+/// `navigator.sendBeacon` sends for a string body), each with any parameters.
+pub fn content_type_allowed(content_type: Option<&str>) -> bool {
+    let Some(ct) = content_type else { return false };
+    let essence = ct.split(';').next().unwrap_or("").trim();
+    essence.eq_ignore_ascii_case("application/json") || essence.eq_ignore_ascii_case("text/plain")
+}
+
+/// Undoes `Content-Encoding` (`gzip` or none), refusing to inflate past [`MAX_REQUEST_BYTES`]
+/// so a small compressed body cannot expand into an unbounded allocation.
+pub fn decode_body(body: Bytes, content_encoding: Option<&str>) -> Result<Bytes, IngestError> {
+    match content_encoding.map(str::trim) {
+        None | Some("") | Some("identity") => {
+            if body.len() > MAX_REQUEST_BYTES {
+                return Err(IngestError::TooLarge(format!("body exceeds {MAX_REQUEST_BYTES} bytes")));
+            }
+            Ok(body)
+        }
+        Some(enc) if enc.eq_ignore_ascii_case("gzip") => {
+            let mut out = Vec::with_capacity(body.len() * 4);
+            let mut decoder = flate2::read::GzDecoder::new(&body[..]).take(MAX_REQUEST_BYTES as u64 + 1);
+            decoder.read_to_end(&mut out).map_err(|_| IngestError::BadRequest("body is not valid gzip".into()))?;
+            if out.len() > MAX_REQUEST_BYTES {
+                return Err(IngestError::TooLarge(format!("decompressed body exceeds {MAX_REQUEST_BYTES} bytes")));
+            }
+            Ok(Bytes::from(out))
+        }
+        Some(_) => Err(IngestError::UnsupportedMediaType("Content-Encoding must be gzip or absent".into())),
+    }
+}
+
+/// Splits a body into client events: one object, an array, or `{"events": [...]}`.
+pub fn parse_events(body: &[u8]) -> Result<Vec<Value>, IngestError> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| IngestError::BadRequest(format!("body is not JSON: {e}")))?;
+    let events = match value {
+        Value::Array(items) => items,
+        Value::Object(mut obj) if obj.len() == 1 && obj.get("events").is_some_and(Value::is_array) => {
+            let Some(Value::Array(items)) = obj.remove("events") else { unreachable!("checked by the guard") };
+            items
+        }
+        obj @ Value::Object(_) => vec![obj],
+        _ => {
+            return Err(IngestError::BadRequest(
+                "body must be an event object, an array of events or {\"events\": [...]}".into(),
+            ));
+        }
+    };
+    if events.is_empty() {
+        return Err(IngestError::BadRequest("no events in body".into()));
+    }
+    if events.len() > MAX_BATCH_EVENTS {
+        return Err(IngestError::TooLarge(format!(
+            "{} events in one request, the limit is {MAX_BATCH_EVENTS}",
+            events.len()
+        )));
+    }
+    Ok(events)
+}
+
+/// Validates and enriches each event and encodes the valid ones as stream records.
+pub fn prepare_events(events: &[Value], facts: &ServerFacts) -> Prepared {
+    let mut prepared = Prepared { records: Vec::with_capacity(events.len()), rejected: Vec::new() };
+    for (index, raw) in events.iter().enumerate() {
+        match validate_event(raw, facts.received_at) {
+            Ok(valid) => prepared.records.push(to_record(index, valid.enrich(facts))),
+            Err(ValidationError { field, reason }) => prepared.rejected.push(Rejected { index, field, reason }),
+        }
+    }
+    prepared
+}
+
+fn to_record(index: usize, event: EnrichedEvent) -> PreparedRecord {
+    let data = Bytes::from(encode_record(&event));
+    PreparedRecord { index, event_id: event.event_id, partition_key: event.event_id.to_string(), data }
+}
+
+/// The whole pure path for one request body.
+pub fn prepare(
+    body: Bytes,
+    content_type: Option<&str>,
+    content_encoding: Option<&str>,
+    facts: &ServerFacts,
+) -> Result<Prepared, IngestError> {
+    if !content_type_allowed(content_type) {
+        return Err(IngestError::UnsupportedMediaType("Content-Type must be application/json or text/plain".into()));
+    }
+    let body = decode_body(body, content_encoding)?;
+    let events = parse_events(&body)?;
+    Ok(prepare_events(&events, facts))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Utc;
+
+    fn facts() -> ServerFacts {
+        ServerFacts { received_at: Utc::now(), client_ip: None, user_agent: None }
+    }
+
+    fn check(body: &str, want: Result<(usize, usize), u16>) {
+        let got = prepare(Bytes::from(body.to_owned()), Some("application/json"), None, &facts())
+            .map(|p| (p.records.len(), p.rejected.len()))
+            .map_err(|e| e.status().as_u16());
+        assert_eq!(got, want, "body: {body}");
+    }
+
+    #[test]
+    fn body_shapes() {
+        check(r#"{"event_type":"a"}"#, Ok((1, 0)));
+        check(r#"[{"event_type":"a"},{"event_type":"B"}]"#, Ok((1, 1)));
+        check(r#"{"events":[{"event_type":"a"},{"event_type":"b"}]}"#, Ok((2, 0)));
+        check(r#"{"events":[{"event_type":"a"}], "x": 1}"#, Ok((0, 1)));
+        check("[]", Err(400));
+        check("42", Err(400));
+        check("{not json", Err(400));
+        let many = format!("[{}]", vec![r#"{"event_type":"a"}"#; MAX_BATCH_EVENTS + 1].join(","));
+        check(&many, Err(413));
+    }
+
+    #[test]
+    fn content_types() {
+        assert!(content_type_allowed(Some("application/json; charset=utf-8")));
+        assert!(content_type_allowed(Some("text/plain;charset=UTF-8")));
+        assert!(!content_type_allowed(Some("application/x-www-form-urlencoded")));
+        assert!(!content_type_allowed(None));
+    }
+
+    #[test]
+    fn gzip_bomb_is_refused() {
+        use flate2::{Compression, write::GzEncoder};
+        use std::io::Write;
+        let mut enc = GzEncoder::new(Vec::new(), Compression::best());
+        enc.write_all(&vec![b' '; MAX_REQUEST_BYTES + 10]).unwrap();
+        let gz = Bytes::from(enc.finish().unwrap());
+        assert!(gz.len() < 10_000);
+        assert_eq!(decode_body(gz, Some("gzip")).unwrap_err().status().as_u16(), 413);
+        assert_eq!(decode_body(Bytes::from_static(b"xx"), Some("br")).unwrap_err().status().as_u16(), 415);
+        assert_eq!(decode_body(Bytes::from_static(b"xx"), Some("gzip")).unwrap_err().status().as_u16(), 400);
+    }
+}

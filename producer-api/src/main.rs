@@ -1,0 +1,54 @@
+//! producer-api entry point: configuration, clients, then Lambda or the local server.
+
+use anyhow::Context;
+use metrics_exporter_prometheus::Matcher;
+use producer_api::kinesis::KinesisSink;
+use producer_api::{Config, server};
+
+/// Latency buckets (seconds) for every `_seconds` histogram: 1 ms to 5 min.
+const LATENCY_BUCKETS: [f64; 16] =
+    [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0];
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::from_env()?;
+    init_tracing();
+    let aws = aws_config::load_from_env().await;
+    let sink = KinesisSink::new(aws_sdk_kinesis::Client::new(&aws), config.stream_name.clone());
+
+    if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
+        return lambda_http::run(server::lambda_app(&config, sink)).await.map_err(|e| anyhow::anyhow!(e));
+    }
+
+    // Explicit buckets make the `_seconds` histograms real Prometheus histograms (the
+    // exporter's default is a summary), so dashboards can aggregate quantiles across series.
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(config.metrics_addr)
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &LATENCY_BUCKETS)?
+        .install()
+        .context("starting the Prometheus endpoint")?;
+    let listener = tokio::net::TcpListener::bind(config.bind_addr)
+        .await
+        .with_context(|| format!("binding {}", config.bind_addr))?;
+    tracing::info!(addr = %config.bind_addr, stream = %config.stream_name, "producer listening");
+    server::serve(listener, server::server_app(&config, sink), shutdown_signal()).await?;
+    Ok(())
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    if std::env::var("LOG_FORMAT").is_ok_and(|f| f == "text") {
+        builder.init();
+    } else {
+        builder.json().flatten_event(true).init();
+    }
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,383 @@
+//! Publishing to Kinesis: `PutRecords` chunking, per-record retries inside a time budget, and the local coalescer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::ingest::PreparedRecord;
+
+/// Most records in one `PutRecords` call (Kinesis limit).
+pub const PUT_RECORDS_MAX: usize = 500;
+/// Most bytes (data + partition keys) in one `PutRecords` call (Kinesis limit: 5 MiB).
+pub const PUT_RECORDS_MAX_BYTES: usize = 5 * 1024 * 1024;
+/// First retry delay; doubles per attempt up to [`BACKOFF_CAP`], with full jitter.
+pub const BACKOFF_BASE: Duration = Duration::from_millis(25);
+pub const BACKOFF_CAP: Duration = Duration::from_millis(1000);
+
+/// What happened to one record in one `PutRecords` call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordResult {
+    Ok,
+    /// Kinesis' per-record `ErrorCode`.
+    Failed(String),
+}
+
+/// A failure of a whole `PutRecords` call (network, timeout, throttling of the call).
+#[derive(Debug, Clone)]
+pub struct CallError {
+    /// The service error code when there is one (`ProvisionedThroughputExceededException`…).
+    pub code: Option<String>,
+    pub message: String,
+}
+
+/// The one I/O seam of the producer: put one chunk of records, report per-record results.
+pub trait RecordSink: Send + Sync + 'static {
+    fn put_records(
+        &self,
+        records: &[PreparedRecord],
+    ) -> impl std::future::Future<Output = Result<Vec<RecordResult>, CallError>> + Send;
+}
+
+/// The final fate of one record after retries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    Acked,
+    /// Not acknowledged within the budget; `throttled` tells 429 from 503.
+    Failed {
+        throttled: bool,
+    },
+}
+
+/// How a failure should be handled. The one place that decides what is retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    Throttled,
+    Transient,
+    Permanent,
+}
+
+/// Classifies a Kinesis error code (per record or per call). Unknown and missing codes (timeouts,
+/// connection errors) are transient: retrying is safe because the event ID makes records idempotent
+/// downstream.
+pub fn classify(code: Option<&str>) -> FailureKind {
+    match code {
+        Some(
+            "ProvisionedThroughputExceededException"
+            | "LimitExceededException"
+            | "ThrottlingException"
+            | "KMSThrottlingException"
+            | "SlowDown",
+        ) => FailureKind::Throttled,
+        Some(
+            "ResourceNotFoundException"
+            | "ValidationException"
+            | "InvalidArgumentException"
+            | "AccessDeniedException"
+            | "KMSAccessDeniedException"
+            | "KMSDisabledException"
+            | "KMSInvalidStateException"
+            | "KMSNotFoundException"
+            | "KMSOptInRequired",
+        ) => FailureKind::Permanent,
+        _ => FailureKind::Transient,
+    }
+}
+
+/// Splits `records` (by index) into chunks within the `PutRecords` count and byte limits.
+pub fn chunk_indices(records: &[PreparedRecord], pending: &[usize]) -> Vec<Vec<usize>> {
+    let mut chunks = Vec::new();
+    let mut current = Vec::new();
+    let mut bytes = 0;
+    for &i in pending {
+        let size = records[i].data.len() + records[i].partition_key.len();
+        if !current.is_empty() && (current.len() == PUT_RECORDS_MAX || bytes + size > PUT_RECORDS_MAX_BYTES) {
+            chunks.push(std::mem::take(&mut current));
+            bytes = 0;
+        }
+        bytes += size;
+        current.push(i);
+    }
+    if !current.is_empty() {
+        chunks.push(current);
+    }
+    chunks
+}
+
+fn backoff(attempt: u32) -> Duration {
+    let ceiling = BACKOFF_BASE.saturating_mul(1 << attempt.min(10)).min(BACKOFF_CAP);
+    ceiling.mul_f64(fastrand::f64())
+}
+
+/// Puts every record, resending only the ones that failed, until all are acknowledged, a
+/// permanent error occurs, or `budget` runs out. Returns one [`Delivery`] per input record.
+pub async fn publish_with_retry<S: RecordSink>(
+    sink: &S,
+    records: &[PreparedRecord],
+    budget: Duration,
+) -> Vec<Delivery> {
+    let deadline = Instant::now() + budget;
+    let mut outcome: Vec<Option<Delivery>> = vec![None; records.len()];
+    let mut last_throttled = vec![false; records.len()];
+    let mut pending: Vec<usize> = (0..records.len()).collect();
+    let mut attempt = 0u32;
+    while !pending.is_empty() {
+        let mut retry = Vec::new();
+        for chunk in chunk_indices(records, &pending) {
+            let batch: Vec<PreparedRecord> = chunk.iter().map(|&i| records[i].clone()).collect();
+            metrics::counter!("producer_put_records_calls_total").increment(1);
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let result = match tokio::time::timeout(remaining, sink.put_records(&batch)).await {
+                Ok(r) => r,
+                Err(_) => Err(CallError { code: None, message: "PutRecords timed out within the budget".into() }),
+            };
+            match result {
+                Ok(results) if results.len() == chunk.len() => {
+                    for (&i, r) in chunk.iter().zip(results) {
+                        match r {
+                            RecordResult::Ok => outcome[i] = Some(Delivery::Acked),
+                            RecordResult::Failed(code) => match classify(Some(&code)) {
+                                FailureKind::Permanent => outcome[i] = Some(Delivery::Failed { throttled: false }),
+                                kind => {
+                                    last_throttled[i] = kind == FailureKind::Throttled;
+                                    retry.push(i);
+                                }
+                            },
+                        }
+                    }
+                }
+                Ok(_) => {
+                    tracing::warn!(
+                        "PutRecords returned a result count that does not match the request; retrying the chunk"
+                    );
+                    retry.extend(chunk);
+                }
+                Err(e) => {
+                    let kind = classify(e.code.as_deref());
+                    tracing::warn!(code = ?e.code, message = %e.message, "PutRecords call failed");
+                    for &i in &chunk {
+                        if kind == FailureKind::Permanent {
+                            outcome[i] = Some(Delivery::Failed { throttled: false });
+                        } else {
+                            last_throttled[i] = kind == FailureKind::Throttled;
+                            retry.push(i);
+                        }
+                    }
+                }
+            }
+        }
+        if retry.is_empty() {
+            break;
+        }
+        let wait = backoff(attempt);
+        if Instant::now() + wait >= deadline {
+            metrics::counter!("producer_put_records_failed_records_total").increment(retry.len() as u64);
+            for &i in &retry {
+                outcome[i] = Some(Delivery::Failed { throttled: last_throttled[i] });
+            }
+            break;
+        }
+        metrics::counter!("producer_put_records_retried_records_total").increment(retry.len() as u64);
+        tokio::time::sleep(wait).await;
+        attempt += 1;
+        pending = retry;
+    }
+    outcome.into_iter().map(|o| o.unwrap_or(Delivery::Failed { throttled: false })).collect()
+}
+
+/// Coalesces concurrent requests' records into shared `PutRecords` calls (local server and
+/// container mode): a batch leaves after `linger` or at [`PUT_RECORDS_MAX`] records, whichever
+/// comes first, and each request is answered once its own records are settled.
+#[derive(Clone)]
+pub struct Coalescer {
+    tx: mpsc::Sender<Job>,
+}
+
+struct Job {
+    records: Vec<PreparedRecord>,
+    reply: oneshot::Sender<Vec<Delivery>>,
+}
+
+/// Most flushes in flight at once; more requests wait in the queue (back-pressure).
+const MAX_CONCURRENT_FLUSHES: usize = 16;
+
+impl Coalescer {
+    pub fn spawn<S: RecordSink>(sink: Arc<S>, linger: Duration, budget: Duration) -> Self {
+        let (tx, rx) = mpsc::channel::<Job>(4096);
+        tokio::spawn(run_coalescer(rx, sink, linger, budget));
+        Coalescer { tx }
+    }
+
+    pub async fn publish(&self, records: Vec<PreparedRecord>) -> Vec<Delivery> {
+        let n = records.len();
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Job { records, reply }).await.is_err() {
+            return vec![Delivery::Failed { throttled: false }; n];
+        }
+        rx.await.unwrap_or_else(|_| vec![Delivery::Failed { throttled: false }; n])
+    }
+}
+
+async fn run_coalescer<S: RecordSink>(mut rx: mpsc::Receiver<Job>, sink: Arc<S>, linger: Duration, budget: Duration) {
+    let flushes = Arc::new(Semaphore::new(MAX_CONCURRENT_FLUSHES));
+    while let Some(first) = rx.recv().await {
+        let mut jobs = vec![first];
+        let mut count = jobs[0].records.len();
+        let until = Instant::now() + linger;
+        while count < PUT_RECORDS_MAX {
+            match tokio::time::timeout_at(until, rx.recv()).await {
+                Ok(Some(job)) => {
+                    count += job.records.len();
+                    jobs.push(job);
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+        let Ok(permit) = flushes.clone().acquire_owned().await else { return };
+        let sink = sink.clone();
+        tokio::spawn(async move {
+            let all: Vec<PreparedRecord> = jobs.iter().flat_map(|j| j.records.iter().cloned()).collect();
+            let mut deliveries = publish_with_retry(sink.as_ref(), &all, budget).await.into_iter();
+            for job in jobs {
+                let mine: Vec<Delivery> = deliveries.by_ref().take(job.records.len()).collect();
+                let _ = job.reply.send(mine);
+            }
+            drop(permit);
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use std::sync::Mutex;
+    use uuid::Uuid;
+
+    fn records(n: usize) -> Vec<PreparedRecord> {
+        (0..n)
+            .map(|index| {
+                let event_id = Uuid::new_v4();
+                PreparedRecord {
+                    index,
+                    event_id,
+                    partition_key: event_id.to_string(),
+                    data: Bytes::from(vec![b'x'; 100]),
+                }
+            })
+            .collect()
+    }
+
+    /// Fails the records whose partition keys are listed, `times` times each, then succeeds.
+    struct Flaky {
+        failing: Mutex<std::collections::HashMap<String, u32>>,
+        code: &'static str,
+        calls: Mutex<Vec<Vec<String>>>,
+    }
+
+    impl Flaky {
+        fn new(keys: &[&PreparedRecord], times: u32, code: &'static str) -> Self {
+            Flaky {
+                failing: Mutex::new(keys.iter().map(|r| (r.partition_key.clone(), times)).collect()),
+                code,
+                calls: Mutex::new(Vec::new()),
+            }
+        }
+    }
+
+    impl RecordSink for Flaky {
+        async fn put_records(&self, records: &[PreparedRecord]) -> Result<Vec<RecordResult>, CallError> {
+            self.calls.lock().unwrap().push(records.iter().map(|r| r.partition_key.clone()).collect());
+            let mut failing = self.failing.lock().unwrap();
+            Ok(records
+                .iter()
+                .map(|r| match failing.get_mut(&r.partition_key) {
+                    Some(n) if *n > 0 => {
+                        *n -= 1;
+                        RecordResult::Failed(self.code.into())
+                    }
+                    _ => RecordResult::Ok,
+                })
+                .collect())
+        }
+    }
+
+    /// Invariant: only the records that failed are resent, and all end acknowledged.
+    #[tokio::test(start_paused = true)]
+    async fn only_failed_records_are_resent() {
+        let recs = records(10);
+        let sink = Flaky::new(&[&recs[2], &recs[7]], 2, "ProvisionedThroughputExceededException");
+        let out = publish_with_retry(&sink, &recs, Duration::from_secs(5)).await;
+        assert!(out.iter().all(|d| *d == Delivery::Acked));
+        let calls = sink.calls.lock().unwrap();
+        assert_eq!(calls.len(), 3);
+        assert_eq!(calls[0].len(), 10);
+        assert_eq!(calls[1], vec![recs[2].partition_key.clone(), recs[7].partition_key.clone()]);
+        assert_eq!(calls[2].len(), 2);
+    }
+
+    /// Invariant: the budget bounds the time spent, and what is left is reported as throttled.
+    #[tokio::test(start_paused = true)]
+    async fn budget_is_respected_and_failures_listed() {
+        let recs = records(5);
+        let sink = Flaky::new(&[&recs[1], &recs[4]], u32::MAX, "ProvisionedThroughputExceededException");
+        let start = Instant::now();
+        let out = publish_with_retry(&sink, &recs, Duration::from_millis(800)).await;
+        assert!(start.elapsed() <= Duration::from_millis(800), "{:?}", start.elapsed());
+        let failed: Vec<usize> =
+            out.iter().enumerate().filter(|(_, d)| **d != Delivery::Acked).map(|(i, _)| i).collect();
+        assert_eq!(failed, vec![1, 4]);
+        assert_eq!(out[1], Delivery::Failed { throttled: true });
+        assert!(sink.calls.lock().unwrap().len() > 2, "it retried within the budget");
+    }
+
+    /// Invariant: permanent errors are not retried.
+    #[tokio::test(start_paused = true)]
+    async fn permanent_errors_fail_fast() {
+        let recs = records(3);
+        let sink = Flaky::new(&[&recs[0]], u32::MAX, "KMSAccessDeniedException");
+        let out = publish_with_retry(&sink, &recs, Duration::from_secs(5)).await;
+        assert_eq!(out[0], Delivery::Failed { throttled: false });
+        assert_eq!(sink.calls.lock().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn chunks_respect_count_and_bytes() {
+        let recs = records(1201);
+        let all: Vec<usize> = (0..recs.len()).collect();
+        let sizes: Vec<usize> = chunk_indices(&recs, &all).iter().map(Vec::len).collect();
+        assert_eq!(sizes, vec![500, 500, 201]);
+        let mut big = records(6);
+        for r in &mut big {
+            r.data = Bytes::from(vec![b'x'; 1024 * 1024]);
+        }
+        let all: Vec<usize> = (0..6).collect();
+        let sizes: Vec<usize> = chunk_indices(&big, &all).iter().map(Vec::len).collect();
+        assert_eq!(sizes, vec![4, 2]);
+    }
+
+    /// Invariant: concurrent requests share PutRecords calls and each gets its own results.
+    #[tokio::test(start_paused = true)]
+    async fn coalescer_shares_calls_and_splits_results() {
+        let recs = records(30);
+        let sink = Arc::new(Flaky::new(&[&recs[25]], u32::MAX, "KMSAccessDeniedException"));
+        let co = Coalescer::spawn(sink.clone(), Duration::from_millis(5), Duration::from_secs(2));
+        let handles: Vec<_> = recs
+            .chunks(10)
+            .map(|c| {
+                let co = co.clone();
+                let c = c.to_vec();
+                tokio::spawn(async move { co.publish(c).await })
+            })
+            .collect();
+        let mut results = Vec::new();
+        for h in handles {
+            results.push(h.await.unwrap());
+        }
+        assert_eq!(sink.calls.lock().unwrap().len(), 1, "one shared call");
+        assert!(results[0].iter().all(|d| *d == Delivery::Acked));
+        assert_eq!(results[2][5], Delivery::Failed { throttled: false });
+        assert_eq!(results[2].iter().filter(|d| **d == Delivery::Acked).count(), 9);
+    }
+}

@@ -1,0 +1,43 @@
+//! The producer binary in Lambda mode, driven through the real `lambda_runtime` loop by a
+//! Runtime API on loopback, fed API Gateway v1 and v2 events.
+
+#[path = "support/kinesis.rs"]
+mod kinesis;
+#[path = "support/runtime_api.rs"]
+mod runtime_api;
+
+use std::time::Duration;
+
+use runtime_api::{Outcome, RuntimeApi};
+use serde_json::Value;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lambda_mode_answers_apigw_v1_and_v2_events_and_puts_records() {
+    let client = kinesis::client().await;
+    let stream = kinesis::fresh_stream(&client, 1).await;
+    let api = RuntimeApi::start().await;
+    let _function = api.spawn_function(env!("CARGO_BIN_EXE_producer-api"), &[("STREAM_NAME", stream.clone())]);
+
+    let v1: Value = serde_json::from_str(include_str!("fixtures/apigw-v1-post-events.json")).unwrap();
+    let v2: Value = serde_json::from_str(include_str!("fixtures/apigw-v2-post-beacon.json")).unwrap();
+    let gz: Value = serde_json::from_str(include_str!("fixtures/apigw-v2-post-gzip.json")).unwrap();
+    let mut bad = v2.clone();
+    bad["body"] = Value::String("{not json".into());
+    let mut expected = Vec::new();
+    for (event, status, accepted) in [(v1, 202, 2), (v2, 202, 1), (gz, 202, 2), (bad, 400, 0)] {
+        let id = api.invoke(event);
+        match api.outcome(&id, Duration::from_secs(30)).await {
+            Outcome::Response(r) => {
+                assert_eq!(r["statusCode"], status, "{r}");
+                let body: Value = serde_json::from_str(r["body"].as_str().unwrap()).unwrap();
+                if status == 202 {
+                    assert_eq!(body["accepted"], accepted, "{body}");
+                }
+                expected.push(accepted);
+            }
+            Outcome::Error(e) => panic!("function error: {e}"),
+        }
+    }
+    let on_stream = kinesis::read_all(&client, &stream).await;
+    assert_eq!(on_stream.len(), expected.iter().sum::<usize>());
+}

@@ -1,0 +1,19 @@
+//! The event contract: what an analytics event is, how it travels on the stream, and how it is laid out in every store.
+//!
+//! Everything here is pure data and pure functions so that the producer, the consumer, the
+//! verifier and the tests agree by construction rather than by convention.
+
+pub mod dynamo;
+pub mod envelope;
+pub mod event;
+pub mod lake;
+pub mod limits;
+
+pub use envelope::{DecodeError, ENVELOPE_VERSION, Envelope, decode_record, encode_record};
+pub use event::{EnrichedEvent, ServerFacts, ValidationError, anonymise_ip, validate_event};
+
+/// The JSON Schema published for clients; kept next to the Rust rules and checked against them.
+pub const EVENT_JSON_SCHEMA: &str = include_str!("../event.schema.json");
+
+/// The PostgreSQL migrations directory, relative to this crate (used by `sqlx::migrate!`).
+pub const MIGRATIONS_DIR: &str = "migrations";

@@ -1,0 +1,28 @@
+//! Named limits of the contract; the JSON Schema, the API and the docs quote these numbers.
+
+/// Largest accepted event, serialized as compact JSON, in bytes (32 KiB).
+pub const MAX_EVENT_BYTES: usize = 32 * 1024;
+/// Most events in one request and in one `PutRecords` call (the Kinesis limit is also 500).
+pub const MAX_BATCH_EVENTS: usize = 500;
+/// Largest request body after decompression, in bytes (1 MiB).
+pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
+/// Longest `event_type`, in characters.
+pub const MAX_EVENT_TYPE_LEN: usize = 64;
+/// Longest identifier (`anonymous_id`, `user_id`, `session_id`), in characters.
+pub const MAX_ID_LEN: usize = 128;
+/// Longest `url` / `referrer`, in characters.
+pub const MAX_URL_LEN: usize = 2048;
+/// Longest `user_agent`, in characters.
+pub const MAX_USER_AGENT_LEN: usize = 512;
+/// Largest `properties` object, serialized as compact JSON, in bytes (8 KiB).
+pub const MAX_PROPERTIES_BYTES: usize = 8 * 1024;
+/// Deepest nesting inside `properties` (the `properties` object itself is depth 1).
+pub const MAX_PROPERTIES_DEPTH: usize = 5;
+/// Most keys in any one object inside `properties`.
+pub const MAX_PROPERTIES_KEYS: usize = 50;
+/// Longest key inside `properties`, in characters.
+pub const MAX_PROPERTY_KEY_LEN: usize = 128;
+/// Longest string value inside `properties`, in characters.
+pub const MAX_PROPERTY_STRING_LEN: usize = 1024;
+/// How far in the future `occurred_at` may be relative to `received_at` (client clock skew), in seconds.
+pub const MAX_FUTURE_SKEW_SECS: i64 = 24 * 3600;

@@ -1,0 +1,204 @@
+#!/usr/bin/env python3
+"""Create the local AWS resources idempotently against the loopback emulators.
+
+Run by `scripts/local-stack.sh up` with the project venv's python (boto3 from
+scripts/requirements/stack.txt). Endpoints are always 127.0.0.1: this script never targets AWS.
+
+  Kinesis stream   $STREAM_NAME    (default analytics-events, 2 shards; waits until ACTIVE)
+  S3 bucket        $LAKE_BUCKET    (default analytics-lake)
+  DynamoDB table   $DYNAMODB_TABLE (default analytics-events; hash key event_id S,
+                                    PAY_PER_REQUEST; TTL on expires_at where supported)
+  Secret           $DATABASE_SECRET_NAME (default analytics/postgres) =
+                   {"username","password","host","port","dbname"} for the local PostgreSQL
+
+Ports: KINESIS_PORT (4567), DYNAMODB_PORT (4568), MOTO_PORT (4566).
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+HOST = "127.0.0.1"
+REGION = os.environ.get("AWS_REGION") or "us-east-1"
+
+STREAM_NAME = os.environ.get("STREAM_NAME") or "analytics-events"
+STREAM_SHARDS = int(os.environ.get("STREAM_SHARDS") or 2)
+LAKE_BUCKET = os.environ.get("LAKE_BUCKET") or "analytics-lake"
+DYNAMODB_TABLE = os.environ.get("DYNAMODB_TABLE") or "analytics-events"
+TTL_ATTRIBUTE = "expires_at"
+SECRET_NAME = os.environ.get("DATABASE_SECRET_NAME") or "analytics/postgres"
+if SECRET_NAME.startswith("arn:") and ":secret:" in SECRET_NAME:
+    # DATABASE_SECRET_ARN may hold a full ARN: the name is what follows ":secret:", minus the
+    # random "-XXXXXX" suffix Secrets Manager appends.
+    SECRET_NAME = SECRET_NAME.split(":secret:", 1)[1]
+    if len(SECRET_NAME) > 7 and SECRET_NAME[-7] == "-":
+        SECRET_NAME = SECRET_NAME[:-7]
+SECRET_VALUE = {
+    "username": "postgres",
+    "password": "",
+    "host": HOST,
+    "port": int(os.environ.get("PG_PORT") or 5432),
+    "dbname": os.environ.get("PG_DATABASE") or "analytics",
+}
+
+
+def endpoint(var: str, default: int) -> str:
+    return f"http://{HOST}:{int(os.environ.get(var) or default)}"
+
+
+def client(service: str, url: str, **config):
+    # Explicit loopback endpoint and dummy credentials: never the caller's real AWS profile.
+    return boto3.client(
+        service,
+        endpoint_url=url,
+        region_name=REGION,
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+        aws_session_token=None,
+        config=Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=3, read_timeout=30, **config),
+    )
+
+
+def log(msg: str) -> None:
+    print(f"bootstrap: {msg}", flush=True)
+
+
+def code(err: ClientError) -> str:
+    return err.response.get("Error", {}).get("Code", "")
+
+
+def ensure_stream(kinesis) -> None:
+    try:
+        kinesis.create_stream(StreamName=STREAM_NAME, ShardCount=STREAM_SHARDS)
+        log(f"kinesis stream {STREAM_NAME}: created with {STREAM_SHARDS} shards")
+    except ClientError as e:
+        if code(e) != "ResourceInUseException":
+            raise
+    deadline = time.monotonic() + 60
+    while True:
+        desc = kinesis.describe_stream_summary(StreamName=STREAM_NAME)["StreamDescriptionSummary"]
+        status = desc["StreamStatus"]
+        if status == "ACTIVE":
+            break
+        if time.monotonic() > deadline:
+            raise SystemExit(f"bootstrap: kinesis stream {STREAM_NAME} still {status} after 60s")
+        time.sleep(0.1)
+    shards = desc.get("OpenShardCount")
+    if shards != STREAM_SHARDS:
+        log(f"WARNING: kinesis stream {STREAM_NAME} has {shards} open shards, expected {STREAM_SHARDS} "
+            f"(restart kinesalite to recreate it: local-stack.sh down && up)")
+    log(f"kinesis stream {STREAM_NAME}: ACTIVE, {shards} shards")
+
+
+def ensure_bucket(s3) -> None:
+    try:
+        s3.head_bucket(Bucket=LAKE_BUCKET)
+        log(f"s3 bucket {LAKE_BUCKET}: exists")
+        return
+    except ClientError as e:
+        if code(e) not in ("404", "NoSuchBucket", "NotFound"):
+            raise
+    kwargs = {"Bucket": LAKE_BUCKET}
+    if REGION != "us-east-1":
+        kwargs["CreateBucketConfiguration"] = {"LocationConstraint": REGION}
+    try:
+        s3.create_bucket(**kwargs)
+        log(f"s3 bucket {LAKE_BUCKET}: created")
+    except ClientError as e:
+        if code(e) not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+            raise
+        log(f"s3 bucket {LAKE_BUCKET}: exists")
+
+
+def ensure_table(ddb) -> None:
+    try:
+        ddb.create_table(
+            TableName=DYNAMODB_TABLE,
+            AttributeDefinitions=[{"AttributeName": "event_id", "AttributeType": "S"}],
+            KeySchema=[{"AttributeName": "event_id", "KeyType": "HASH"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        log(f"dynamodb table {DYNAMODB_TABLE}: created")
+    except ClientError as e:
+        if code(e) != "ResourceInUseException":
+            raise
+    deadline = time.monotonic() + 60
+    while True:
+        table = ddb.describe_table(TableName=DYNAMODB_TABLE)["Table"]
+        if table["TableStatus"] == "ACTIVE":
+            break
+        if time.monotonic() > deadline:
+            raise SystemExit(f"bootstrap: dynamodb table {DYNAMODB_TABLE} still {table['TableStatus']} after 60s")
+        time.sleep(0.1)
+    key = [(k["AttributeName"], k["KeyType"]) for k in table["KeySchema"]]
+    if key != [("event_id", "HASH")]:
+        raise SystemExit(f"bootstrap: dynamodb table {DYNAMODB_TABLE} exists with key schema {key}, "
+                         "expected event_id HASH; delete it or restart dynalite")
+    # TTL: dynalite implements DescribeTimeToLive but not UpdateTimeToLive; tolerate that.
+    try:
+        ttl = ddb.describe_time_to_live(TableName=DYNAMODB_TABLE)["TimeToLiveDescription"]
+        if ttl.get("TimeToLiveStatus") in ("ENABLED", "ENABLING") and ttl.get("AttributeName") == TTL_ATTRIBUTE:
+            log(f"dynamodb table {DYNAMODB_TABLE}: ACTIVE, TTL on {TTL_ATTRIBUTE}")
+            return
+        ddb.update_time_to_live(
+            TableName=DYNAMODB_TABLE,
+            TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE},
+        )
+        log(f"dynamodb table {DYNAMODB_TABLE}: ACTIVE, TTL enabled on {TTL_ATTRIBUTE}")
+    except ClientError as e:
+        if code(e) not in ("UnknownOperationException", "UnrecognizedClientException", "ValidationException"):
+            raise
+        log(f"dynamodb table {DYNAMODB_TABLE}: ACTIVE (TTL not supported by the emulator: {code(e)}; skipped)")
+
+
+def ensure_secret(sm) -> str:
+    value = json.dumps(SECRET_VALUE, separators=(",", ":"))
+    try:
+        arn = sm.create_secret(Name=SECRET_NAME, SecretString=value)["ARN"]
+        log(f"secret {SECRET_NAME}: created ({arn})")
+        return arn
+    except ClientError as e:
+        if code(e) != "ResourceExistsException":
+            raise
+    current = sm.get_secret_value(SecretId=SECRET_NAME)
+    arn = current["ARN"]
+    try:
+        same = json.loads(current.get("SecretString") or "null") == SECRET_VALUE
+    except ValueError:
+        same = False
+    if same:
+        log(f"secret {SECRET_NAME}: exists ({arn})")
+    else:
+        sm.put_secret_value(SecretId=SECRET_NAME, SecretString=value)
+        log(f"secret {SECRET_NAME}: value updated ({arn})")
+    return arn
+
+
+def main() -> int:
+    kinesis = client("kinesis", endpoint("KINESIS_PORT", 4567))
+    ddb = client("dynamodb", endpoint("DYNAMODB_PORT", 4568))
+    moto = endpoint("MOTO_PORT", 4566)
+    s3 = client("s3", moto, s3={"addressing_style": "path"})
+    sm = client("secretsmanager", moto)
+    try:
+        ensure_stream(kinesis)
+        ensure_bucket(s3)
+        ensure_table(ddb)
+        ensure_secret(sm)
+    except ClientError as e:
+        print(f"bootstrap: ERROR: {e}", file=sys.stderr)
+        return 1
+    except Exception as e:  # connection refused etc.: make it one clear line
+        print(f"bootstrap: ERROR: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

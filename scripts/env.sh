@@ -1,0 +1,25 @@
+# shellcheck shell=bash
+# Environment for running producer-api / stream-consumer / tools against the local stack
+# started by `scripts/local-stack.sh up` (all endpoints on 127.0.0.1).
+#
+#   source scripts/env.sh        # or: eval "$(bash scripts/local-stack.sh env)"
+#
+# Every variable keeps a value the caller already set (${VAR:-default}), so e.g.
+#   STREAM_NAME=my-stream source scripts/env.sh
+# works. local-stack.sh reads its resource names from this file too.
+export AWS_ENDPOINT_URL_KINESIS="${AWS_ENDPOINT_URL_KINESIS:-http://127.0.0.1:4567}"
+export AWS_ENDPOINT_URL_DYNAMODB="${AWS_ENDPOINT_URL_DYNAMODB:-http://127.0.0.1:4568}"
+export AWS_ENDPOINT_URL_S3="${AWS_ENDPOINT_URL_S3:-http://127.0.0.1:4566}"
+export AWS_ENDPOINT_URL_SECRETS_MANAGER="${AWS_ENDPOINT_URL_SECRETS_MANAGER:-http://127.0.0.1:4566}"
+export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-test}"
+export AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-test}"
+export AWS_REGION="${AWS_REGION:-us-east-1}"
+export AWS_DEFAULT_REGION="${AWS_DEFAULT_REGION:-$AWS_REGION}"
+export STREAM_NAME="${STREAM_NAME:-analytics-events}"
+export LAKE_BUCKET="${LAKE_BUCKET:-analytics-lake}"
+export DYNAMODB_TABLE="${DYNAMODB_TABLE:-analytics-events}"
+export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/analytics}"
+export DATABASE_SECRET_ARN="${DATABASE_SECRET_ARN:-analytics/postgres}"
+export DATABASE_HOST="${DATABASE_HOST:-127.0.0.1}"
+export DATABASE_PORT="${DATABASE_PORT:-5432}"
+export DATABASE_NAME="${DATABASE_NAME:-analytics}"

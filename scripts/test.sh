@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# `make test`: formatting, lints, then every test — Rust unit and integration tests against the
+# local stack, and the Python checks (stack, Terraform, dashboards, load-test scripts).
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/web-analytics-pipeline/target}"
+mkdir -p "$CARGO_TARGET_DIR"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "build (also the binaries the stack and tests start)"
+cargo build --workspace --all-targets --locked
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "local stack"
+bash scripts/local-stack.sh up
+# shellcheck source=/dev/null
+source scripts/env.sh
+
+step "cargo test (unit + integration against the local stack)"
+cargo test --workspace --locked -- --test-threads=4
+
+step "python checks (stack, Terraform, dashboards and rules)"
+# promtool (Debian's prometheus package) checks the Prometheus config and alert rules.
+bash scripts/prometheus.sh install
+py_dirs=()
+for d in scripts/tests terraform/tests grafana/tests loadtest/tests athena/tests; do
+  [ -d "$d" ] && py_dirs+=("$d")
+done
+.local/venv/bin/python -m pytest -q "${py_dirs[@]}"

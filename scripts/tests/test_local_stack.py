@@ -1,0 +1,229 @@
+"""Checks for scripts/local-stack.sh (run with the project venv):
+
+    bash scripts/local-stack.sh up && .local/venv/bin/pytest -q scripts/tests
+
+Every temporary resource has a uuid suffix, so runs can overlap; each test cleans up after itself.
+Only 127.0.0.1 is ever contacted.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import boto3
+import pytest
+from botocore.config import Config
+
+ROOT = Path(__file__).resolve().parents[2]
+STACK = ROOT / "scripts" / "local-stack.sh"
+RUN_DIR = ROOT / ".local" / "run"
+HOST = "127.0.0.1"
+KINESIS = f"http://{HOST}:4567"
+DYNAMODB = f"http://{HOST}:4568"
+MOTO = f"http://{HOST}:4566"
+REGION = "us-east-1"
+SERVICES = ("kinesalite", "dynalite", "moto")
+
+STREAM_NAME = os.environ.get("STREAM_NAME") or "analytics-events"
+LAKE_BUCKET = os.environ.get("LAKE_BUCKET") or "analytics-lake"
+DYNAMODB_TABLE = os.environ.get("DYNAMODB_TABLE") or "analytics-events"
+SECRET_NAME = "analytics/postgres"
+
+
+def run_stack(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["bash", str(STACK), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def client(service: str, url: str, **config):
+    return boto3.client(
+        service,
+        endpoint_url=url,
+        region_name=REGION,
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+        config=Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=3, read_timeout=30, **config),
+    )
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def pids() -> dict[str, str]:
+    out = {}
+    for name in SERVICES:
+        f = RUN_DIR / f"{name}.pid"
+        if f.exists():
+            out[name] = f.read_text().strip()
+    return out
+
+
+@pytest.fixture(scope="session", autouse=True)
+def stack_up():
+    """Make sure the stack is up (normally it already is: this run of `up` is then a no-op)."""
+    res = run_stack("up")
+    assert res.returncode == 0, f"local-stack.sh up failed:\n{res.stdout}\n{res.stderr}"
+
+
+def test_up_again_is_harmless():
+    before = pids()
+    t0 = time.monotonic()
+    res = run_stack("up")
+    elapsed = time.monotonic() - t0
+    assert res.returncode == 0, f"second up failed:\n{res.stdout}\n{res.stderr}"
+    assert pids() == before, "a second `up` must not restart services"
+    for name, pid in before.items():
+        assert Path(f"/proc/{pid}").exists(), f"{name} pid {pid} is gone"
+    assert "started (pid" not in res.stderr, res.stderr
+    print(f"warm up: {elapsed:.2f}s")
+
+
+def test_status_reports_all_up():
+    res = run_stack("status", timeout=60)
+    assert res.returncode == 0, f"status says something is down:\n{res.stdout}\n{res.stderr}"
+    lines = res.stdout.strip().splitlines()
+    for label in ("Kinesis", "DynamoDB", "S3+SecretsManager", "PostgreSQL"):
+        line = next((l for l in lines if l.startswith(label)), None)
+        assert line is not None, f"no status line for {label}:\n{res.stdout}"
+        assert " up " in f"{line} ", line
+        assert f"{HOST}:" in line, line
+
+
+def test_env_matches_env_sh():
+    res = run_stack("env", timeout=60)
+    assert res.returncode == 0, res.stderr
+    printed = dict(
+        line[len("export "):].split("=", 1) for line in res.stdout.splitlines() if line.startswith("export ")
+    )
+    # What `source scripts/env.sh` gives in a clean environment.
+    clean = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME")}
+    sourced = subprocess.run(
+        ["bash", "-c", "set -eu; source scripts/env.sh; env -0"],
+        cwd=ROOT, env=clean, capture_output=True, check=True,
+    ).stdout.decode()
+    sourced_env = dict(kv.split("=", 1) for kv in sourced.split("\0") if "=" in kv)
+    expected = {
+        "AWS_ENDPOINT_URL_KINESIS": KINESIS,
+        "AWS_ENDPOINT_URL_DYNAMODB": DYNAMODB,
+        "AWS_ENDPOINT_URL_S3": MOTO,
+        "AWS_ENDPOINT_URL_SECRETS_MANAGER": MOTO,
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_REGION": REGION,
+        "STREAM_NAME": "analytics-events",
+        "LAKE_BUCKET": "analytics-lake",
+        "DYNAMODB_TABLE": "analytics-events",
+        "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/analytics",
+        "DATABASE_SECRET_ARN": SECRET_NAME,
+    }
+    for k, v in expected.items():
+        assert sourced_env.get(k) == v, (k, sourced_env.get(k))
+        assert k in printed, f"`env` does not print {k}"
+    # Overrides win in env.sh.
+    over = subprocess.run(
+        ["bash", "-c", "source scripts/env.sh; echo $STREAM_NAME"],
+        cwd=ROOT, env={**clean, "STREAM_NAME": "other"}, capture_output=True, text=True, check=True,
+    ).stdout.strip()
+    assert over == "other"
+
+
+def test_bootstrapped_resources_exist():
+    kinesis = client("kinesis", KINESIS)
+    desc = kinesis.describe_stream_summary(StreamName=STREAM_NAME)["StreamDescriptionSummary"]
+    assert desc["StreamStatus"] == "ACTIVE"
+    assert desc["OpenShardCount"] == 2
+    client("s3", MOTO, s3={"addressing_style": "path"}).head_bucket(Bucket=LAKE_BUCKET)
+    table = client("dynamodb", DYNAMODB).describe_table(TableName=DYNAMODB_TABLE)["Table"]
+    assert table["KeySchema"] == [{"AttributeName": "event_id", "KeyType": "HASH"}]
+    assert table["TableStatus"] == "ACTIVE"
+
+
+def test_kinesis_round_trip():
+    kinesis = client("kinesis", KINESIS)
+    name = unique("test-stream")
+    kinesis.create_stream(StreamName=name, ShardCount=1)
+    try:
+        kinesis.get_waiter("stream_exists").wait(StreamName=name, WaiterConfig={"Delay": 0.2, "MaxAttempts": 100})
+        payload = json.dumps({"event_id": str(uuid.uuid4()), "event_type": "page_view"}).encode()
+        put = kinesis.put_record(StreamName=name, Data=payload, PartitionKey="pk")
+        it = kinesis.get_shard_iterator(
+            StreamName=name,
+            ShardId=put["ShardId"],
+            ShardIteratorType="AT_SEQUENCE_NUMBER",
+            StartingSequenceNumber=put["SequenceNumber"],
+        )["ShardIterator"]
+        records = kinesis.get_records(ShardIterator=it, Limit=10)["Records"]
+        assert records and records[0]["Data"] == payload
+        assert records[0]["SequenceNumber"] == put["SequenceNumber"]
+    finally:
+        kinesis.delete_stream(StreamName=name)
+
+
+def test_s3_round_trip():
+    s3 = client("s3", MOTO, s3={"addressing_style": "path"})
+    bucket = unique("test-bucket")
+    s3.create_bucket(Bucket=bucket)
+    key = "events/dt=2024-01-01/hour=00/x.parquet"
+    body = os.urandom(1024)
+    try:
+        s3.put_object(Bucket=bucket, Key=key, Body=body)
+        assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == body
+    finally:
+        s3.delete_object(Bucket=bucket, Key=key)
+        s3.delete_bucket(Bucket=bucket)
+
+
+def test_dynamodb_round_trip():
+    ddb = client("dynamodb", DYNAMODB)
+    table = unique("test-table")
+    ddb.create_table(
+        TableName=table,
+        AttributeDefinitions=[{"AttributeName": "event_id", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "event_id", "KeyType": "HASH"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    try:
+        ddb.get_waiter("table_exists").wait(TableName=table, WaiterConfig={"Delay": 0.2, "MaxAttempts": 100})
+        event_id = str(uuid.uuid4())
+        item = {"event_id": {"S": event_id}, "event_type": {"S": "click"}, "expires_at": {"N": "1700000000"}}
+        ddb.put_item(TableName=table, Item=item)
+        got = ddb.get_item(TableName=table, Key={"event_id": {"S": event_id}}, ConsistentRead=True)["Item"]
+        assert got == item
+    finally:
+        ddb.delete_table(TableName=table)
+
+
+def test_secret_is_readable():
+    sm = client("secretsmanager", MOTO)
+    value = sm.get_secret_value(SecretId=SECRET_NAME)
+    secret = json.loads(value["SecretString"])
+    assert secret == {
+        "username": "postgres",
+        "password": "",
+        "host": "127.0.0.1",
+        "port": 5432,
+        "dbname": "analytics",
+    }
+    # The ARN works as SecretId too (DATABASE_SECRET_ARN may hold either).
+    assert sm.get_secret_value(SecretId=value["ARN"])["SecretString"] == value["SecretString"]
+
+
+def test_postgres_query():
+    res = subprocess.run(
+        ["psql", "-X", "-h", HOST, "-p", "5432", "-U", "postgres", "-d", "analytics", "-Atc",
+         "select current_database() || ' ' || (1 + 1)"],
+        capture_output=True, text=True, timeout=30, env={**os.environ, "PGCONNECT_TIMEOUT": "5"},
+    )
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "analytics 2"

@@ -1,0 +1,262 @@
+//! The local runner: the event source mapping, emulated — poll shards, batch, call the Lambda handler, checkpoint.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_lambda_events::event::kinesis::{KinesisEvent, KinesisEventRecord};
+use aws_sdk_kinesis::Client;
+use aws_sdk_kinesis::types::{Shard, ShardIteratorType};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::error::ConsumerError;
+use crate::handler::Pipeline;
+use crate::lambda::handle_kinesis_event;
+use crate::sinks::backoff;
+use crate::sinks::dynamo::ItemStore;
+use crate::sinks::s3::ObjectStore;
+
+/// How often the shard list is refreshed (to find the children of a split or merge).
+const SHARD_REFRESH: Duration = Duration::from_secs(2);
+/// Pause between empty polls of a caught-up shard.
+const IDLE_POLL: Duration = Duration::from_millis(100);
+
+/// Settings of the runner (a subset of `Config`).
+#[derive(Debug, Clone)]
+pub struct RunnerSettings {
+    pub stream_name: String,
+    pub batch_size: usize,
+    pub batch_window: Duration,
+    pub max_attempts: u32,
+}
+
+pub struct Runner<O: ObjectStore, D: ItemStore> {
+    pub pipeline: Arc<Pipeline<O, D>>,
+    pub kinesis: Client,
+    pub settings: RunnerSettings,
+}
+
+impl<O: ObjectStore, D: ItemStore> Runner<O, D> {
+    /// Polls every shard until `shutdown` turns true; each shard task finishes its batch in hand first.
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) -> Result<(), ConsumerError> {
+        let mut running: HashSet<String> = HashSet::new();
+        let mut finished: HashSet<String> = HashSet::new();
+        let mut tasks: JoinSet<(String, Result<bool, ConsumerError>)> = JoinSet::new();
+        loop {
+            match self.list_shards().await {
+                Ok(shards) => {
+                    let listed: HashSet<&str> = shards.iter().map(|s| s.shard_id()).collect();
+                    for shard in &shards {
+                        let id = shard.shard_id().to_owned();
+                        if running.contains(&id) || finished.contains(&id) {
+                            continue;
+                        }
+                        // A child waits until its parents are drained (or gone), as the event
+                        // source mapping does, so per-key order is kept across a split or merge.
+                        let parents_done = [shard.parent_shard_id(), shard.adjacent_parent_shard_id()]
+                            .into_iter()
+                            .flatten()
+                            .all(|p| finished.contains(p) || !listed.contains(p));
+                        if !parents_done {
+                            continue;
+                        }
+                        running.insert(id.clone());
+                        let me = self.clone();
+                        let stop = shutdown.clone();
+                        tasks.spawn(async move {
+                            let r = me.poll_shard(&id, stop).await;
+                            (id, r)
+                        });
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "listing shards failed; retrying"),
+            }
+            let refresh = tokio::time::sleep(SHARD_REFRESH);
+            tokio::pin!(refresh);
+            loop {
+                tokio::select! {
+                    _ = &mut refresh => break,
+                    _ = shutdown.changed() => {
+                        if *shutdown.borrow() {
+                            while let Some(done) = tasks.join_next().await {
+                                if let Ok((id, Err(e))) = done { tracing::warn!(shard = %id, error = %e, "shard stopped with an error"); }
+                            }
+                            return Ok(());
+                        }
+                    }
+                    Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                        match done {
+                            Ok((id, Ok(true))) => { running.remove(&id); finished.insert(id); }
+                            Ok((id, Ok(false))) => { running.remove(&id); }
+                            Ok((id, Err(e))) => { tracing::warn!(shard = %id, error = %e, "shard poller failed; restarting"); running.remove(&id); }
+                            Err(e) => tracing::error!(error = %e, "shard task panicked"),
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn list_shards(&self) -> Result<Vec<Shard>, ConsumerError> {
+        let mut shards = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            metrics::counter!("consumer_kinesis_requests_total", "op" => "ListShards").increment(1);
+            let mut req = self.kinesis.list_shards();
+            req = match &token {
+                Some(t) => req.next_token(t),
+                None => req.stream_name(&self.settings.stream_name),
+            };
+            let out = req.send().await.map_err(|e| kinesis_err("ListShards", "-", e))?;
+            shards.extend(out.shards().iter().cloned());
+            match out.next_token() {
+                Some(t) => token = Some(t.to_owned()),
+                None => return Ok(shards),
+            }
+        }
+    }
+
+    /// Consumes one shard from its checkpoint. Returns `Ok(true)` once the shard is closed and
+    /// fully processed, `Ok(false)` on shutdown.
+    async fn poll_shard(&self, shard: &str, shutdown: watch::Receiver<bool>) -> Result<bool, ConsumerError> {
+        let stream = &self.settings.stream_name;
+        let ledger = &self.pipeline.ledger;
+        let (checkpoint, closed) = ledger.checkpoint(stream, shard).await?;
+        if closed {
+            return Ok(true);
+        }
+        let mut iterator = Some(self.iterator(shard, checkpoint.as_deref()).await?);
+        while !*shutdown.borrow() {
+            let Some(it) = iterator.take() else { break };
+            let (records, next) = self.fill_batch(shard, it).await?;
+            iterator = next;
+            if records.is_empty() {
+                if iterator.is_some() {
+                    tokio::time::sleep(IDLE_POLL).await;
+                }
+                continue;
+            }
+            let last = records.last().map(|r| r.kinesis.sequence_number.clone());
+            self.deliver(shard, records).await?;
+            ledger.save_checkpoint(stream, shard, last.as_deref(), false).await?;
+        }
+        if iterator.is_none() {
+            // NextShardIterator is absent only once a closed shard has been read to its end.
+            ledger.save_checkpoint(stream, shard, None, true).await?;
+            tracing::info!(shard, "shard closed and drained");
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    async fn iterator(&self, shard: &str, after: Option<&str>) -> Result<String, ConsumerError> {
+        metrics::counter!("consumer_kinesis_requests_total", "op" => "GetShardIterator").increment(1);
+        let req = self.kinesis.get_shard_iterator().stream_name(&self.settings.stream_name).shard_id(shard);
+        let req = match after {
+            Some(seq) => req.shard_iterator_type(ShardIteratorType::AfterSequenceNumber).starting_sequence_number(seq),
+            None => req.shard_iterator_type(ShardIteratorType::TrimHorizon),
+        };
+        let out = req.send().await.map_err(|e| kinesis_err("GetShardIterator", shard, e))?;
+        out.shard_iterator().map(str::to_owned).ok_or_else(|| ConsumerError::Kinesis {
+            op: "GetShardIterator",
+            shard: shard.to_owned(),
+            message: "no iterator returned".into(),
+        })
+    }
+
+    /// Reads until the batch is full, the window has passed, or the shard is caught up.
+    async fn fill_batch(
+        &self,
+        shard: &str,
+        mut iterator: String,
+    ) -> Result<(Vec<KinesisEventRecord>, Option<String>), ConsumerError> {
+        let started = Instant::now();
+        let mut batch: Vec<KinesisEventRecord> = Vec::new();
+        let mut attempt = 0;
+        loop {
+            let want = (self.settings.batch_size - batch.len()).min(10_000) as i32;
+            metrics::counter!("consumer_kinesis_requests_total", "op" => "GetRecords").increment(1);
+            let out = match self.kinesis.get_records().shard_iterator(&iterator).limit(want).send().await {
+                Ok(out) => out,
+                Err(e) if attempt < 20 => {
+                    tracing::warn!(shard, error = %aws_sdk_kinesis::error::DisplayErrorContext(&e), "GetRecords failed; backing off");
+                    tokio::time::sleep(backoff(attempt)).await;
+                    attempt += 1;
+                    continue;
+                }
+                Err(e) => return Err(kinesis_err("GetRecords", shard, e)),
+            };
+            let behind = out.millis_behind_latest().unwrap_or(0);
+            metrics::gauge!("consumer_millis_behind_latest", "shard" => shard.to_owned()).set(behind as f64);
+            for r in out.records() {
+                let mut rec = KinesisEventRecord::default();
+                rec.event_id = Some(format!("{shard}:{}", r.sequence_number()));
+                rec.event_source = Some("aws:kinesis".into());
+                rec.kinesis.sequence_number = r.sequence_number().to_owned();
+                rec.kinesis.partition_key = r.partition_key().unwrap_or_default().to_owned();
+                rec.kinesis.data.0 = r.data().as_ref().to_vec();
+                if let Some(t) = r.approximate_arrival_timestamp() {
+                    rec.kinesis.approximate_arrival_timestamp.0 =
+                        chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos()).unwrap_or_default();
+                }
+                batch.push(rec);
+            }
+            let next = out.next_shard_iterator().map(str::to_owned);
+            let full = batch.len() >= self.settings.batch_size;
+            let window_over = started.elapsed() >= self.settings.batch_window;
+            match next {
+                None => return Ok((batch, None)),
+                Some(n) if full || window_over || (behind == 0 && out.records().is_empty()) => {
+                    return Ok((batch, Some(n)));
+                }
+                Some(n) => iterator = n,
+            }
+            if out.records().is_empty() {
+                tokio::time::sleep(IDLE_POLL.min(self.settings.batch_window)).await;
+            }
+        }
+    }
+
+    /// Calls the Lambda handler until the batch succeeds, resuming from the failed record each
+    /// time; after `max_attempts` the rest of the batch goes to dead-letter and the shard moves on.
+    async fn deliver(&self, shard: &str, records: Vec<KinesisEventRecord>) -> Result<(), ConsumerError> {
+        let positions: HashMap<String, usize> =
+            records.iter().enumerate().map(|(i, r)| (r.kinesis.sequence_number.clone(), i)).collect();
+        let mut from = 0;
+        let mut attempt = 0;
+        loop {
+            let mut event = KinesisEvent::default();
+            event.records = records[from..].to_vec();
+            let response = handle_kinesis_event(&self.pipeline, event).await;
+            let Some(failed) = response.batch_item_failures.first() else { return Ok(()) };
+            from = failed.item_identifier.as_ref().and_then(|s| positions.get(s)).copied().unwrap_or(from);
+            attempt += 1;
+            if attempt >= self.settings.max_attempts {
+                let rest = crate::lambda::to_input(records[from..].to_vec());
+                tracing::error!(
+                    shard,
+                    records = rest.len(),
+                    attempts = attempt,
+                    "batch keeps failing; sending it to dead-letter"
+                );
+                self.pipeline.dead_letter_batch(&rest, &format!("batch failed {attempt} times")).await?;
+                return Ok(());
+            }
+            tokio::time::sleep(backoff(attempt + 2)).await;
+        }
+    }
+}
+
+fn kinesis_err<E: std::error::Error + 'static>(
+    op: &'static str,
+    shard: &str,
+    e: aws_sdk_kinesis::error::SdkError<E>,
+) -> ConsumerError {
+    ConsumerError::Kinesis {
+        op,
+        shard: shard.to_owned(),
+        message: aws_sdk_kinesis::error::DisplayErrorContext(e).to_string(),
+    }
+}

@@ -1,0 +1,268 @@
+//! PostgreSQL: the dedup ledger and counts (one transaction per batch) and the local runner's checkpoints.
+
+use std::str::FromStr;
+
+use chrono::Utc;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
+use sqlx::{PgPool, Row};
+use uuid::Uuid;
+
+use crate::aggregate::Counts;
+use crate::config::{Config, DatabaseSource};
+use crate::error::ConsumerError;
+use crate::plan::{Claim, ClaimStatus, LakeObject};
+
+/// The migrations from `schemas/migrations`, embedded in the binary.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../schemas/migrations");
+
+/// Connections per process: a Lambda instance handles one batch at a time, and the local
+/// runner's shards share two; more would only exhaust RDS connections at high concurrency.
+pub const POOL_MAX_CONNECTIONS: u32 = 2;
+
+/// Credentials in the Secrets Manager secret (RDS-managed secrets carry only the first two).
+#[derive(serde::Deserialize)]
+struct SecretFields {
+    username: String,
+    password: String,
+    host: Option<String>,
+    port: Option<u16>,
+    dbname: Option<String>,
+}
+
+/// Connection options from the config, reading the secret when one is configured. With a CA
+/// bundle (`DATABASE_SSL_ROOT_CERT`) TLS is required and the certificate and host verified;
+/// otherwise TLS is preferred (used when the server offers it).
+pub async fn connect_options(
+    config: &Config,
+    secrets: Option<&aws_sdk_secretsmanager::Client>,
+) -> Result<PgConnectOptions, ConsumerError> {
+    let mut options = match &config.database {
+        DatabaseSource::Url(url) => {
+            PgConnectOptions::from_str(url).map_err(|e| ConsumerError::Config(format!("DATABASE_URL: {e}")))?
+        }
+        DatabaseSource::Secret { arn, host, port, name } => {
+            let client = secrets.ok_or_else(|| ConsumerError::Config("no Secrets Manager client".into()))?;
+            let secret = client.get_secret_value().secret_id(arn).send().await.map_err(|e| ConsumerError::Secret {
+                arn: arn.clone(),
+                message: aws_sdk_secretsmanager::error::DisplayErrorContext(e).to_string(),
+            })?;
+            let text = secret.secret_string().unwrap_or_default();
+            // Never include the secret text in an error: it holds the password.
+            let fields: SecretFields = serde_json::from_str(text).map_err(|_| ConsumerError::Secret {
+                arn: arn.clone(),
+                message: "secret is not JSON with username and password".into(),
+            })?;
+            PgConnectOptions::new()
+                .host(host.as_deref().or(fields.host.as_deref()).unwrap_or("localhost"))
+                .port(port.or(fields.port).unwrap_or(5432))
+                .database(name.as_deref().or(fields.dbname.as_deref()).unwrap_or("analytics"))
+                .username(&fields.username)
+                .password(&fields.password)
+                .ssl_mode(PgSslMode::Prefer)
+        }
+    };
+    if let Some(ca) = &config.database_ssl_root_cert {
+        options = options.ssl_mode(PgSslMode::VerifyFull).ssl_root_cert(ca.as_str());
+    }
+    Ok(options.application_name("stream-consumer"))
+}
+
+/// The ledger and counts store.
+#[derive(Clone)]
+pub struct PgLedger {
+    pool: PgPool,
+}
+
+impl PgLedger {
+    pub async fn connect(options: PgConnectOptions) -> Result<Self, ConsumerError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(POOL_MAX_CONNECTIONS)
+            .acquire_timeout(std::time::Duration::from_secs(5))
+            .connect_lazy_with(options);
+        Ok(PgLedger { pool })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Applies the embedded migrations (idempotent).
+    pub async fn migrate(&self) -> Result<(), ConsumerError> {
+        MIGRATOR.run(&self.pool).await.map_err(|e| ConsumerError::Postgres { step: "migrate", source: e.into() })
+    }
+
+    /// In one transaction: registers the lake objects, claims every event (first claim wins),
+    /// and adds `count(new)` — the counts of the events claimed just now — to the totals and
+    /// hourly counts with one `UNNEST` upsert. Returns one status per claim.
+    pub async fn claim(
+        &self,
+        claims: &[Claim],
+        objects: &[LakeObject],
+        count: impl FnOnce(&[usize]) -> Counts,
+    ) -> Result<Vec<ClaimStatus>, ConsumerError> {
+        metrics::counter!("consumer_sink_requests_total", "sink" => "postgres").increment(1);
+        let mut tx = self.pool.begin().await.map_err(ConsumerError::postgres("begin"))?;
+        sqlx::query(
+            "INSERT INTO lake_objects (id, object_key) SELECT * FROM UNNEST($1::int8[], $2::text[]) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(objects.iter().map(|o| o.id).collect::<Vec<_>>())
+        .bind(objects.iter().map(|o| o.key.clone()).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await
+        .map_err(ConsumerError::postgres("register lake objects"))?;
+
+        // The LEFT JOIN on seen_events reads the statement's snapshot: a row committed by a
+        // concurrent batch after it began is neither inserted nor visible, and is correctly
+        // treated as owned by someone else.
+        let rows = sqlx::query(
+            "WITH input AS (
+                 SELECT * FROM UNNEST($1::uuid[], $2::int8[], $3::int8[]) AS t(event_id, owner, lake_object)
+             ), inserted AS (
+                 INSERT INTO seen_events (event_id, owner, lake_object)
+                 SELECT event_id, owner, lake_object FROM input
+                 ON CONFLICT (event_id) DO NOTHING
+                 RETURNING event_id
+             )
+             SELECT i.event_id, (ins.event_id IS NOT NULL) AS inserted, s.owner, s.lake_object, lo.object_key
+             FROM input i
+             LEFT JOIN inserted ins ON ins.event_id = i.event_id
+             LEFT JOIN seen_events s ON s.event_id = i.event_id
+             LEFT JOIN lake_objects lo ON lo.id = s.lake_object",
+        )
+        .bind(claims.iter().map(|c| c.event_id).collect::<Vec<_>>())
+        .bind(claims.iter().map(|c| c.owner).collect::<Vec<_>>())
+        .bind(claims.iter().map(|c| c.lake_object).collect::<Vec<_>>())
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(ConsumerError::postgres("claim events"))?;
+
+        let mut by_id = std::collections::HashMap::with_capacity(rows.len());
+        for row in rows {
+            let id: Uuid = row.get(0);
+            let inserted: bool = row.get(1);
+            let owner: Option<i64> = row.get(2);
+            let lake_object: Option<i64> = row.get(3);
+            let key: Option<String> = row.get(4);
+            by_id.insert(id, (inserted, owner, lake_object, key));
+        }
+        let statuses: Vec<ClaimStatus> = claims
+            .iter()
+            .map(|c| match by_id.remove(&c.event_id) {
+                Some((true, ..)) => ClaimStatus::New,
+                Some((false, Some(owner), Some(lake_object), object_key)) if owner == c.owner => {
+                    ClaimStatus::Own { lake_object, object_key }
+                }
+                _ => ClaimStatus::Duplicate,
+            })
+            .collect();
+
+        let new: Vec<usize> =
+            statuses.iter().enumerate().filter(|(_, s)| **s == ClaimStatus::New).map(|(i, _)| i).collect();
+        let counts = count(&new);
+        if !counts.is_empty() {
+            let cols = counts.as_columns();
+            sqlx::query(
+                "WITH hourly AS (
+                     INSERT INTO event_type_hourly_counts (event_type, hour, event_count)
+                     SELECT * FROM UNNEST($3::text[], $4::timestamptz[], $5::int8[])
+                     ON CONFLICT (event_type, hour) DO UPDATE
+                         SET event_count = event_type_hourly_counts.event_count + EXCLUDED.event_count, updated_at = now()
+                 )
+                 INSERT INTO event_type_counts (event_type, event_count)
+                 SELECT * FROM UNNEST($1::text[], $2::int8[])
+                 ON CONFLICT (event_type) DO UPDATE
+                     SET event_count = event_type_counts.event_count + EXCLUDED.event_count, updated_at = now()",
+            )
+            .bind(cols.total_types)
+            .bind(cols.total_counts)
+            .bind(cols.hourly_types)
+            .bind(cols.hourly_hours)
+            .bind(cols.hourly_counts)
+            .execute(&mut *tx)
+            .await
+            .map_err(ConsumerError::postgres("upsert counts"))?;
+        }
+        tx.commit().await.map_err(ConsumerError::postgres("commit"))?;
+        Ok(statuses)
+    }
+
+    /// Moves events whose earlier lake object never landed to this attempt's object.
+    pub async fn reassign(&self, moves: &[(Uuid, i64)]) -> Result<(), ConsumerError> {
+        if moves.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "UPDATE seen_events s SET lake_object = m.lake_object
+             FROM UNNEST($1::uuid[], $2::int8[]) AS m(event_id, lake_object) WHERE s.event_id = m.event_id",
+        )
+        .bind(moves.iter().map(|m| m.0).collect::<Vec<_>>())
+        .bind(moves.iter().map(|m| m.1).collect::<Vec<_>>())
+        .execute(&self.pool)
+        .await
+        .map_err(ConsumerError::postgres("reassign lake objects"))?;
+        Ok(())
+    }
+
+    /// Forgets claims made longer ago than the dedup window (and lake objects older than twice it).
+    pub async fn prune(&self, window_hours: u32) -> Result<u64, ConsumerError> {
+        let cutoff = Utc::now() - chrono::Duration::hours(i64::from(window_hours));
+        let done = sqlx::query("DELETE FROM seen_events WHERE claimed_at < $1")
+            .bind(cutoff)
+            .execute(&self.pool)
+            .await
+            .map_err(ConsumerError::postgres("prune seen_events"))?;
+        sqlx::query("DELETE FROM lake_objects WHERE created_at < $1")
+            .bind(cutoff - chrono::Duration::hours(i64::from(window_hours)))
+            .execute(&self.pool)
+            .await
+            .map_err(ConsumerError::postgres("prune lake_objects"))?;
+        Ok(done.rows_affected())
+    }
+
+    /// The local runner's checkpoint for a shard: (last processed sequence number, shard finished).
+    pub async fn checkpoint(&self, stream: &str, shard: &str) -> Result<(Option<String>, bool), ConsumerError> {
+        let row = sqlx::query(
+            "SELECT sequence_number, shard_closed FROM shard_checkpoints WHERE stream_name = $1 AND shard_id = $2",
+        )
+        .bind(stream)
+        .bind(shard)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(ConsumerError::postgres("read checkpoint"))?;
+        Ok(row.map(|r| (r.get(0), r.get(1))).unwrap_or((None, false)))
+    }
+
+    /// Saves a shard's checkpoint after a batch has fully succeeded (or was dead-lettered).
+    pub async fn save_checkpoint(
+        &self,
+        stream: &str,
+        shard: &str,
+        sequence: Option<&str>,
+        closed: bool,
+    ) -> Result<(), ConsumerError> {
+        sqlx::query(
+            "INSERT INTO shard_checkpoints (stream_name, shard_id, sequence_number, shard_closed, updated_at)
+             VALUES ($1, $2, $3, $4, now())
+             ON CONFLICT (stream_name, shard_id) DO UPDATE
+                 SET sequence_number = COALESCE(EXCLUDED.sequence_number, shard_checkpoints.sequence_number),
+                     shard_closed = EXCLUDED.shard_closed, updated_at = now()",
+        )
+        .bind(stream)
+        .bind(shard)
+        .bind(sequence)
+        .bind(closed)
+        .execute(&self.pool)
+        .await
+        .map_err(ConsumerError::postgres("save checkpoint"))?;
+        Ok(())
+    }
+
+    /// Counts per event type (for tests and the verifier).
+    pub async fn counts(&self) -> Result<Vec<(String, i64)>, ConsumerError> {
+        let rows = sqlx::query("SELECT event_type, event_count FROM event_type_counts ORDER BY event_type")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(ConsumerError::postgres("read counts"))?;
+        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+}

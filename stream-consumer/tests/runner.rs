@@ -1,0 +1,145 @@
+//! The local runner against kinesalite: polls every shard, checkpoints after success, resumes
+//! from its checkpoint after a restart, and follows a split to the child shards.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_kinesis::primitives::Blob;
+use aws_sdk_kinesis::types::PutRecordsRequestEntry;
+use chrono::Utc;
+use stream_consumer::runner::{Runner, RunnerSettings};
+use stream_consumer::testing::sample_event;
+use support::TestEnv;
+
+async fn fresh_stream(client: &aws_sdk_kinesis::Client, shards: i32) -> String {
+    let name = format!("test-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    client.create_stream().stream_name(&name).shard_count(shards).send().await.unwrap();
+    wait_active(client, &name).await;
+    name
+}
+
+async fn wait_active(client: &aws_sdk_kinesis::Client, name: &str) {
+    for _ in 0..200 {
+        let d = client.describe_stream_summary().stream_name(name).send().await.unwrap();
+        if d.stream_description_summary().is_some_and(|s| s.stream_status().as_str() == "ACTIVE") {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("stream {name} not active");
+}
+
+async fn put(client: &aws_sdk_kinesis::Client, stream: &str, datas: Vec<Vec<u8>>) {
+    for chunk in datas.chunks(500) {
+        let entries = chunk
+            .iter()
+            .map(|d| {
+                PutRecordsRequestEntry::builder()
+                    .data(Blob::new(d.clone()))
+                    .partition_key(uuid::Uuid::new_v4().to_string())
+                    .build()
+                    .unwrap()
+            })
+            .collect();
+        let out = client.put_records().stream_name(stream).set_records(Some(entries)).send().await.unwrap();
+        assert_eq!(out.failed_record_count(), Some(0));
+    }
+}
+
+fn events(n: usize, event_type: &str) -> Vec<Vec<u8>> {
+    let now = Utc::now();
+    (0..n).map(|_| schemas::encode_record(&sample_event(event_type, None, now))).collect()
+}
+
+fn start(env: &TestEnv, stream: &str) -> (tokio::sync::watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+    let runner = Arc::new(Runner {
+        pipeline: Arc::new(env.pipeline()),
+        kinesis: aws_sdk_kinesis::Client::new(&env.aws),
+        settings: RunnerSettings {
+            stream_name: stream.to_owned(),
+            batch_size: 1000,
+            batch_window: Duration::from_millis(200),
+            max_attempts: 3,
+        },
+    });
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let handle = tokio::spawn(async move { runner.run(stopped).await.unwrap() });
+    (stop, handle)
+}
+
+async fn wait_for_count(env: &TestEnv, want: i64) {
+    for _ in 0..300 {
+        if env.counts().await.values().sum::<i64>() >= want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("counts never reached {want}: {:?}", env.counts().await);
+}
+
+/// Invariant: the runner drains every shard, survives a restart without reprocessing, and
+/// quarantines poison records without blocking their shard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runner_drains_shards_and_resumes_from_checkpoint() {
+    let env = TestEnv::new().await;
+    let kinesis = aws_sdk_kinesis::Client::new(&env.aws);
+    let stream = fresh_stream(&kinesis, 2).await;
+    let mut first = events(1500, "page_view");
+    first.push(b"poison".to_vec());
+    put(&kinesis, &stream, first).await;
+
+    let (stop, handle) = start(&env, &stream);
+    wait_for_count(&env, 1500).await;
+    stop.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(30), handle).await.expect("stops on request").unwrap();
+
+    put(&kinesis, &stream, events(300, "click")).await;
+    let (stop, handle) = start(&env, &stream);
+    wait_for_count(&env, 1800).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.send(true).unwrap();
+    handle.await.unwrap();
+
+    let counts = env.counts().await;
+    assert_eq!(counts["page_view"], 1500);
+    assert_eq!(counts["click"], 300);
+    assert_eq!(env.dynamo_count().await, 1800);
+    assert_eq!(env.lake_event_ids().await.len(), 1800, "restart did not reprocess");
+    assert_eq!(env.keys("dead-letter/").await.len(), 1);
+}
+
+/// Invariant: after a shard split the runner finishes the parent, then follows the children.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runner_follows_a_split_to_the_children() {
+    let env = TestEnv::new().await;
+    let kinesis = aws_sdk_kinesis::Client::new(&env.aws);
+    let stream = fresh_stream(&kinesis, 1).await;
+    put(&kinesis, &stream, events(400, "before_split")).await;
+    let (stop, handle) = start(&env, &stream);
+    wait_for_count(&env, 400).await;
+
+    let shards = kinesis.list_shards().stream_name(&stream).send().await.unwrap();
+    let parent = &shards.shards()[0];
+    let start_hash: u128 = parent.hash_key_range().unwrap().starting_hash_key().parse().unwrap();
+    let end_hash: u128 = parent.hash_key_range().unwrap().ending_hash_key().parse().unwrap();
+    kinesis
+        .split_shard()
+        .stream_name(&stream)
+        .shard_to_split(parent.shard_id())
+        .new_starting_hash_key(((start_hash + end_hash) / 2).to_string())
+        .send()
+        .await
+        .unwrap();
+    wait_active(&kinesis, &stream).await;
+    put(&kinesis, &stream, events(600, "after_split")).await;
+    wait_for_count(&env, 1000).await;
+    stop.send(true).unwrap();
+    handle.await.unwrap();
+
+    let counts = env.counts().await;
+    assert_eq!(counts["before_split"], 400);
+    assert_eq!(counts["after_split"], 600);
+    assert_eq!(env.lake_event_ids().await.len(), 1000);
+}

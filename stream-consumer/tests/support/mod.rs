@@ -1,0 +1,171 @@
+//! Test environment on the real local stack: a fresh bucket, table and database per test.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
+use bytes::Bytes;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use sqlx::Row;
+use sqlx::postgres::PgConnectOptions;
+use stream_consumer::sinks::dynamo::DynamoItems;
+use stream_consumer::sinks::postgres::PgLedger;
+use stream_consumer::sinks::s3::S3Lake;
+use stream_consumer::{HandlerSettings, Pipeline};
+use uuid::Uuid;
+
+pub struct TestEnv {
+    pub aws: aws_config::SdkConfig,
+    pub s3: aws_sdk_s3::Client,
+    pub dynamo: aws_sdk_dynamodb::Client,
+    pub bucket: String,
+    pub table: String,
+    pub database: String,
+    pub ledger: PgLedger,
+}
+
+pub fn settings() -> HandlerSettings {
+    HandlerSettings {
+        dynamodb_ttl_days: 30,
+        dynamodb_concurrency: 8,
+        sink_budget: Duration::from_secs(20),
+        dedup_window_hours: 24,
+    }
+}
+
+fn require_stack() {
+    assert!(
+        std::env::var_os("AWS_ENDPOINT_URL_S3").is_some(),
+        "integration tests need the local stack: run `make test` (or `make up` and `source scripts/env.sh`)"
+    );
+}
+
+fn admin_url() -> String {
+    std::env::var("TEST_ADMIN_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+impl TestEnv {
+    /// A fresh, uniquely named bucket, table and database, so tests can run in parallel.
+    pub async fn new() -> TestEnv {
+        require_stack();
+        let aws = aws_config::load_from_env().await;
+        let s3 = stream_consumer::s3_client(&aws);
+        let dynamo = aws_sdk_dynamodb::Client::new(&aws);
+        let suffix = Uuid::new_v4().simple().to_string()[..12].to_owned();
+        let bucket = format!("test-lake-{suffix}");
+        let table = format!("test-events-{suffix}");
+        let database = format!("test_{suffix}");
+        s3.create_bucket().bucket(&bucket).send().await.expect("create bucket");
+        dynamo
+            .create_table()
+            .table_name(&table)
+            .billing_mode(BillingMode::PayPerRequest)
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name("event_id")
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()
+                    .unwrap(),
+            )
+            .key_schema(KeySchemaElement::builder().attribute_name("event_id").key_type(KeyType::Hash).build().unwrap())
+            .send()
+            .await
+            .expect("create table");
+        for _ in 0..100 {
+            let d = dynamo.describe_table().table_name(&table).send().await.unwrap();
+            if d.table().and_then(|t| t.table_status()).is_some_and(|s| s.as_str() == "ACTIVE") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let admin = sqlx::PgPool::connect(&admin_url()).await.expect("connect admin");
+        // The name is ours (hex from a UUID), never input, so formatting it in is safe.
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}")))
+            .execute(&admin)
+            .await
+            .expect("create database");
+        admin.close().await;
+        let options: PgConnectOptions = admin_url().parse::<PgConnectOptions>().unwrap().database(&database);
+        let ledger = PgLedger::connect(options).await.unwrap();
+        ledger.migrate().await.expect("migrate");
+        TestEnv { aws, s3, dynamo, bucket, table, database, ledger }
+    }
+
+    pub fn pipeline(&self) -> Pipeline<S3Lake, DynamoItems> {
+        self.pipeline_with(DynamoItems::new(self.dynamo.clone(), self.table.clone()))
+    }
+
+    pub fn pipeline_with<D: stream_consumer::sinks::dynamo::ItemStore>(&self, items: D) -> Pipeline<S3Lake, D> {
+        Pipeline::new(S3Lake::new(self.s3.clone(), self.bucket.clone()), items, self.ledger.clone(), settings())
+    }
+
+    pub fn dynamo_items(&self) -> DynamoItems {
+        DynamoItems::new(self.dynamo.clone(), self.table.clone())
+    }
+
+    /// Keys under `prefix`.
+    pub async fn keys(&self, prefix: &str) -> Vec<String> {
+        let mut keys = Vec::new();
+        let mut pages = self.s3.list_objects_v2().bucket(&self.bucket).prefix(prefix).into_paginator().send();
+        while let Some(page) = pages.next().await {
+            keys.extend(page.unwrap().contents().iter().filter_map(|o| o.key().map(str::to_owned)));
+        }
+        keys.sort();
+        keys
+    }
+
+    pub async fn object(&self, key: &str) -> Bytes {
+        let out = self.s3.get_object().bucket(&self.bucket).key(key).send().await.unwrap();
+        out.body.collect().await.unwrap().into_bytes()
+    }
+
+    /// Every event_id in every Parquet file of the lake (with repeats, to catch duplicates).
+    pub async fn lake_event_ids(&self) -> Vec<String> {
+        let mut ids = Vec::new();
+        for key in self.keys("events/").await {
+            let reader = ParquetRecordBatchReaderBuilder::try_new(self.object(&key).await).unwrap().build().unwrap();
+            for batch in reader {
+                let batch = batch.unwrap();
+                let col = batch.column_by_name("event_id").unwrap();
+                let col = col.as_any().downcast_ref::<arrow_array::StringArray>().unwrap();
+                ids.extend(col.iter().map(|v| v.unwrap().to_owned()));
+            }
+        }
+        ids
+    }
+
+    pub async fn dynamo_count(&self) -> usize {
+        let mut n = 0;
+        let mut start = None;
+        loop {
+            let out = self
+                .dynamo
+                .scan()
+                .table_name(&self.table)
+                .select(aws_sdk_dynamodb::types::Select::Count)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .unwrap();
+            n += out.count() as usize;
+            match out.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => return n,
+            }
+        }
+    }
+
+    pub async fn counts(&self) -> HashMap<String, i64> {
+        self.ledger.counts().await.unwrap().into_iter().collect()
+    }
+
+    pub async fn hourly_total(&self) -> i64 {
+        sqlx::query("SELECT COALESCE(SUM(event_count), 0)::int8 FROM event_type_hourly_counts")
+            .fetch_one(self.ledger.pool())
+            .await
+            .unwrap()
+            .get(0)
+    }
+}

@@ -1,0 +1,231 @@
+# Public ingestion API in front of the producer Lambda.
+#
+# api_type = "rest" (default): API Gateway REST API imported from producer-api/openapi.yaml.
+#   The file is rendered with templatefile(); it must reference the integration target as
+#   ${producer_invoke_arn} (in x-amazon-apigateway-integration.uri) and escape any other
+#   literal "${" as "$${". Request validation, routes and responses live in that file.
+# api_type = "http": API Gateway HTTP API with the same routes, ~70% cheaper per request,
+#   no request validation against the OpenAPI schema (the Lambda validates anyway).
+
+locals {
+  rest = var.api_type == "rest"
+  http = var.api_type == "http"
+
+  openapi_path = "${path.module}/../producer-api/openapi.yaml"
+
+  # Routes the HTTP API forwards to the producer (the REST API takes them from openapi.yaml).
+  http_routes = ["POST /events", "OPTIONS /events", "GET /health"]
+
+  api_execution_arn = local.rest ? one(aws_api_gateway_rest_api.producer[*].execution_arn) : one(aws_apigatewayv2_api.producer[*].execution_arn)
+  api_url           = local.rest ? one(aws_api_gateway_stage.producer[*].invoke_url) : one(aws_apigatewayv2_stage.producer[*].invoke_url)
+}
+
+resource "aws_cloudwatch_log_group" "api_access" {
+  name              = "/aws/apigateway/${var.name}-producer-api/access"
+  retention_in_days = var.log_retention_days
+  kms_key_id        = aws_kms_key.main.arn
+}
+
+resource "aws_lambda_permission" "api_invoke_producer" {
+  statement_id  = "AllowApiGatewayInvoke"
+  action        = "lambda:InvokeFunction"
+  function_name = aws_lambda_function.producer.function_name
+  principal     = "apigateway.amazonaws.com"
+  # Only this API's stage may invoke the function: .../<api-id>/<stage>/<METHOD>/<path>
+  source_arn = "${local.api_execution_arn}/${var.api_stage_name}/*"
+}
+
+# --- REST API -----------------------------------------------------------------
+
+resource "aws_api_gateway_rest_api" "producer" {
+  count = local.rest ? 1 : 0
+
+  name        = "${var.name}-producer-api"
+  description = "Analytics event ingestion (producer-api/openapi.yaml)"
+  body = templatefile(local.openapi_path, {
+    producer_invoke_arn = aws_lambda_function.producer.invoke_arn
+  })
+  binary_media_types = var.rest_binary_media_types
+
+  endpoint_configuration {
+    types = ["REGIONAL"]
+  }
+
+  lifecycle {
+    create_before_destroy = true
+  }
+}
+
+resource "aws_api_gateway_deployment" "producer" {
+  count = local.rest ? 1 : 0
+
+  rest_api_id = aws_api_gateway_rest_api.producer[0].id
+  description = "openapi.yaml sha1 ${sha1(aws_api_gateway_rest_api.producer[0].body)}"
+
+  triggers = {
+    redeployment = sha1(aws_api_gateway_rest_api.producer[0].body)
+  }
+
+  lifecycle {
+    create_before_destroy = true
+  }
+}
+
+# Execution log group that API Gateway would otherwise create unencrypted and kept forever.
+resource "aws_cloudwatch_log_group" "api_execution" {
+  count = local.rest ? 1 : 0
+
+  name              = "API-Gateway-Execution-Logs_${aws_api_gateway_rest_api.producer[0].id}/${var.api_stage_name}"
+  retention_in_days = var.log_retention_days
+  kms_key_id        = aws_kms_key.main.arn
+}
+
+resource "aws_api_gateway_stage" "producer" {
+  #checkov:skip=CKV_AWS_120:Responses are per-request acknowledgements of POSTed events (and a health check); there is nothing to cache.
+  #checkov:skip=CKV2_AWS_51:Clients are browsers and SDKs on the public internet; they cannot present mTLS client certificates. The backend is a Lambda proxy integration, so a backend client certificate does not apply either.
+  #checkov:skip=CKV2_AWS_29:No WAF by default (fixed ~$6/month plus per-request fees); abuse is bounded by stage throttling and the producer's reserved concurrency. Associate a web ACL with this stage's ARN if the endpoint is attacked.
+  count = local.rest ? 1 : 0
+
+  rest_api_id          = aws_api_gateway_rest_api.producer[0].id
+  deployment_id        = aws_api_gateway_deployment.producer[0].id
+  stage_name           = var.api_stage_name
+  xray_tracing_enabled = true
+
+  access_log_settings {
+    destination_arn = aws_cloudwatch_log_group.api_access.arn
+    format = jsonencode({
+      requestId          = "$context.requestId"
+      requestTime        = "$context.requestTime"
+      ip                 = "$context.identity.sourceIp"
+      httpMethod         = "$context.httpMethod"
+      resourcePath       = "$context.resourcePath"
+      status             = "$context.status"
+      responseLength     = "$context.responseLength"
+      responseLatency    = "$context.responseLatency"
+      integrationStatus  = "$context.integration.status"
+      integrationLatency = "$context.integration.latency"
+      errorMessage       = "$context.error.message"
+      userAgent          = "$context.identity.userAgent"
+    })
+  }
+
+  depends_on = [
+    aws_api_gateway_account.this,
+    aws_cloudwatch_log_group.api_execution,
+  ]
+}
+
+resource "aws_api_gateway_method_settings" "all" {
+  #checkov:skip=CKV_AWS_225:Ingestion responses must not be cached (each POST is a distinct write); caching is deliberately off.
+  count = local.rest ? 1 : 0
+
+  rest_api_id = aws_api_gateway_rest_api.producer[0].id
+  stage_name  = aws_api_gateway_stage.producer[0].stage_name
+  method_path = "*/*"
+
+  settings {
+    metrics_enabled        = true
+    logging_level          = "ERROR"
+    data_trace_enabled     = false # would log request bodies (client IPs, user agents)
+    caching_enabled        = false
+    throttling_rate_limit  = var.api_throttling_rate_limit
+    throttling_burst_limit = var.api_throttling_burst_limit
+  }
+}
+
+# REST API logging needs a region-wide CloudWatch Logs role on the API Gateway account.
+data "aws_iam_policy_document" "apigw_assume" {
+  statement {
+    actions = ["sts:AssumeRole"]
+
+    principals {
+      type        = "Service"
+      identifiers = ["apigateway.amazonaws.com"]
+    }
+  }
+}
+
+resource "aws_iam_role" "apigw_cloudwatch" {
+  count = local.rest && var.manage_api_gateway_account ? 1 : 0
+
+  name               = "${var.name}-apigateway-cloudwatch"
+  description        = "API Gateway (region-wide account setting) writes REST access and execution logs"
+  assume_role_policy = data.aws_iam_policy_document.apigw_assume.json
+}
+
+resource "aws_iam_role_policy_attachment" "apigw_cloudwatch" {
+  count = local.rest && var.manage_api_gateway_account ? 1 : 0
+
+  role       = aws_iam_role.apigw_cloudwatch[0].name
+  policy_arn = "arn:${local.partition}:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs"
+}
+
+resource "aws_api_gateway_account" "this" {
+  count = local.rest && var.manage_api_gateway_account ? 1 : 0
+
+  cloudwatch_role_arn = aws_iam_role.apigw_cloudwatch[0].arn
+
+  depends_on = [aws_iam_role_policy_attachment.apigw_cloudwatch]
+}
+
+# --- HTTP API -----------------------------------------------------------------
+
+resource "aws_apigatewayv2_api" "producer" {
+  count = local.http ? 1 : 0
+
+  name          = "${var.name}-producer-api"
+  description   = "Analytics event ingestion (HTTP API)"
+  protocol_type = "HTTP"
+}
+
+resource "aws_apigatewayv2_integration" "producer" {
+  count = local.http ? 1 : 0
+
+  api_id                 = aws_apigatewayv2_api.producer[0].id
+  integration_type       = "AWS_PROXY"
+  integration_method     = "POST"
+  integration_uri        = aws_lambda_function.producer.invoke_arn
+  payload_format_version = "2.0"
+  timeout_milliseconds   = 29000
+}
+
+resource "aws_apigatewayv2_route" "producer" {
+  #checkov:skip=CKV_AWS_309:Public ingestion endpoint for browsers (like any analytics beacon); it is unauthenticated by design. Abuse is bounded by stage throttling, payload limits and reserved concurrency.
+  for_each = toset(local.http ? local.http_routes : [])
+
+  api_id             = aws_apigatewayv2_api.producer[0].id
+  route_key          = each.key
+  target             = "integrations/${aws_apigatewayv2_integration.producer[0].id}"
+  authorization_type = "NONE"
+}
+
+resource "aws_apigatewayv2_stage" "producer" {
+  count = local.http ? 1 : 0
+
+  api_id      = aws_apigatewayv2_api.producer[0].id
+  name        = var.api_stage_name
+  auto_deploy = true
+
+  default_route_settings {
+    detailed_metrics_enabled = true
+    throttling_rate_limit    = var.api_throttling_rate_limit
+    throttling_burst_limit   = var.api_throttling_burst_limit
+  }
+
+  access_log_settings {
+    destination_arn = aws_cloudwatch_log_group.api_access.arn
+    format = jsonencode({
+      requestId          = "$context.requestId"
+      requestTime        = "$context.requestTime"
+      ip                 = "$context.identity.sourceIp"
+      routeKey           = "$context.routeKey"
+      status             = "$context.status"
+      responseLength     = "$context.responseLength"
+      responseLatency    = "$context.responseLatency"
+      integrationStatus  = "$context.integrationStatus"
+      integrationLatency = "$context.integrationLatency"
+      errorMessage       = "$context.error.message"
+      userAgent          = "$context.identity.userAgent"
+    })
+  }
+}

@@ -1,0 +1,275 @@
+# Grafana host: one EC2 instance (Graviton by default) in a public subnet that runs the
+# repository's grafana/docker-compose.yml with an EC2 role that can read CloudWatch metrics
+# (the Lambdas' EMF metrics, AWS/Kinesis, AWS/Lambda, ...) and Logs Insights.
+#
+# The files under var.grafana_source_dir are uploaded to the lake bucket under ops/grafana/
+# and fetched at boot. Changing any of them changes user_data, which replaces the instance
+# (user_data_replace_on_change): the host is disposable; dashboards and datasources come from
+# provisioning files, the admin password from Secrets Manager.
+#
+# Access: no SSH. Port 3000 is open only to var.allowed_cidr (none by default); otherwise use
+#   aws ssm start-session --target <instance-id> \
+#     --document-name AWS-StartPortForwardingSession --parameters portNumber=3000,localPortNumber=3000
+
+locals {
+  grafana_dir = startswith(var.grafana_source_dir, "/") ? var.grafana_source_dir : "${path.module}/${var.grafana_source_dir}"
+  # What the host runs: docker-compose.yml and the configs it mounts (not tests/, tools/, docs).
+  grafana_files = var.enable_grafana ? toset([
+    for f in fileset(local.grafana_dir, "**") : f
+    if !startswith(f, "tests/") && !startswith(f, "tools/") && !endswith(f, ".md") && !strcontains(f, "__pycache__")
+  ]) : toset([])
+  grafana_config_hash = sha256(join(",", [
+    for f in sort(tolist(local.grafana_files)) : "${f}=${filesha256("${local.grafana_dir}/${f}")}"
+  ]))
+
+  grafana_arch = var.enable_grafana ? (
+    contains(data.aws_ec2_instance_type.grafana[0].supported_architectures, "arm64") ? "arm64" : "x86_64"
+  ) : "arm64"
+}
+
+resource "aws_s3_object" "grafana" {
+  for_each = local.grafana_files
+
+  bucket      = aws_s3_bucket.lake.id
+  key         = "${local.lake_ops_prefix}${each.value}"
+  source      = "${local.grafana_dir}/${each.value}"
+  source_hash = filemd5("${local.grafana_dir}/${each.value}")
+  kms_key_id  = aws_kms_key.main.arn
+}
+
+# Grafana's admin password. The host generates it on first boot and stores it here; read it
+#   aws secretsmanager get-secret-value --secret-id <grafana_admin_secret_arn> --query SecretString --output text
+resource "aws_secretsmanager_secret" "grafana_admin" {
+  #checkov:skip=CKV2_AWS_57:The value is generated on the host at first boot and Grafana keeps its own copy in its database; rotating the secret alone would desynchronise them. Replace the instance to rotate.
+  count = var.enable_grafana ? 1 : 0
+
+  name_prefix             = "${var.name}/grafana-admin-"
+  description             = "Grafana admin password for the ${var.name} observability host"
+  kms_key_id              = aws_kms_key.main.arn
+  recovery_window_in_days = 7
+}
+
+data "aws_ec2_instance_type" "grafana" {
+  count = var.enable_grafana ? 1 : 0
+
+  instance_type = var.grafana_instance_type
+}
+
+data "aws_ssm_parameter" "al2023_ami" {
+  count = var.enable_grafana ? 1 : 0
+
+  name = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-${local.grafana_arch}"
+}
+
+# --- IAM ----------------------------------------------------------------------
+
+data "aws_iam_policy_document" "ec2_assume" {
+  statement {
+    actions = ["sts:AssumeRole"]
+
+    principals {
+      type        = "Service"
+      identifiers = ["ec2.amazonaws.com"]
+    }
+  }
+}
+
+resource "aws_iam_role" "grafana" {
+  count = var.enable_grafana ? 1 : 0
+
+  name               = "${var.name}-grafana-host"
+  description        = "Grafana host: read CloudWatch metrics and logs, its config and admin secret; SSM"
+  assume_role_policy = data.aws_iam_policy_document.ec2_assume.json
+}
+
+data "aws_iam_policy_document" "grafana" {
+  count = var.enable_grafana ? 1 : 0
+
+  # What Grafana's CloudWatch data source calls. These actions have no resource-level scoping.
+  statement {
+    sid = "ReadMetrics"
+    actions = [
+      "cloudwatch:GetMetricData",
+      "cloudwatch:GetMetricStatistics",
+      "cloudwatch:ListMetrics",
+      "cloudwatch:DescribeAlarmsForMetric",
+      "logs:DescribeLogGroups",
+      "logs:StopQuery",
+      "ec2:DescribeRegions",
+      "ec2:DescribeInstances",
+      "ec2:DescribeTags",
+      "tag:GetResources",
+    ]
+    resources = ["*"]
+  }
+
+  statement {
+    sid = "ReadAlarmsAndInsights"
+    actions = [
+      "cloudwatch:DescribeAlarms",
+      "cloudwatch:DescribeAlarmHistory",
+      "cloudwatch:GetInsightRuleReport",
+    ]
+    resources = [
+      "arn:${local.partition}:cloudwatch:${local.region}:${local.account_id}:alarm:*",
+      "arn:${local.partition}:cloudwatch:${local.region}:${local.account_id}:insight-rule/*",
+    ]
+  }
+
+  # Logs Insights and log browsing, in this account and region only.
+  statement {
+    sid = "QueryLogs"
+    actions = [
+      "logs:GetLogGroupFields",
+      "logs:StartQuery",
+      "logs:GetQueryResults",
+      "logs:GetLogEvents",
+      "logs:FilterLogEvents",
+    ]
+    resources = [
+      "arn:${local.partition}:logs:${local.region}:${local.account_id}:log-group:*",
+    ]
+  }
+
+  statement {
+    sid       = "FetchGrafanaConfig"
+    actions   = ["s3:GetObject"]
+    resources = ["${aws_s3_bucket.lake.arn}/${local.lake_ops_prefix}*"]
+  }
+
+  statement {
+    sid       = "ListGrafanaConfig"
+    actions   = ["s3:ListBucket"]
+    resources = [aws_s3_bucket.lake.arn]
+
+    condition {
+      test     = "StringLike"
+      variable = "s3:prefix"
+      values   = ["${local.lake_ops_prefix}*"]
+    }
+  }
+
+  statement {
+    sid       = "GrafanaAdminSecret"
+    actions   = ["secretsmanager:GetSecretValue", "secretsmanager:PutSecretValue"]
+    resources = [aws_secretsmanager_secret.grafana_admin[0].arn]
+  }
+
+  statement {
+    sid       = "UseKeyForConfigAndSecret"
+    actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
+    resources = [aws_kms_key.main.arn]
+  }
+}
+
+resource "aws_iam_role_policy" "grafana" {
+  count = var.enable_grafana ? 1 : 0
+
+  name   = "grafana-host"
+  role   = aws_iam_role.grafana[0].id
+  policy = data.aws_iam_policy_document.grafana[0].json
+}
+
+resource "aws_iam_role_policy_attachment" "grafana_ssm" {
+  count = var.enable_grafana ? 1 : 0
+
+  role       = aws_iam_role.grafana[0].name
+  policy_arn = "arn:${local.partition}:iam::aws:policy/AmazonSSMManagedInstanceCore"
+}
+
+resource "aws_iam_instance_profile" "grafana" {
+  count = var.enable_grafana ? 1 : 0
+
+  name = "${var.name}-grafana-host"
+  role = aws_iam_role.grafana[0].name
+}
+
+# --- Network ------------------------------------------------------------------
+
+resource "aws_security_group" "grafana" {
+  count = var.enable_grafana ? 1 : 0
+
+  name        = "${var.name}-grafana"
+  description = "Grafana host: 3000 from allowed_cidr only; HTTPS out"
+  vpc_id      = aws_vpc.main.id
+
+  tags = { Name = "${var.name}-grafana" }
+}
+
+resource "aws_vpc_security_group_ingress_rule" "grafana_ui" {
+  count = var.enable_grafana && var.allowed_cidr != null ? 1 : 0
+
+  security_group_id = aws_security_group.grafana[0].id
+  description       = "Grafana UI from the operator network (var.allowed_cidr)"
+  ip_protocol       = "tcp"
+  from_port         = 3000
+  to_port           = 3000
+  cidr_ipv4         = var.allowed_cidr
+}
+
+resource "aws_vpc_security_group_egress_rule" "grafana_https" {
+  count = var.enable_grafana ? 1 : 0
+
+  security_group_id = aws_security_group.grafana[0].id
+  description       = "HTTPS out: AWS APIs, SSM, dnf repositories, container registry, Compose release"
+  ip_protocol       = "tcp"
+  from_port         = 443
+  to_port           = 443
+  cidr_ipv4         = "0.0.0.0/0"
+}
+
+# --- Instance -----------------------------------------------------------------
+
+resource "aws_instance" "grafana" {
+  #checkov:skip=CKV_AWS_88:The host pulls container images from the internet (no NAT in this VPC) and serves the UI directly; inbound is limited to allowed_cidr on 3000 (none by default, SSM port forwarding instead).
+  #checkov:skip=CKV_AWS_126:Basic 5-minute EC2 metrics are enough for a single dashboard host; detailed monitoring adds ~$2/month.
+  count = var.enable_grafana ? 1 : 0
+
+  ami                         = data.aws_ssm_parameter.al2023_ami[0].insecure_value
+  instance_type               = var.grafana_instance_type
+  subnet_id                   = aws_subnet.public[0].id
+  vpc_security_group_ids      = [aws_security_group.grafana[0].id]
+  iam_instance_profile        = aws_iam_instance_profile.grafana[0].name
+  associate_public_ip_address = true
+  ebs_optimized               = true
+  monitoring                  = false
+
+  metadata_options {
+    http_endpoint               = "enabled"
+    http_tokens                 = "required" # IMDSv2 only
+    http_put_response_hop_limit = 2          # containers (one extra hop) reach IMDS for role credentials
+    instance_metadata_tags      = "disabled"
+  }
+
+  root_block_device {
+    volume_type           = "gp3"
+    volume_size           = var.grafana_volume_size_gb
+    encrypted             = true
+    kms_key_id            = aws_kms_key.main.arn
+    delete_on_termination = true
+  }
+
+  user_data = templatefile("${path.module}/templates/grafana-user-data.sh.tftpl", {
+    region          = local.region
+    bucket          = aws_s3_bucket.lake.id
+    prefix          = local.lake_ops_prefix
+    secret_arn      = aws_secretsmanager_secret.grafana_admin[0].arn
+    compose_version = var.docker_compose_version
+    compose_sha256  = var.docker_compose_sha256
+    config_hash     = local.grafana_config_hash
+  })
+  user_data_replace_on_change = true
+
+  tags = { Name = "${var.name}-grafana" }
+
+  lifecycle {
+    # A newer AL2023 AMI should not replace the host on every plan; replace it deliberately
+    # (terraform apply -replace=aws_instance.grafana[0]).
+    ignore_changes = [ami]
+  }
+
+  depends_on = [
+    aws_s3_object.grafana,
+    aws_iam_role_policy.grafana,
+  ]
+}

@@ -1,0 +1,250 @@
+# PostgreSQL for the aggregate tables and the dedup ledger (schemas/migrations), in the private
+# subnets, TLS-only, master password generated and rotated by RDS in Secrets Manager.
+# Optional RDS Proxy (enable_rds_proxy) pools the consumer's connections.
+
+locals {
+  rds_major_version = split(".", var.rds_engine_version)[0]
+  # The RDS-managed Secrets Manager secret (username/password, rotated by RDS).
+  db_secret_arn = aws_db_instance.postgres.master_user_secret[0].secret_arn
+}
+
+resource "aws_db_subnet_group" "postgres" {
+  name        = local.rds_identifier
+  description = "${var.name} PostgreSQL: private subnets"
+  subnet_ids  = aws_subnet.private[*].id
+}
+
+resource "aws_db_parameter_group" "postgres" {
+  name_prefix = "${local.rds_identifier}-pg${local.rds_major_version}-"
+  family      = "postgres${local.rds_major_version}"
+  description = "${var.name}: TLS only, DDL and slow-query logging"
+
+  # Reject every non-TLS connection.
+  parameter {
+    name         = "rds.force_ssl"
+    value        = "1"
+    apply_method = "pending-reboot"
+  }
+
+  parameter {
+    name  = "log_statement"
+    value = "ddl"
+  }
+
+  parameter {
+    name  = "log_min_duration_statement"
+    value = tostring(var.rds_slow_query_ms)
+  }
+
+  parameter {
+    name  = "log_connections"
+    value = "1"
+  }
+
+  parameter {
+    name  = "log_disconnections"
+    value = "1"
+  }
+
+  lifecycle {
+    create_before_destroy = true
+  }
+}
+
+# Log groups RDS would otherwise create unencrypted and with no expiry.
+resource "aws_cloudwatch_log_group" "postgres" {
+  for_each = toset(["postgresql", "upgrade"])
+
+  name              = "/aws/rds/instance/${local.rds_identifier}/${each.key}"
+  retention_in_days = var.log_retention_days
+  kms_key_id        = aws_kms_key.main.arn
+}
+
+data "aws_iam_policy_document" "rds_monitoring_assume" {
+  statement {
+    actions = ["sts:AssumeRole"]
+
+    principals {
+      type        = "Service"
+      identifiers = ["monitoring.rds.amazonaws.com"]
+    }
+  }
+}
+
+resource "aws_iam_role" "rds_monitoring" {
+  count = var.rds_monitoring_interval > 0 ? 1 : 0
+
+  name               = "${local.rds_identifier}-monitoring"
+  description        = "RDS enhanced monitoring for ${local.rds_identifier}"
+  assume_role_policy = data.aws_iam_policy_document.rds_monitoring_assume.json
+}
+
+resource "aws_iam_role_policy_attachment" "rds_monitoring" {
+  count = var.rds_monitoring_interval > 0 ? 1 : 0
+
+  role       = aws_iam_role.rds_monitoring[0].name
+  policy_arn = "arn:${local.partition}:iam::aws:policy/service-role/AmazonRDSEnhancedMonitoringRole"
+}
+
+resource "aws_db_instance" "postgres" {
+  #checkov:skip=CKV_AWS_157:Single-AZ by default to keep the idle cost at one db.t4g.micro; the pipeline tolerates a failover-length outage (Kinesis retains records and the consumer retries). Set rds_multi_az = true for production.
+  identifier     = local.rds_identifier
+  engine         = "postgres"
+  engine_version = var.rds_engine_version
+  instance_class = var.rds_instance_class
+
+  db_name  = var.rds_database_name
+  username = var.rds_master_username
+  port     = 5432
+
+  # RDS generates the password and keeps it in a Secrets Manager secret encrypted with our key.
+  manage_master_user_password   = true
+  master_user_secret_kms_key_id = aws_kms_key.main.arn
+
+  allocated_storage     = var.rds_allocated_storage_gb
+  max_allocated_storage = var.rds_max_allocated_storage_gb
+  storage_type          = "gp3"
+  storage_encrypted     = true
+  kms_key_id            = aws_kms_key.main.arn
+
+  db_subnet_group_name   = aws_db_subnet_group.postgres.name
+  vpc_security_group_ids = [aws_security_group.rds.id]
+  publicly_accessible    = false
+  multi_az               = var.rds_multi_az
+  parameter_group_name   = aws_db_parameter_group.postgres.name
+  ca_cert_identifier     = "rds-ca-rsa2048-g1"
+
+  iam_database_authentication_enabled = true
+  auto_minor_version_upgrade          = true
+  allow_major_version_upgrade         = false
+
+  backup_retention_period   = var.rds_backup_retention_days
+  backup_window             = "03:00-03:30"
+  maintenance_window        = "sun:04:00-sun:05:00"
+  copy_tags_to_snapshot     = true
+  delete_automated_backups  = false
+  deletion_protection       = var.deletion_protection
+  skip_final_snapshot       = var.rds_skip_final_snapshot
+  final_snapshot_identifier = "${local.rds_identifier}-final"
+
+  enabled_cloudwatch_logs_exports       = ["postgresql", "upgrade"]
+  monitoring_interval                   = var.rds_monitoring_interval
+  monitoring_role_arn                   = var.rds_monitoring_interval > 0 ? aws_iam_role.rds_monitoring[0].arn : null
+  performance_insights_enabled          = var.rds_performance_insights
+  performance_insights_kms_key_id       = var.rds_performance_insights ? aws_kms_key.main.arn : null
+  performance_insights_retention_period = var.rds_performance_insights ? 7 : null # 7 days: the free tier
+
+  depends_on = [
+    aws_cloudwatch_log_group.postgres,
+    aws_iam_role_policy_attachment.rds_monitoring,
+  ]
+}
+
+# --- RDS Proxy (optional) -----------------------------------------------------
+
+data "aws_iam_policy_document" "rds_proxy_assume" {
+  statement {
+    actions = ["sts:AssumeRole"]
+
+    principals {
+      type        = "Service"
+      identifiers = ["rds.amazonaws.com"]
+    }
+
+    condition {
+      test     = "StringEquals"
+      variable = "aws:SourceAccount"
+      values   = [local.account_id]
+    }
+  }
+}
+
+resource "aws_iam_role" "rds_proxy" {
+  count = var.enable_rds_proxy ? 1 : 0
+
+  name               = "${local.rds_identifier}-proxy"
+  description        = "RDS Proxy reads the RDS-managed master secret"
+  assume_role_policy = data.aws_iam_policy_document.rds_proxy_assume.json
+}
+
+data "aws_iam_policy_document" "rds_proxy" {
+  statement {
+    sid       = "ReadDatabaseSecret"
+    actions   = ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"]
+    resources = [local.db_secret_arn]
+  }
+
+  statement {
+    sid       = "DecryptDatabaseSecret"
+    actions   = ["kms:Decrypt"]
+    resources = [aws_kms_key.main.arn]
+
+    condition {
+      test     = "StringEquals"
+      variable = "kms:ViaService"
+      values   = ["secretsmanager.${local.region}.amazonaws.com"]
+    }
+  }
+}
+
+resource "aws_iam_role_policy" "rds_proxy" {
+  count = var.enable_rds_proxy ? 1 : 0
+
+  name   = "read-db-secret"
+  role   = aws_iam_role.rds_proxy[0].id
+  policy = data.aws_iam_policy_document.rds_proxy.json
+}
+
+resource "aws_cloudwatch_log_group" "rds_proxy" {
+  count = var.enable_rds_proxy ? 1 : 0
+
+  name              = "/aws/rds/proxy/${local.rds_identifier}"
+  retention_in_days = var.log_retention_days
+  kms_key_id        = aws_kms_key.main.arn
+}
+
+resource "aws_db_proxy" "postgres" {
+  count = var.enable_rds_proxy ? 1 : 0
+
+  name                   = local.rds_identifier
+  engine_family          = "POSTGRESQL"
+  role_arn               = aws_iam_role.rds_proxy[0].arn
+  vpc_subnet_ids         = aws_subnet.private[*].id
+  vpc_security_group_ids = [aws_security_group.rds_proxy[0].id]
+  require_tls            = true
+  idle_client_timeout    = 1800
+  debug_logging          = false
+
+  auth {
+    auth_scheme = "SECRETS"
+    #checkov:skip=CKV_SECRET_6:False positive: the next line names the SCRAM-SHA-256 auth method (an enum), not a secret.
+    client_password_auth_type = "POSTGRES_SCRAM_SHA_256"
+    iam_auth                  = "DISABLED"
+    secret_arn                = local.db_secret_arn
+  }
+
+  depends_on = [
+    aws_cloudwatch_log_group.rds_proxy,
+    aws_iam_role_policy.rds_proxy,
+  ]
+}
+
+resource "aws_db_proxy_default_target_group" "postgres" {
+  count = var.enable_rds_proxy ? 1 : 0
+
+  db_proxy_name = aws_db_proxy.postgres[0].name
+
+  connection_pool_config {
+    max_connections_percent      = 90
+    max_idle_connections_percent = 50
+    connection_borrow_timeout    = 30
+  }
+}
+
+resource "aws_db_proxy_target" "postgres" {
+  count = var.enable_rds_proxy ? 1 : 0
+
+  db_proxy_name          = aws_db_proxy.postgres[0].name
+  target_group_name      = aws_db_proxy_default_target_group.postgres[0].name
+  db_instance_identifier = aws_db_instance.postgres.identifier
+}

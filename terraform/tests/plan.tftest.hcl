@@ -1,0 +1,258 @@
+# `terraform test` against a mocked AWS provider: no account, no network. Needs the
+# hashicorp/aws provider installed (terraform init -plugin-dir=...; see README.md) and the
+# Lambda zips at their default paths (tests/test_terraform.py writes placeholders in a copy).
+#
+# Plans (and fake-applies) the stack in its default shape and in the alternative one
+# (HTTP API, RDS Proxy, provisioned stream, Grafana open to one /32), and checks that the
+# variable validations reject unsafe input.
+
+mock_provider "aws" {
+  mock_data "aws_caller_identity" {
+    defaults = { account_id = "123456789012" }
+  }
+  mock_data "aws_partition" {
+    defaults = { partition = "aws" }
+  }
+  mock_data "aws_availability_zones" {
+    defaults = { names = ["us-east-1b", "us-east-1a", "us-east-1c"] }
+  }
+  mock_data "aws_ec2_instance_type" {
+    defaults = { supported_architectures = ["arm64"] }
+  }
+  mock_data "aws_ssm_parameter" {
+    defaults = { insecure_value = "ami-0123456789abcdef0" }
+  }
+  mock_data "aws_iam_policy_document" {
+    defaults = { json = "{\"Version\":\"2012-10-17\",\"Statement\":[]}" }
+  }
+  mock_resource "aws_db_instance" {
+    defaults = {
+      address            = "analytics-postgres.abcdefghijkl.us-east-1.rds.amazonaws.com"
+      master_user_secret = [{ secret_arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:rds!db-1234-AbCdEf", kms_key_id = "k", secret_status = "active" }]
+    }
+  }
+  mock_resource "aws_kms_key" {
+    defaults = { arn = "arn:aws:kms:us-east-1:123456789012:key/11111111-2222-3333-4444-555555555555" }
+  }
+  mock_resource "aws_lambda_function" {
+    defaults = { invoke_arn = "arn:aws:apigateway:us-east-1:lambda:path/2015-03-31/functions/arn:aws:lambda:us-east-1:123456789012:function:f/invocations" }
+  }
+  mock_resource "aws_api_gateway_rest_api" {
+    defaults = { execution_arn = "arn:aws:execute-api:us-east-1:123456789012:abc123" }
+  }
+  mock_resource "aws_apigatewayv2_api" {
+    defaults = { execution_arn = "arn:aws:execute-api:us-east-1:123456789012:def456" }
+  }
+  mock_resource "aws_instance" {
+    defaults = { public_ip = "198.51.100.10" }
+  }
+  mock_resource "aws_iam_role" {
+    defaults = { arn = "arn:aws:iam::123456789012:role/mock" }
+  }
+  mock_resource "aws_sns_topic" {
+    defaults = { arn = "arn:aws:sns:us-east-1:123456789012:analytics-alarms" }
+  }
+  mock_resource "aws_sqs_queue" {
+    defaults = { arn = "arn:aws:sqs:us-east-1:123456789012:analytics-stream-consumer-failures" }
+  }
+  mock_resource "aws_kinesis_stream" {
+    defaults = { arn = "arn:aws:kinesis:us-east-1:123456789012:stream/analytics-events" }
+  }
+  mock_resource "aws_cloudwatch_log_group" {
+    defaults = { arn = "arn:aws:logs:us-east-1:123456789012:log-group:mock" }
+  }
+  mock_resource "aws_s3_bucket" {
+    defaults = { arn = "arn:aws:s3:::mock-bucket" }
+  }
+  mock_resource "aws_dynamodb_table" {
+    defaults = { arn = "arn:aws:dynamodb:us-east-1:123456789012:table/analytics-events" }
+  }
+  mock_resource "aws_secretsmanager_secret" {
+    defaults = { arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:analytics/grafana-admin-AbCdEf" }
+  }
+  mock_resource "aws_db_proxy_default_target_group" {
+    defaults = { name = "default" }
+  }
+  mock_resource "aws_db_proxy" {
+    defaults = { endpoint = "analytics-postgres.proxy-abcdefghijkl.us-east-1.rds.amazonaws.com" }
+  }
+  mock_resource "aws_iam_instance_profile" {
+    defaults = { arn = "arn:aws:iam::123456789012:instance-profile/mock" }
+  }
+}
+
+run "default_stack" {
+  command = apply
+
+  assert {
+    condition     = local.azs == tolist(["us-east-1a", "us-east-1b"])
+    error_message = "expected the first two AZs, sorted"
+  }
+  assert {
+    condition     = aws_kinesis_stream.events.name == "analytics-events" && aws_kinesis_stream.events.shard_count == null
+    error_message = "on-demand stream named analytics-events without a shard count"
+  }
+  assert {
+    condition     = aws_s3_bucket.lake.bucket == "analytics-lake-123456789012-us-east-1"
+    error_message = "lake bucket name carries account and region"
+  }
+  assert {
+    condition     = length(aws_api_gateway_rest_api.producer) == 1 && length(aws_apigatewayv2_api.producer) == 0
+    error_message = "REST API by default"
+  }
+  assert {
+    condition     = strcontains(aws_api_gateway_rest_api.producer[0].body, "arn:aws:apigateway:us-east-1:lambda:path/2015-03-31/functions/")
+    error_message = "openapi.yaml must be rendered with the producer's invoke ARN"
+  }
+  assert {
+    condition     = aws_lambda_permission.api_invoke_producer.source_arn == "arn:aws:execute-api:us-east-1:123456789012:abc123/v1/*"
+    error_message = "invoke permission must be limited to the REST API's stage"
+  }
+  assert {
+    condition     = aws_lambda_function.consumer.environment[0].variables["DATABASE_HOST"] == aws_db_instance.postgres.address
+    error_message = "without the proxy the consumer connects to the instance"
+  }
+  assert {
+    condition     = !contains(keys(aws_lambda_function.producer.environment[0].variables), "CORS_ALLOWED_ORIGINS")
+    error_message = "empty env values are omitted"
+  }
+  assert {
+    condition     = length(aws_glue_catalog_table.events.storage_descriptor[0].columns) == 18
+    error_message = "Glue table must have the 18 lake columns"
+  }
+  assert {
+    condition     = aws_glue_catalog_table.events.parameters["storage.location.template"] == "s3://${aws_s3_bucket.lake.id}/events/dt=$${dt}/hour=$${hour}/"
+    error_message = "partition projection location template"
+  }
+  assert {
+    condition     = length(aws_vpc_security_group_ingress_rule.grafana_ui) == 0
+    error_message = "no Grafana ingress without allowed_cidr"
+  }
+  assert {
+    condition     = length(aws_s3_object.grafana) > 0 && contains(keys(aws_s3_object.grafana), "docker-compose.yml")
+    error_message = "grafana/docker-compose.yml is uploaded for the host"
+  }
+  assert {
+    condition     = alltrue([for k in keys(aws_s3_object.grafana) : !startswith(k, "tests/") && !startswith(k, "tools/")])
+    error_message = "grafana tests and tools are not uploaded"
+  }
+  assert {
+    condition     = strcontains(aws_instance.grafana[0].user_data, "docker compose up -d")
+    error_message = "user_data starts the compose stack"
+  }
+  assert {
+    condition     = output.grafana_url == "http://198.51.100.10:3000"
+    error_message = "grafana_url"
+  }
+  assert {
+    condition     = length(aws_db_proxy.postgres) == 0 && length(aws_vpc_security_group_ingress_rule.rds_from_consumer) == 1
+    error_message = "no proxy by default; RDS open to the consumer only"
+  }
+}
+
+run "alternative_stack" {
+  command = apply
+
+  variables {
+    api_type           = "http"
+    enable_rds_proxy   = true
+    stream_mode        = "PROVISIONED"
+    stream_shard_count = 4
+    allowed_cidr       = "203.0.113.7/32"
+    availability_zones = ["us-east-1c", "us-east-1d"]
+    alarm_email        = "ops@example.com"
+  }
+
+  override_data {
+    target = data.aws_availability_zones.selected
+    values = { names = ["us-east-1c", "us-east-1d"] }
+  }
+
+  assert {
+    condition     = local.azs == tolist(["us-east-1c", "us-east-1d"])
+    error_message = "explicit AZs are used"
+  }
+  assert {
+    condition     = length(aws_apigatewayv2_route.producer) == 3 && length(aws_api_gateway_rest_api.producer) == 0
+    error_message = "HTTP API with three routes"
+  }
+  assert {
+    condition     = length(aws_cloudwatch_metric_alarm.api_5xx_http) == 1 && length(aws_cloudwatch_metric_alarm.api_5xx_rest) == 0
+    error_message = "5xx alarm follows the API type"
+  }
+  assert {
+    condition     = aws_lambda_permission.api_invoke_producer.source_arn == "arn:aws:execute-api:us-east-1:123456789012:def456/v1/*"
+    error_message = "invoke permission must be limited to the HTTP API's stage"
+  }
+  assert {
+    condition     = aws_lambda_function.consumer.environment[0].variables["DATABASE_HOST"] == aws_db_proxy.postgres[0].endpoint
+    error_message = "with the proxy the consumer connects to the proxy"
+  }
+  assert {
+    condition     = length(aws_vpc_security_group_ingress_rule.rds_from_consumer) == 0 && length(aws_vpc_security_group_ingress_rule.rds_from_proxy) == 1
+    error_message = "with the proxy only the proxy reaches RDS"
+  }
+  assert {
+    condition     = aws_kinesis_stream.events.shard_count == 4
+    error_message = "provisioned shard count"
+  }
+  assert {
+    condition     = aws_vpc_security_group_ingress_rule.grafana_ui[0].cidr_ipv4 == "203.0.113.7/32"
+    error_message = "Grafana ingress from allowed_cidr only"
+  }
+  assert {
+    condition     = length(aws_sns_topic_subscription.alarm_email) == 1
+    error_message = "alarm e-mail subscription"
+  }
+}
+
+run "rejects_open_grafana_cidr" {
+  command = plan
+
+  variables {
+    allowed_cidr = "0.0.0.0/0"
+  }
+
+  expect_failures = [var.allowed_cidr]
+}
+
+run "rejects_bad_api_type_and_batch_size" {
+  command = plan
+
+  variables {
+    api_type            = "websocket"
+    consumer_batch_size = 20000
+  }
+
+  expect_failures = [var.api_type, var.consumer_batch_size]
+}
+
+run "without_optional_parts" {
+  command = apply
+
+  variables {
+    enable_grafana             = false
+    rds_monitoring_interval    = 0
+    rds_performance_insights   = false
+    manage_api_gateway_account = false
+    cors_allowed_origins       = ["https://shop.example"]
+    database_ssl_root_cert     = "/var/task/rds-ca-bundle.pem"
+  }
+
+  assert {
+    condition     = length(aws_instance.grafana) == 0 && output.grafana_url == null
+    error_message = "no Grafana host"
+  }
+  assert {
+    condition     = length(aws_api_gateway_account.this) == 0 && length(aws_iam_role.rds_monitoring) == 0 && !aws_db_instance.postgres.performance_insights_enabled
+    error_message = "optional account setting, monitoring role and Performance Insights are left out"
+  }
+  assert {
+    condition     = aws_lambda_function.producer.environment[0].variables["CORS_ALLOWED_ORIGINS"] == "https://shop.example"
+    error_message = "CORS origins reach the producer"
+  }
+  assert {
+    condition     = aws_lambda_function.consumer.environment[0].variables["DATABASE_SSL_ROOT_CERT"] == "/var/task/rds-ca-bundle.pem"
+    error_message = "CA bundle path reaches the consumer"
+  }
+}
