@@ -53,8 +53,9 @@ pub enum ClaimStatus {
     /// Inserted now: first time this `event_id` is seen.
     New,
     /// Already claimed by this same record (a redelivery). `object_key` is where an earlier
-    /// attempt assigned it (None if that object is unknown to the ledger).
-    Own { lake_object: i64, object_key: Option<String> },
+    /// attempt assigned it (None if that object is unknown to the ledger); `compacted` is true
+    /// once the compactor has rewritten that object's rows elsewhere.
+    Own { lake_object: i64, object_key: Option<String>, compacted: bool },
     /// Claimed by another record: a client retry within the dedup window.
     Duplicate,
 }
@@ -85,7 +86,9 @@ pub fn objects_to_check(claims: &[Claim], statuses: &[ClaimStatus]) -> Vec<Strin
         .iter()
         .zip(statuses)
         .filter_map(|(c, s)| match s {
-            ClaimStatus::Own { lake_object, object_key: Some(k) } if *lake_object != c.lake_object => Some(k.clone()),
+            ClaimStatus::Own { lake_object, object_key: Some(k), compacted: false } if *lake_object != c.lake_object => {
+                Some(k.clone())
+            }
             _ => None,
         })
         .collect();
@@ -131,6 +134,9 @@ pub fn resolve(
                 plan.new.push(i);
                 false
             }
+            // Compacted: the rows live in a compacted object now; writing them again would
+            // duplicate them, whatever range this delivery has.
+            ClaimStatus::Own { compacted: true, .. } => true,
             ClaimStatus::Own { lake_object, .. } if *lake_object == c.lake_object => false,
             ClaimStatus::Own { object_key: Some(k), .. } if existing.contains(k) => true,
             ClaimStatus::Own { .. } => {
@@ -185,7 +191,7 @@ mod tests {
         let (claims, objects) = plan_claims(&ev, "1", "2");
         let own: Vec<_> = claims
             .iter()
-            .map(|c| ClaimStatus::Own { lake_object: c.lake_object, object_key: Some(objects[0].key.clone()) })
+            .map(|c| ClaimStatus::Own { lake_object: c.lake_object, object_key: Some(objects[0].key.clone()), compacted: false })
             .collect();
         let plan = resolve(&ev, &claims, &own, &HashSet::new(), "1", "2");
         assert!(plan.new.is_empty());
@@ -202,7 +208,7 @@ mod tests {
         let (claims, _) = plan_claims(suffix, "3", "4");
         let statuses: Vec<_> = first_claims[2..]
             .iter()
-            .map(|c| ClaimStatus::Own { lake_object: c.lake_object, object_key: Some(first_objects[0].key.clone()) })
+            .map(|c| ClaimStatus::Own { lake_object: c.lake_object, object_key: Some(first_objects[0].key.clone()), compacted: false })
             .collect();
         let to_check = objects_to_check(&claims, &statuses);
         assert_eq!(to_check, [first_objects[0].key.clone()]);
@@ -214,6 +220,21 @@ mod tests {
         let plan = resolve(suffix, &claims, &statuses, &HashSet::new(), "3", "4");
         assert_eq!(plan.lake.values().next().unwrap(), &[0, 1]);
         assert_eq!(plan.reassign.len(), 2);
+    }
+
+    /// Invariant: after compaction a redelivered batch writes nothing to the lake, even with the same range.
+    #[test]
+    fn redelivery_after_compaction_skips_the_lake() {
+        let ev = decoded(2);
+        let (claims, objects) = plan_claims(&ev, "1", "2");
+        let own: Vec<_> = claims
+            .iter()
+            .map(|c| ClaimStatus::Own { lake_object: c.lake_object, object_key: Some(objects[0].key.clone()), compacted: true })
+            .collect();
+        assert!(objects_to_check(&claims, &own).is_empty());
+        let plan = resolve(&ev, &claims, &own, &HashSet::new(), "1", "2");
+        assert!(plan.lake.is_empty());
+        assert_eq!(plan.dynamo, [0, 1]);
     }
 
     /// Invariant: a client retry (same event_id, another record) is dropped everywhere.

@@ -123,7 +123,8 @@ impl PgLedger {
                  ON CONFLICT (event_id) DO NOTHING
                  RETURNING event_id
              )
-             SELECT i.event_id, (ins.event_id IS NOT NULL) AS inserted, s.owner, s.lake_object, lo.object_key
+             SELECT i.event_id, (ins.event_id IS NOT NULL) AS inserted, s.owner, s.lake_object, lo.object_key,
+                    (lo.compacted_into IS NOT NULL) AS compacted
              FROM input i
              LEFT JOIN inserted ins ON ins.event_id = i.event_id
              LEFT JOIN seen_events s ON s.event_id = i.event_id
@@ -143,14 +144,15 @@ impl PgLedger {
             let owner: Option<i64> = row.get(2);
             let lake_object: Option<i64> = row.get(3);
             let key: Option<String> = row.get(4);
-            by_id.insert(id, (inserted, owner, lake_object, key));
+            let compacted: Option<bool> = row.get(5);
+            by_id.insert(id, (inserted, owner, lake_object, key, compacted.unwrap_or(false)));
         }
         let statuses: Vec<ClaimStatus> = claims
             .iter()
             .map(|c| match by_id.remove(&c.event_id) {
                 Some((true, ..)) => ClaimStatus::New,
-                Some((false, Some(owner), Some(lake_object), object_key)) if owner == c.owner => {
-                    ClaimStatus::Own { lake_object, object_key }
+                Some((false, Some(owner), Some(lake_object), object_key, compacted)) if owner == c.owner => {
+                    ClaimStatus::Own { lake_object, object_key, compacted }
                 }
                 _ => ClaimStatus::Duplicate,
             })

@@ -1,0 +1,84 @@
+//! `verify`: reconciles the API's acknowledgements against every store; exits 1 on any mismatch.
+//!
+//! Usage: `verify [--wait SECS] ACK_LOG...` with the pipeline's environment (`scripts/env.sh`).
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use loadtest::acks::{Acks, parse_acks};
+use loadtest::reconcile::{Observed, reconcile};
+use loadtest::stores::Stores;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let mut wait = Duration::from_secs(120);
+    let mut files = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--wait" => wait = Duration::from_secs(args.next().context("--wait SECS")?.parse()?),
+            "-h" | "--help" => {
+                eprintln!("usage: verify [--wait SECS] ACK_LOG...   (env: STREAM_NAME LAKE_BUCKET DYNAMODB_TABLE DATABASE_URL)");
+                return Ok(());
+            }
+            f => files.push(f.to_owned()),
+        }
+    }
+    let mut acks = Acks::new();
+    for f in &files {
+        parse_acks(&std::fs::read_to_string(f).with_context(|| format!("reading {f}"))?, &mut acks)?;
+    }
+    let env = |k: &str| std::env::var(k).with_context(|| format!("{k} is required"));
+    let aws = aws_config::load_from_env().await;
+    let stores = Stores {
+        kinesis: aws_sdk_kinesis::Client::new(&aws),
+        s3: stream_consumer::s3_client(&aws),
+        dynamo: aws_sdk_dynamodb::Client::new(&aws),
+        pg: sqlx::PgPool::connect(&env("DATABASE_URL")?).await.context("connecting to PostgreSQL")?,
+        stream: env("STREAM_NAME")?,
+        bucket: env("LAKE_BUCKET")?,
+        table: env("DYNAMODB_TABLE")?,
+    };
+
+    // Wait until the consumer has claimed every acknowledged event, then give the concurrent
+    // sink writes of the last batches a moment; after that, re-check until stable or timeout.
+    let started = Instant::now();
+    let ids: Vec<uuid::Uuid> = acks.keys().copied().collect();
+    loop {
+        let claimed = stores.claimed(&ids).await?;
+        if claimed == ids.len() {
+            break;
+        }
+        if started.elapsed() > wait {
+            eprintln!("verify: only {claimed} of {} acknowledged events claimed after {wait:?}", ids.len());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let catch_up = started.elapsed();
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let (lake, files) = stores.lake_view().await?;
+        let observed = Observed {
+            acks: acks.clone(),
+            stream: stores.stream_view().await?,
+            lake,
+            dynamo: stores.dynamo_view().await?,
+            pg_counts: stores.pg_counts().await?,
+            quarantined: stores.quarantined().await?,
+        };
+        let report = reconcile(&observed);
+        if report.ok || started.elapsed() > wait {
+            println!("{}", report.table);
+            println!("parquet files: {files}   caught up after {:.1} s", catch_up.as_secs_f64());
+            if report.ok {
+                println!("verify: OK — {} acknowledged events, nothing lost, nothing double-counted", acks.len());
+                return Ok(());
+            }
+            for p in &report.problems {
+                eprintln!("verify: MISMATCH {p}");
+            }
+            bail!("{} mismatches", report.problems.len());
+        }
+    }
+}

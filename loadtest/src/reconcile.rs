@@ -1,0 +1,166 @@
+//! Pure reconciliation: what each store holds vs what the API acknowledged, as one table.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt::Write;
+
+use uuid::Uuid;
+
+use crate::acks::Acks;
+
+/// What one store holds: every event ID it has, with how many times, and its event type.
+#[derive(Debug, Default)]
+pub struct StoreView {
+    pub name: &'static str,
+    /// event_id → (event_type, occurrences). Occurrences > 1 is a double count.
+    pub events: HashMap<Uuid, (String, u64)>,
+}
+
+impl StoreView {
+    pub fn new(name: &'static str) -> Self {
+        StoreView { name, events: HashMap::new() }
+    }
+
+    pub fn add(&mut self, id: Uuid, event_type: &str) {
+        self.events.entry(id).or_insert_with(|| (event_type.to_owned(), 0)).1 += 1;
+    }
+
+    fn per_type(&self) -> BTreeMap<String, i64> {
+        let mut m = BTreeMap::new();
+        for (t, _) in self.events.values() {
+            *m.entry(t.clone()).or_default() += 1;
+        }
+        m
+    }
+}
+
+/// Everything gathered for one check.
+pub struct Observed {
+    pub acks: Acks,
+    /// The stream may legitimately carry an event more than once (a client retry whose first
+    /// attempt landed), so it is checked for completeness only.
+    pub stream: StoreView,
+    pub lake: StoreView,
+    pub dynamo: StoreView,
+    /// PostgreSQL counts per event type.
+    pub pg_counts: BTreeMap<String, i64>,
+    /// Dead-letter rows by reason code (distinct shard + sequence number).
+    pub quarantined: BTreeMap<String, u64>,
+}
+
+/// The verdict and the printed table.
+pub struct Report {
+    pub ok: bool,
+    pub problems: Vec<String>,
+    pub table: String,
+}
+
+/// Nothing lost: every acknowledged event is on the stream, in the lake, in DynamoDB.
+/// Nothing double-counted: no event twice in the lake or DynamoDB, and PostgreSQL's count per
+/// type equals the lake's and DynamoDB's distinct events per type.
+pub fn reconcile(o: &Observed) -> Report {
+    let mut problems = Vec::new();
+    let acked: HashSet<&Uuid> = o.acks.keys().collect();
+    let mut rows = Vec::new();
+    rows.push(("api acknowledged".to_owned(), o.acks.len(), o.acks.len(), 0usize, 0u64));
+    for store in [&o.stream, &o.lake, &o.dynamo] {
+        let missing = acked.iter().filter(|id| !store.events.contains_key(id)).count();
+        let dup: u64 = store.events.values().map(|(_, n)| n.saturating_sub(1)).sum();
+        let total: u64 = store.events.values().map(|(_, n)| n).sum();
+        if missing > 0 {
+            problems.push(format!("{}: {missing} acknowledged events missing", store.name));
+        }
+        if dup > 0 && store.name != o.stream.name {
+            problems.push(format!("{}: {dup} events stored more than once", store.name));
+        }
+        rows.push((store.name.to_owned(), total as usize, store.events.len(), missing, dup));
+    }
+    let pg_total: i64 = o.pg_counts.values().sum();
+    rows.push(("postgresql counts".to_owned(), pg_total as usize, pg_total as usize, 0, 0));
+
+    let lake_types = o.lake.per_type();
+    let dynamo_types = o.dynamo.per_type();
+    let mut acked_types: BTreeMap<String, i64> = BTreeMap::new();
+    for t in o.acks.values() {
+        *acked_types.entry(t.clone()).or_default() += 1;
+    }
+    let mut types: Vec<&String> = lake_types.keys().chain(dynamo_types.keys()).chain(o.pg_counts.keys()).chain(acked_types.keys()).collect();
+    types.sort();
+    types.dedup();
+    let mut per_type = String::new();
+    let _ = writeln!(per_type, "{:<20} {:>10} {:>10} {:>10} {:>10}", "event_type", "acked", "lake", "dynamodb", "postgres");
+    for t in types {
+        let get = |m: &BTreeMap<String, i64>| m.get(t).copied().unwrap_or(0);
+        let (a, l, d, p) = (get(&acked_types), get(&lake_types), get(&dynamo_types), get(&o.pg_counts));
+        let mark = if l == d && d == p && a <= l { "" } else { "  <-- mismatch" };
+        if !mark.is_empty() {
+            problems.push(format!("{t}: acked {a}, lake {l}, dynamodb {d}, postgres {p}"));
+        }
+        let _ = writeln!(per_type, "{t:<20} {a:>10} {l:>10} {d:>10} {p:>10}{mark}");
+    }
+
+    let mut table = String::new();
+    let _ = writeln!(table, "{:<20} {:>10} {:>10} {:>14} {:>10}", "store", "rows", "distinct", "acked missing", "repeated");
+    for (name, total, distinct, missing, dup) in rows {
+        let _ = writeln!(table, "{name:<20} {total:>10} {distinct:>10} {missing:>14} {dup:>10}");
+    }
+    let quarantined: u64 = o.quarantined.values().sum();
+    let reasons: Vec<String> = o.quarantined.iter().map(|(r, n)| format!("{r}={n}")).collect();
+    let _ = writeln!(table, "{:<20} {:>10}   {}", "quarantined", quarantined, reasons.join(" "));
+    table.push('\n');
+    table.push_str(&per_type);
+    Report { ok: problems.is_empty(), problems, table }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u128) -> Uuid {
+        Uuid::from_u128(n)
+    }
+
+    fn observed() -> Observed {
+        let mut o = Observed {
+            acks: Acks::new(),
+            stream: StoreView::new("kinesis stream"),
+            lake: StoreView::new("parquet lake"),
+            dynamo: StoreView::new("dynamodb"),
+            pg_counts: BTreeMap::new(),
+            quarantined: BTreeMap::new(),
+        };
+        for n in 1..=3 {
+            o.acks.insert(id(n), "a".into());
+            o.stream.add(id(n), "a");
+            o.lake.add(id(n), "a");
+            o.dynamo.add(id(n), "a");
+        }
+        o.stream.add(id(1), "a"); // a client retry that landed twice on the stream is fine
+        o.pg_counts.insert("a".into(), 3);
+        o
+    }
+
+    #[test]
+    fn exact_stores_pass() {
+        let r = reconcile(&observed());
+        assert!(r.ok, "{:?}\n{}", r.problems, r.table);
+    }
+
+    #[test]
+    fn a_lost_event_fails() {
+        let mut o = observed();
+        o.dynamo.events.remove(&id(2));
+        let r = reconcile(&o);
+        assert!(!r.ok);
+        assert!(r.problems.iter().any(|p| p.contains("dynamodb: 1 acknowledged events missing")), "{:?}", r.problems);
+    }
+
+    #[test]
+    fn a_double_count_fails() {
+        let mut o = observed();
+        o.lake.add(id(3), "a");
+        assert!(reconcile(&o).problems.iter().any(|p| p.contains("parquet lake: 1 events stored more than once")));
+        let mut o = observed();
+        o.pg_counts.insert("a".into(), 4);
+        assert!(!reconcile(&o).ok);
+    }
+}

@@ -1,0 +1,160 @@
+//! Reading every store back: the stream, the lake, DynamoDB, PostgreSQL and dead-letter rows.
+
+use std::collections::{BTreeMap, HashSet};
+
+use aws_sdk_kinesis::types::ShardIteratorType;
+use bytes::Bytes;
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use sqlx::Row;
+use uuid::Uuid;
+
+use crate::error::VerifyError;
+use crate::reconcile::StoreView;
+
+/// Where the stores are (the same environment variables as the pipeline's).
+pub struct Stores {
+    pub kinesis: aws_sdk_kinesis::Client,
+    pub s3: aws_sdk_s3::Client,
+    pub dynamo: aws_sdk_dynamodb::Client,
+    pub pg: sqlx::PgPool,
+    pub stream: String,
+    pub bucket: String,
+    pub table: String,
+}
+
+fn err<E: std::fmt::Display>(store: &'static str) -> impl FnOnce(E) -> VerifyError {
+    move |e| VerifyError::Store { store, message: e.to_string() }
+}
+
+impl Stores {
+    /// Every record on every shard (open and closed), decoded.
+    pub async fn stream_view(&self) -> Result<StoreView, VerifyError> {
+        let mut view = StoreView::new("kinesis stream");
+        let shards = self.kinesis.list_shards().stream_name(&self.stream).send().await.map_err(err("kinesis"))?;
+        for shard in shards.shards() {
+            let mut it = self
+                .kinesis
+                .get_shard_iterator()
+                .stream_name(&self.stream)
+                .shard_id(shard.shard_id())
+                .shard_iterator_type(ShardIteratorType::TrimHorizon)
+                .send()
+                .await
+                .map_err(err("kinesis"))?
+                .shard_iterator;
+            while let Some(i) = it.take() {
+                let out = self.kinesis.get_records().shard_iterator(i).limit(10_000).send().await.map_err(err("kinesis"))?;
+                for r in out.records() {
+                    if let Ok(e) = schemas::decode_record(r.data().as_ref()) {
+                        view.add(e.event_id, &e.event_type);
+                    }
+                }
+                let caught_up = out.records().is_empty() && out.millis_behind_latest().unwrap_or(0) == 0;
+                it = if caught_up { None } else { out.next_shard_iterator().map(str::to_owned) };
+            }
+        }
+        Ok(view)
+    }
+
+    async fn keys(&self, prefix: &str) -> Result<Vec<String>, VerifyError> {
+        let mut keys = Vec::new();
+        let mut pages = self.s3.list_objects_v2().bucket(&self.bucket).prefix(prefix).into_paginator().send();
+        while let Some(page) = pages.next().await {
+            keys.extend(page.map_err(err("s3"))?.contents().iter().filter_map(|o| o.key().map(str::to_owned)));
+        }
+        Ok(keys)
+    }
+
+    async fn get(&self, key: &str) -> Result<Bytes, VerifyError> {
+        let out = self.s3.get_object().bucket(&self.bucket).key(key).send().await.map_err(err("s3"))?;
+        Ok(out.body.collect().await.map_err(err("s3"))?.into_bytes())
+    }
+
+    /// Every row of every Parquet file (event_id and event_type only), and the file count.
+    pub async fn lake_view(&self) -> Result<(StoreView, usize), VerifyError> {
+        let mut view = StoreView::new("parquet lake");
+        let keys = self.keys("events/").await?;
+        for key in &keys {
+            let builder = ParquetRecordBatchReaderBuilder::try_new(self.get(key).await?).map_err(err("parquet"))?;
+            let mask = ProjectionMask::columns(builder.parquet_schema(), ["event_id", "event_type"]);
+            for batch in builder.with_projection(mask).build().map_err(err("parquet"))? {
+                let batch = batch.map_err(err("parquet"))?;
+                let col = |name| {
+                    batch.column_by_name(name).and_then(|c| c.as_any().downcast_ref::<arrow_array::StringArray>().cloned())
+                };
+                let (Some(ids), Some(types)) = (col("event_id"), col("event_type")) else {
+                    return Err(VerifyError::Store { store: "parquet", message: format!("{key}: missing columns") });
+                };
+                for (id, t) in ids.iter().zip(types.iter()) {
+                    if let (Some(id), Some(t)) = (id.and_then(|s| Uuid::parse_str(s).ok()), t) {
+                        view.add(id, t);
+                    }
+                }
+            }
+        }
+        Ok((view, keys.len()))
+    }
+
+    pub async fn dynamo_view(&self) -> Result<StoreView, VerifyError> {
+        let mut view = StoreView::new("dynamodb");
+        let mut start = None;
+        loop {
+            let out = self
+                .dynamo
+                .scan()
+                .table_name(&self.table)
+                .projection_expression("event_id, event_type")
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(err("dynamodb"))?;
+            for item in out.items() {
+                let s = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
+                if let (Some(id), Some(t)) = (s("event_id").and_then(|i| Uuid::parse_str(&i).ok()), s("event_type")) {
+                    view.add(id, &t);
+                }
+            }
+            match out.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => return Ok(view),
+            }
+        }
+    }
+
+    pub async fn pg_counts(&self) -> Result<BTreeMap<String, i64>, VerifyError> {
+        let rows = sqlx::query("SELECT event_type, event_count FROM event_type_counts")
+            .fetch_all(&self.pg)
+            .await
+            .map_err(err("postgres"))?;
+        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    /// How many of `ids` the consumer has claimed: the cheap "has it caught up?" probe.
+    pub async fn claimed(&self, ids: &[Uuid]) -> Result<usize, VerifyError> {
+        let n: i64 = sqlx::query("SELECT count(*) FROM seen_events WHERE event_id = ANY($1)")
+            .bind(ids)
+            .fetch_one(&self.pg)
+            .await
+            .map_err(err("postgres"))?
+            .get(0);
+        Ok(n as usize)
+    }
+
+    /// Dead-letter rows by reason, each (shard, sequence number) once.
+    pub async fn quarantined(&self) -> Result<BTreeMap<String, u64>, VerifyError> {
+        let mut seen = HashSet::new();
+        let mut by_reason = BTreeMap::new();
+        for key in self.keys("dead-letter/").await? {
+            let body = self.get(&key).await?;
+            for line in String::from_utf8_lossy(&body).lines() {
+                let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+                let position = format!("{}/{}", v["shard_id"].as_str().unwrap_or(""), v["sequence_number"].as_str().unwrap_or(""));
+                if seen.insert(position) {
+                    *by_reason.entry(v["reason_code"].as_str().unwrap_or("?").to_owned()).or_default() += 1;
+                }
+            }
+        }
+        Ok(by_reason)
+    }
+}
