@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# The pipeline processes on top of the local stack: producer-api as a local server on
+# 127.0.0.1:3000 and stream-consumer's local runner, in the background with pid files and logs
+# under .local/run/.
+#
+#   scripts/pipeline.sh up|down|status
+#
+# PIPELINE_PROFILE=debug|release picks the build (default debug: it shares the test build).
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/web-analytics-pipeline/target}"
+profile="${PIPELINE_PROFILE:-debug}"
+run_dir="$root/.local/run"
+mkdir -p "$run_dir"
+# shellcheck source=/dev/null
+source scripts/env.sh
+
+log() { printf 'pipeline: %s\n' "$*"; }
+
+alive() { [ -f "$run_dir/$1.pid" ] && kill -0 "$(cat "$run_dir/$1.pid")" 2>/dev/null; }
+
+wait_http() { # name url seconds
+  for _ in $(seq 1 $(( $3 * 10 ))); do
+    if curl -fsS -o /dev/null "$2" 2>/dev/null; then return 0; fi
+    alive "$1" || { log "$1 exited; last log lines:"; tail -20 "$run_dir/$1.log" >&2; return 1; }
+    sleep 0.1
+  done
+  log "$1 did not answer on $2 within $3 s"; tail -20 "$run_dir/$1.log" >&2; return 1
+}
+
+start() { # name binary env...
+  local name=$1 bin=$2; shift 2
+  if alive "$name"; then log "$name already running (pid $(cat "$run_dir/$name.pid"))"; return 0; fi
+  env "$@" "$bin" >>"$run_dir/$name.log" 2>&1 &
+  echo $! >"$run_dir/$name.pid"
+  log "$name started (pid $!, log $run_dir/$name.log)"
+}
+
+stop() { # name
+  local name=$1
+  alive "$name" || { rm -f "$run_dir/$name.pid"; return 0; }
+  local pid; pid=$(cat "$run_dir/$name.pid")
+  kill -TERM "$pid" 2>/dev/null || true
+  # The consumer finishes the batch in hand before it exits.
+  for _ in $(seq 1 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -0 "$pid" 2>/dev/null && { log "$name did not stop in 30 s; killing"; kill -KILL "$pid" 2>/dev/null || true; }
+  rm -f "$run_dir/$name.pid"
+  log "$name stopped"
+}
+
+cmd_up() {
+  local flag=()
+  [ "$profile" = release ] && flag=(--release)
+  cargo build -q "${flag[@]}" -p producer-api -p stream-consumer --bins
+  local bin="$CARGO_TARGET_DIR/$profile"
+  start producer "$bin/producer-api" BIND_ADDR=127.0.0.1:3000 METRICS_ADDR=127.0.0.1:9101 \
+    CORS_ALLOWED_ORIGINS="${CORS_ALLOWED_ORIGINS:-http://127.0.0.1:8080}"
+  start consumer "$bin/stream-consumer" METRICS_ADDR=127.0.0.1:9102
+  wait_http producer http://127.0.0.1:3000/health 30
+  wait_http consumer http://127.0.0.1:9102/metrics 60
+}
+
+cmd_down() { stop consumer; stop producer; }
+
+cmd_status() {
+  for n in producer consumer; do
+    if alive "$n"; then echo "$n: up (pid $(cat "$run_dir/$n.pid"))"; else echo "$n: down"; fi
+  done
+}
+
+case "${1:-}" in
+  up) cmd_up ;;
+  down) cmd_down ;;
+  status) cmd_status ;;
+  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+esac
