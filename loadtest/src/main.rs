@@ -2,6 +2,9 @@
 //!
 //! Usage: `verify [--wait SECS] ACK_LOG...` with the pipeline's environment (`scripts/env.sh`).
 
+// A command-line report: the table on stdout is its output.
+#![allow(clippy::print_stdout)]
+
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -18,7 +21,9 @@ async fn main() -> anyhow::Result<()> {
         match a.as_str() {
             "--wait" => wait = Duration::from_secs(args.next().context("--wait SECS")?.parse()?),
             "-h" | "--help" => {
-                eprintln!("usage: verify [--wait SECS] ACK_LOG...   (env: STREAM_NAME LAKE_BUCKET DYNAMODB_TABLE DATABASE_URL)");
+                eprintln!(
+                    "usage: verify [--wait SECS] ACK_LOG...   (env: STREAM_NAME LAKE_BUCKET DYNAMODB_TABLE DATABASE_URL)"
+                );
                 return Ok(());
             }
             f => files.push(f.to_owned()),

@@ -10,6 +10,7 @@ pub mod ingest;
 pub mod kinesis;
 pub mod publish;
 pub mod server;
+pub mod telemetry;
 
 pub use config::Config;
 pub use error::{ConfigError, IngestError};

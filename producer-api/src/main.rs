@@ -3,7 +3,7 @@
 use anyhow::Context;
 use metrics_exporter_prometheus::Matcher;
 use producer_api::kinesis::KinesisSink;
-use producer_api::{Config, server};
+use producer_api::{Config, server, telemetry};
 
 /// Latency buckets (seconds) for every `_seconds` histogram: 1 ms to 5 min.
 const LATENCY_BUCKETS: [f64; 16] =
@@ -17,7 +17,21 @@ async fn main() -> anyhow::Result<()> {
     let sink = KinesisSink::new(aws_sdk_kinesis::Client::new(&aws), config.stream_name.clone());
 
     if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
-        return lambda_http::run(server::lambda_app(&config, sink)).await.map_err(|e| anyhow::anyhow!(e));
+        // On Lambda metrics leave as CloudWatch Embedded Metric Format lines on stdout, flushed
+        // after every invocation: no PutMetricData calls, no extra latency.
+        let emf = metrics_cloudwatch_embedded::Builder::new()
+            .cloudwatch_namespace("WebAnalytics")
+            .with_dimension("function", "producer-api")
+            .init()
+            .map_err(|e| anyhow::anyhow!("installing the EMF recorder: {e}"))?;
+        telemetry::register_metrics();
+        let app = server::lambda_app(&config, sink).layer(axum::middleware::map_response(
+            move |response: axum::response::Response| async move {
+                let _ = emf.flush(std::io::stdout());
+                response
+            },
+        ));
+        return lambda_http::run(app).await.map_err(|e| anyhow::anyhow!(e));
     }
 
     // Explicit buckets make the `_seconds` histograms real Prometheus histograms (the
@@ -27,11 +41,13 @@ async fn main() -> anyhow::Result<()> {
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &LATENCY_BUCKETS)?
         .install()
         .context("starting the Prometheus endpoint")?;
+    telemetry::register_metrics();
     let listener = tokio::net::TcpListener::bind(config.bind_addr)
         .await
         .with_context(|| format!("binding {}", config.bind_addr))?;
     tracing::info!(addr = %config.bind_addr, stream = %config.stream_name, "producer listening");
-    server::serve(listener, server::server_app(&config, sink), shutdown_signal()).await?;
+    let timeouts = server::ConnectionTimeouts::from_config(&config);
+    server::serve_with_timeouts(listener, server::server_app(&config, sink), timeouts, shutdown_signal()).await?;
     Ok(())
 }
 

@@ -16,7 +16,7 @@ async fn lambda_mode_answers_apigw_v1_and_v2_events_and_puts_records() {
     let client = kinesis::client().await;
     let stream = kinesis::fresh_stream(&client, 1).await;
     let api = RuntimeApi::start().await;
-    let _function = api.spawn_function(env!("CARGO_BIN_EXE_producer-api"), &[("STREAM_NAME", stream.clone())]);
+    let function = api.spawn_function(env!("CARGO_BIN_EXE_producer-api"), &[("STREAM_NAME", stream.clone())]);
 
     let v1: Value = serde_json::from_str(include_str!("fixtures/apigw-v1-post-events.json")).unwrap();
     let v2: Value = serde_json::from_str(include_str!("fixtures/apigw-v2-post-beacon.json")).unwrap();
@@ -40,4 +40,20 @@ async fn lambda_mode_answers_apigw_v1_and_v2_events_and_puts_records() {
     }
     let on_stream = kinesis::read_all(&client, &stream).await;
     assert_eq!(on_stream.len(), expected.iter().sum::<usize>());
+
+    // Metrics leave as CloudWatch EMF documents on stdout, one flush per invocation.
+    let emf: Vec<Value> = function
+        .stdout_lines()
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v.get("_aws").is_some())
+        .collect();
+    assert!(!emf.is_empty(), "no EMF lines on stdout");
+    let names: Vec<String> = emf
+        .iter()
+        .flat_map(|d| d["_aws"]["CloudWatchMetrics"][0]["Metrics"].as_array().cloned().unwrap_or_default())
+        .filter_map(|m| m["Name"].as_str().map(str::to_owned))
+        .collect();
+    assert!(names.iter().any(|n| n == "producer_requests_total"), "{names:?}");
+    assert!(!function.stdout_lines().iter().any(|l| l.contains("198.51.100.23")), "the client IP is never logged");
 }

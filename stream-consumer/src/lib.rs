@@ -16,6 +16,7 @@ pub mod lambda;
 pub mod plan;
 pub mod runner;
 pub mod sinks;
+pub mod telemetry;
 pub mod testing;
 
 pub use config::Config;

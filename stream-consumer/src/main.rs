@@ -9,7 +9,7 @@ use stream_consumer::runner::{Runner, RunnerSettings};
 use stream_consumer::sinks::dynamo::DynamoItems;
 use stream_consumer::sinks::postgres::{PgLedger, connect_options};
 use stream_consumer::sinks::s3::S3Lake;
-use stream_consumer::{Config, Pipeline, handler_settings, lambda, s3_client};
+use stream_consumer::{Config, Pipeline, handler_settings, lambda, s3_client, telemetry};
 
 /// Latency buckets (seconds) for every `_seconds` histogram: 1 ms to 5 min.
 const LATENCY_BUCKETS: [f64; 16] =
@@ -38,9 +38,20 @@ async fn main() -> anyhow::Result<()> {
     ));
 
     if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
+        // Metrics leave as CloudWatch Embedded Metric Format lines, flushed after each batch.
+        let emf = metrics_cloudwatch_embedded::Builder::new()
+            .cloudwatch_namespace("WebAnalytics")
+            .with_dimension("function", "stream-consumer")
+            .init()
+            .map_err(|e| anyhow::anyhow!("installing the EMF recorder: {e}"))?;
+        telemetry::register_metrics();
         let handler = service_fn(move |event: LambdaEvent<_>| {
             let pipeline = pipeline.clone();
-            async move { Ok::<_, lambda_runtime::Error>(lambda::handle_kinesis_event(&pipeline, event.payload).await) }
+            async move {
+                let response = lambda::handle_kinesis_event(&pipeline, event.payload).await;
+                let _ = emf.flush(std::io::stdout());
+                Ok::<_, lambda_runtime::Error>(response)
+            }
         });
         return lambda_runtime::run(handler).await.map_err(|e| anyhow::anyhow!(e));
     }
@@ -53,6 +64,7 @@ async fn main() -> anyhow::Result<()> {
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &LATENCY_BUCKETS)?
         .install()
         .context("starting the Prometheus endpoint")?;
+    telemetry::register_metrics();
     let stream_name = config.stream_name.clone().context("STREAM_NAME is required for the local runner")?;
     let runner = Arc::new(Runner {
         pipeline,

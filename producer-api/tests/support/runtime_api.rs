@@ -83,22 +83,34 @@ impl RuntimeApi {
             .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
             .env("AWS_LAMBDA_LOG_STREAM_NAME", "test-stream")
             .env("AWS_LAMBDA_LOG_GROUP_NAME", "test-group")
-            .stdout(Stdio::null())
             .stderr(Stdio::inherit());
+        let stdout_path = std::env::temp_dir().join(format!("lambda-{}.out", uuid::Uuid::new_v4()));
+        cmd.stdout(std::fs::File::create(&stdout_path).expect("stdout file"));
         for (k, v) in env {
             cmd.env(k, v);
         }
-        FunctionProcess(cmd.spawn().expect("start the function binary"))
+        FunctionProcess { child: cmd.spawn().expect("start the function binary"), stdout_path }
     }
 }
 
-/// Kills the function process when the test ends.
-pub struct FunctionProcess(Child);
+/// Kills the function process when the test ends; its stdout (logs, EMF lines) is kept in a file.
+pub struct FunctionProcess {
+    child: Child,
+    pub stdout_path: std::path::PathBuf,
+}
+
+impl FunctionProcess {
+    /// Lines the function wrote to stdout so far.
+    pub fn stdout_lines(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.stdout_path).unwrap_or_default().lines().map(str::to_owned).collect()
+    }
+}
 
 impl Drop for FunctionProcess {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.stdout_path);
     }
 }
 
