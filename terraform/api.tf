@@ -84,19 +84,20 @@ resource "aws_api_gateway_stage" "producer" {
   #checkov:skip=CKV_AWS_120:Responses are per-request acknowledgements of POSTed events (and a health check); there is nothing to cache.
   #checkov:skip=CKV2_AWS_51:Clients are browsers and SDKs on the public internet; they cannot present mTLS client certificates. The backend is a Lambda proxy integration, so a backend client certificate does not apply either.
   #checkov:skip=CKV2_AWS_29:No WAF by default (fixed ~$6/month plus per-request fees); abuse is bounded by stage throttling and the producer's reserved concurrency. Associate a web ACL with this stage's ARN if the endpoint is attacked.
+  #checkov:skip=CKV_AWS_73:X-Ray traces would store every client's full IP address, which the pipeline promises never to keep; latency is covered by access logs and metrics.
   count = local.rest ? 1 : 0
 
-  rest_api_id          = aws_api_gateway_rest_api.producer[0].id
-  deployment_id        = aws_api_gateway_deployment.producer[0].id
-  stage_name           = var.api_stage_name
-  xray_tracing_enabled = true
+  rest_api_id   = aws_api_gateway_rest_api.producer[0].id
+  deployment_id = aws_api_gateway_deployment.producer[0].id
+  stage_name    = var.api_stage_name
+  # X-Ray segments record the caller's full IP; the pipeline promises never to store one.
+  xray_tracing_enabled = false
 
   access_log_settings {
     destination_arn = aws_cloudwatch_log_group.api_access.arn
     format = jsonencode({
       requestId          = "$context.requestId"
       requestTime        = "$context.requestTime"
-      ip                 = "$context.identity.sourceIp"
       httpMethod         = "$context.httpMethod"
       resourcePath       = "$context.resourcePath"
       status             = "$context.status"
@@ -217,7 +218,6 @@ resource "aws_apigatewayv2_stage" "producer" {
     format = jsonencode({
       requestId          = "$context.requestId"
       requestTime        = "$context.requestTime"
-      ip                 = "$context.identity.sourceIp"
       routeKey           = "$context.routeKey"
       status             = "$context.status"
       responseLength     = "$context.responseLength"

@@ -38,12 +38,21 @@ impl Config {
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let stream_name =
             get("STREAM_NAME").filter(|s| !s.is_empty()).ok_or(ConfigError::Missing { name: "STREAM_NAME" })?;
+        let origins = get("CORS_ALLOWED_ORIGINS").unwrap_or_default();
+        // tower-http panics on `*` in an origin list; a clear start-up error beats a crash on
+        // every Lambda cold start, and allowing every origin should be a decision, not a default.
+        if origins.split(',').any(|o| o.trim() == "*") {
+            return Err(ConfigError::Invalid {
+                name: "CORS_ALLOWED_ORIGINS",
+                value: origins,
+                reason: "`*` is not supported; list the origins allowed to post".into(),
+            });
+        }
         Ok(Config {
             stream_name,
             bind_addr: parse(&get, "BIND_ADDR", "127.0.0.1:3000")?,
             metrics_addr: parse(&get, "METRICS_ADDR", "127.0.0.1:9101")?,
-            cors_allowed_origins: get("CORS_ALLOWED_ORIGINS")
-                .unwrap_or_default()
+            cors_allowed_origins: origins
                 .split(',')
                 .map(str::trim)
                 .filter(|s| !s.is_empty())
@@ -67,4 +76,23 @@ where
 {
     let value = get(name).unwrap_or_else(|| default.to_owned());
     value.parse().map_err(|e: T::Err| ConfigError::Invalid { name, value, reason: e.to_string() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcard_origin_is_a_config_error_not_a_panic() {
+        let config = |origins: &'static str| {
+            Config::from_lookup(|k| match k {
+                "STREAM_NAME" => Some("s".into()),
+                "CORS_ALLOWED_ORIGINS" => Some(origins.into()),
+                _ => None,
+            })
+        };
+        assert!(matches!(config("https://a.example, *"), Err(ConfigError::Invalid { .. })));
+        let ok = config(" https://a.example ,https://b.example,").unwrap();
+        assert_eq!(ok.cors_allowed_origins, ["https://a.example", "https://b.example"]);
+    }
 }

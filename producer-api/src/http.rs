@@ -50,8 +50,8 @@ pub fn router<S: RecordSink>(state: AppState<S>, allowed_origins: &[String]) -> 
     // API Gateway REST APIs hand lambda_http the path with the stage in front
     // (`/prod/events`); HTTP APIs and the local server do not. Both forms are served.
     let app = Router::new()
-        .route("/events", post(post_events::<S>))
-        .route("/{stage}/events", post(post_events::<S>))
+        .route("/events", post(post_events::<S>).options(preflight_without_cors))
+        .route("/{stage}/events", post(post_events::<S>).options(preflight_without_cors))
         .route("/health", get(health))
         .route("/{stage}/health", get(health))
         .with_state(Arc::new(state));
@@ -66,6 +66,14 @@ pub fn router<S: RecordSink>(state: AppState<S>, allowed_origins: &[String]) -> 
             .allow_headers([CONTENT_TYPE, CONTENT_ENCODING])
             .max_age(std::time::Duration::from_secs(86_400)),
     )
+}
+
+/// `OPTIONS /events` when no origin is allowed. The CORS layer, when configured, answers every
+/// preflight before routing; without it the route would be a 405 that openapi.yaml (and so API
+/// Gateway's route table) does not describe. Answer like the layer does for an origin it does not
+/// allow: 200 with no `Access-Control-*` header, which a browser reads as "not allowed".
+async fn preflight_without_cors() -> StatusCode {
+    StatusCode::OK
 }
 
 async fn health() -> Response {
@@ -88,7 +96,11 @@ async fn post_events<S: RecordSink>(State(state): State<Arc<AppState<S>>>, reque
         user_agent: parts.headers.get(USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_owned),
     };
     let response = match axum::body::to_bytes(body, MAX_REQUEST_BYTES).await {
-        Err(_) => error_response(StatusCode::PAYLOAD_TOO_LARGE, &format!("body exceeds {MAX_REQUEST_BYTES} bytes")),
+        Err(e) if is_length_limit(&e) => {
+            error_response(StatusCode::PAYLOAD_TOO_LARGE, &format!("body exceeds {MAX_REQUEST_BYTES} bytes"))
+        }
+        // A malformed chunked body or a client gone mid-upload is not "too large".
+        Err(_) => error_response(StatusCode::BAD_REQUEST, "the request body could not be read"),
         Ok(bytes) => {
             let header = |name| parts.headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok());
             match ingest::prepare(bytes, header(CONTENT_TYPE), header(CONTENT_ENCODING), &facts) {
@@ -100,6 +112,19 @@ async fn post_events<S: RecordSink>(State(state): State<Arc<AppState<S>>>, reque
     metrics::counter!("producer_requests_total", "status" => response.status().as_str().to_owned()).increment(1);
     metrics::histogram!("producer_request_duration_seconds").record(started.elapsed().as_secs_f64());
     response
+}
+
+/// Whether reading the body failed on the size limit (somewhere in the error's source chain),
+/// rather than on the connection or the framing.
+fn is_length_limit(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }
 
 async fn publish_and_respond<S: RecordSink>(

@@ -56,8 +56,11 @@ pub fn decode_body(body: Bytes, content_encoding: Option<&str>) -> Result<Bytes,
             Ok(body)
         }
         Some(enc) if enc.eq_ignore_ascii_case("gzip") => {
-            let mut out = Vec::with_capacity(body.len() * 4);
-            let mut decoder = flate2::read::GzDecoder::new(&body[..]).take(MAX_REQUEST_BYTES as u64 + 1);
+            // Capped: a 1 MiB body must not reserve 4 MiB when at most 1 MiB + 1 is ever kept.
+            let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(MAX_REQUEST_BYTES + 1));
+            // Multi: a gzip body may be several members (RFC 1952); GzDecoder would read the first
+            // and silently drop the rest of an acknowledged body, and ignore trailing garbage.
+            let mut decoder = flate2::read::MultiGzDecoder::new(&body[..]).take(MAX_REQUEST_BYTES as u64 + 1);
             decoder.read_to_end(&mut out).map_err(|_| IngestError::BadRequest("body is not valid gzip".into()))?;
             if out.len() > MAX_REQUEST_BYTES {
                 return Err(IngestError::TooLarge(format!("decompressed body exceeds {MAX_REQUEST_BYTES} bytes")));
@@ -177,5 +180,24 @@ mod tests {
         assert_eq!(decode_body(gz, Some("gzip")).unwrap_err().status().as_u16(), 413);
         assert_eq!(decode_body(Bytes::from_static(b"xx"), Some("br")).unwrap_err().status().as_u16(), 415);
         assert_eq!(decode_body(Bytes::from_static(b"xx"), Some("gzip")).unwrap_err().status().as_u16(), 400);
+    }
+
+    /// Invariant: every byte of a gzip body is read: all members, and trailing garbage is an error.
+    #[test]
+    fn gzip_members_are_all_read_and_trailing_garbage_refused() {
+        use flate2::{Compression, write::GzEncoder};
+        use std::io::Write;
+        let gz = |text: &str| {
+            let mut enc = GzEncoder::new(Vec::new(), Compression::fast());
+            enc.write_all(text.as_bytes()).unwrap();
+            enc.finish().unwrap()
+        };
+        let two = [gz("[{\"event_type\":\"a\"},"), gz("{\"event_type\":\"b\"}]")].concat();
+        assert_eq!(
+            &decode_body(Bytes::from(two), Some("gzip")).unwrap()[..],
+            br#"[{"event_type":"a"},{"event_type":"b"}]"#
+        );
+        let garbage = [gz("{\"event_type\":\"a\"}"), b"trailing".to_vec()].concat();
+        assert_eq!(decode_body(Bytes::from(garbage), Some("gzip")).unwrap_err().status().as_u16(), 400);
     }
 }

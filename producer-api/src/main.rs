@@ -12,7 +12,7 @@ const LATENCY_BUCKETS: [f64; 16] =
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::from_env()?;
-    init_tracing();
+    telemetry::init_tracing();
     let aws = aws_config::load_from_env().await;
     let sink = KinesisSink::new(aws_sdk_kinesis::Client::new(&aws), config.stream_name.clone());
 
@@ -47,24 +47,7 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", config.bind_addr))?;
     tracing::info!(addr = %config.bind_addr, stream = %config.stream_name, "producer listening");
     let timeouts = server::ConnectionTimeouts::from_config(&config);
-    server::serve_with_timeouts(listener, server::server_app(&config, sink), timeouts, shutdown_signal()).await?;
+    server::serve_with_timeouts(listener, server::server_app(&config, sink), timeouts, telemetry::shutdown_signal())
+        .await?;
     Ok(())
-}
-
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
-    if std::env::var("LOG_FORMAT").is_ok_and(|f| f == "text") {
-        builder.init();
-    } else {
-        builder.json().flatten_event(true).init();
-    }
-}
-
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }

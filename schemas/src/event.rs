@@ -130,9 +130,7 @@ impl ValidEvent {
     /// `occurred_at` to the receive time, takes the header user agent when the event has none,
     /// and anonymises the address. The full address is dropped here and never leaves this call.
     pub fn enrich(self, facts: &ServerFacts) -> EnrichedEvent {
-        let user_agent = self
-            .user_agent
-            .or_else(|| facts.user_agent.as_ref().map(|ua| truncate_chars(ua, MAX_USER_AGENT_LEN).to_owned()));
+        let user_agent = self.user_agent.or_else(|| facts.user_agent.as_deref().map(header_user_agent));
         EnrichedEvent {
             event_id: self.event_id.unwrap_or_else(Uuid::new_v4),
             event_type: self.event_type,
@@ -150,8 +148,16 @@ impl ValidEvent {
     }
 }
 
+/// The `User-Agent` header made to pass the same rules as a client-sent `user_agent`: HTTP allows
+/// a TAB in header values, and [`EnrichedEvent::check`] (run again by the consumer) does not, so
+/// an unsanitised header would turn an acknowledged event into a poison record downstream.
+fn header_user_agent(ua: &str) -> String {
+    truncate_chars(ua, MAX_USER_AGENT_LEN).chars().map(|c| if is_forbidden_control(c) { ' ' } else { c }).collect()
+}
+
 /// Zeroes the host part of an address: the last octet of IPv4, the last 80 bits of IPv6
-/// (keeping the /48 routing prefix). IPv4-mapped IPv6 addresses are treated as IPv4.
+/// (keeping the /48 routing prefix). IPv4-mapped IPv6 addresses are treated as IPv4, and so are
+/// 6to4 addresses (`2002:AABB:CCDD::/48`), whose /48 is the whole public IPv4 address.
 pub fn anonymise_ip(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(v4) => {
@@ -163,7 +169,9 @@ pub fn anonymise_ip(ip: IpAddr) -> IpAddr {
                 return anonymise_ip(IpAddr::V4(v4));
             }
             let mut octets = v6.octets();
-            octets[6..].fill(0);
+            // 6to4: bytes 2..6 are the IPv4 address; keep its /24 like any IPv4 address.
+            let keep = if octets[..2] == [0x20, 0x02] { 5 } else { 6 };
+            octets[keep..].fill(0);
             IpAddr::from(octets)
         }
     }
@@ -367,11 +375,47 @@ fn parse_uuid(v: &Value) -> Result<Uuid, ValidationError> {
 fn parse_timestamp(field: &str, v: &Value) -> Result<DateTime<Utc>, ValidationError> {
     let s = expect_str(field, v)?;
     let bad = || ValidationError::new(field, "must be an RFC 3339 timestamp such as 2024-05-01T12:00:00Z");
-    let b = s.as_bytes();
-    if b.len() < 20 || b[10] != b'T' || b.len() > 35 {
+    if !is_timestamp_shape(s.as_bytes()) {
         return Err(bad());
     }
     DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc)).map_err(|_| bad())
+}
+
+/// The shape of the published pattern, `\d{4}-\d\d-\d\dT\d\d:\d\d:[0-5]\d(\.\d{1,9})?(Z|[+-]\d\d:\d\d)`,
+/// checked by hand. chrono alone also takes `z`, ` UTC`, a space before the offset, a Unicode
+/// minus and leap seconds, which the pattern (and so the API description) does not; the value
+/// ranges (month 01-12, hour 00-23, …) are left to chrono.
+fn is_timestamp_shape(b: &[u8]) -> bool {
+    let digits = |range: std::ops::Range<usize>| range.into_iter().all(|i| b.get(i).is_some_and(u8::is_ascii_digit));
+    let at = |i: usize, c: u8| b.get(i) == Some(&c);
+    let date_time = digits(0..4)
+        && at(4, b'-')
+        && digits(5..7)
+        && at(7, b'-')
+        && digits(8..10)
+        && at(10, b'T')
+        && digits(11..13)
+        && at(13, b':')
+        && digits(14..16)
+        && at(16, b':')
+        && digits(17..19)
+        && b[17] <= b'5';
+    if !date_time {
+        return false;
+    }
+    let mut i = 19;
+    if at(i, b'.') {
+        let fraction = b[i + 1..].iter().take_while(|c| c.is_ascii_digit()).count();
+        if !(1..=9).contains(&fraction) {
+            return false;
+        }
+        i += 1 + fraction;
+    }
+    match &b[i..] {
+        [b'Z'] => true,
+        [b'+' | b'-', h1, h2, b':', m1, m2] => [h1, h2, m1, m2].iter().all(|c| c.is_ascii_digit()),
+        _ => false,
+    }
 }
 
 fn kind(v: &Value) -> &'static str {
@@ -439,6 +483,13 @@ mod tests {
     }
 
     #[test]
+    fn anonymise_6to4_keeps_only_the_embedded_ipv4_slash_24() {
+        // 2002:cb00:7107::/48 would be all of 203.0.113.7.
+        let ip = anonymise_ip("2002:cb00:7107:1:2:3:4:5".parse().unwrap());
+        assert_eq!(ip.to_string(), "2002:cb00:7100::");
+    }
+
+    #[test]
     fn anonymise_ipv4_mapped_ipv6_as_ipv4() {
         assert_eq!(anonymise_ip("::ffff:198.51.100.9".parse().unwrap()).to_string(), "198.51.100.0");
     }
@@ -456,6 +507,44 @@ mod tests {
         assert_eq!(e.user_agent.as_deref(), Some("curl/8"));
         assert_eq!(e.client_ip.as_deref(), Some("192.0.2.0"));
         assert_eq!(e.event_id.get_version_num(), 4);
+    }
+
+    /// Invariant: what enrich produces passes the consumer's check, whatever the header held.
+    #[test]
+    fn header_user_agent_with_controls_still_passes_check() {
+        let v = validate_event(&json!({"event_type": "a"}), now()).unwrap();
+        let ua = format!("evil\tagent\u{7f}{}", "x".repeat(2000));
+        let e = v.enrich(&ServerFacts { received_at: now(), client_ip: None, user_agent: Some(ua) });
+        assert!(e.check().is_ok(), "{:?}", e.check());
+        let stored = e.user_agent.unwrap();
+        assert!(stored.starts_with("evil agent "), "{stored:?}");
+        assert_eq!(stored.chars().count(), MAX_USER_AGENT_LEN);
+    }
+
+    /// Invariant: exactly the timestamps the published pattern allows (chrono is more lenient).
+    #[test]
+    fn occurred_at_is_held_to_the_published_pattern() {
+        for ok in ["2024-05-01T12:00:00Z", "2024-05-01T12:00:00.123+05:30", "2024-05-01T12:00:00.123456789-00:00"] {
+            assert!(validate_event(&json!({"event_type": "a", "occurred_at": ok}), now()).is_ok(), "{ok}");
+        }
+        for bad in [
+            "2024-05-01T12:00:00z",
+            "2024-05-01t12:00:00Z",
+            "2024-05-01T12:00:00 UTC",
+            "2024-05-01T12:00:00 +05:00",
+            "2024-05-01T12:00:00\u{2212}05:00",
+            "2024-05-01T12:00:60Z",
+            "2024-05-01T12:00:00.Z",
+            "2024-05-01T12:00:00.1234567890Z",
+            "2024-05-01T12:00:00+05",
+            "2024-05-01T12:00:00",
+            "2024-05-01 12:00:00Z",
+            "2024-13-01T12:00:00Z",
+            "2024-02-30T12:00:00Z",
+        ] {
+            let err = validate_event(&json!({"event_type": "a", "occurred_at": bad}), now()).unwrap_err();
+            assert_eq!(err.field, "occurred_at", "{bad}");
+        }
     }
 
     #[test]

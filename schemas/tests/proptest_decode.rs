@@ -1,9 +1,54 @@
 //! Property tests: the decoder never panics on arbitrary bytes, and valid events round-trip exactly.
 
+use std::net::IpAddr;
+
 use chrono::{DateTime, TimeZone, Utc};
 use proptest::prelude::*;
+use schemas::event::CLIENT_FIELDS;
 use schemas::{ServerFacts, decode_record, encode_record, validate_event};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
+
+/// Any JSON value, nested up to 8 levels, with strings that may hold control characters and
+/// object keys that are often the event's own field names (so validation gets past "unknown field").
+fn any_json() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        any::<u64>().prop_map(Value::from),
+        any::<f64>().prop_filter("JSON has no NaN or infinities", |f| f.is_finite()).prop_map(Value::from),
+        "(?s).{0,40}".prop_map(Value::String),
+    ];
+    leaf.prop_recursive(8, 200, 8, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
+            proptest::collection::vec((key(), inner), 0..8).prop_map(|kv| Value::Object(kv.into_iter().collect())),
+        ]
+    })
+}
+
+fn key() -> impl Strategy<Value = String> {
+    prop_oneof![proptest::sample::select(CLIENT_FIELDS.to_vec()).prop_map(str::to_owned), "(?s).{0,12}"]
+}
+
+/// Events that are valid often enough to exercise enrichment: a plausible value for each field
+/// most of the time, any JSON value sometimes.
+fn event_like() -> impl Strategy<Value = Value> {
+    let text = prop_oneof![8 => "[^\\x00-\\x1f\\x7f]{1,40}".prop_map(Value::String), 1 => any_json()];
+    let fields = proptest::collection::vec((proptest::sample::select(CLIENT_FIELDS.to_vec()), text), 0..6);
+    let event_type = prop_oneof![8 => "[a-z][a-z0-9_]{0,10}".prop_map(Value::String), 1 => any_json()];
+    let properties = proptest::collection::vec(("[a-z]{1,8}", any_json()), 0..6);
+    (fields, event_type, properties).prop_map(|(fields, event_type, properties)| {
+        let mut obj: Map<String, Value> = fields
+            .into_iter()
+            .filter(|(k, _)| !matches!(*k, "event_id" | "occurred_at" | "properties"))
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+        obj.insert("event_type".into(), event_type);
+        obj.insert("properties".into(), Value::Object(properties.into_iter().collect()));
+        Value::Object(obj)
+    })
+}
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
@@ -19,6 +64,31 @@ proptest! {
     fn validate_never_panics(s in "\\PC{0,300}") {
         if let Ok(v) = serde_json::from_str::<Value>(&s) {
             let _ = validate_event(&v, Utc::now());
+        }
+    }
+
+    /// Invariant: arbitrary JSON values (not only text that happens to parse) never panic the
+    /// validator, and neither do arbitrary envelopes the decoder.
+    #[test]
+    fn validate_and_decode_never_panic_on_any_json(value in any_json()) {
+        let _ = validate_event(&value, Utc::now());
+        let _ = decode_record(json!({"v": 1, "event": value}).to_string().as_bytes());
+    }
+
+    /// Invariant: whatever the API accepts, from any request and with any User-Agent header and
+    /// client address, the consumer decodes to exactly the same event: an acknowledged event is
+    /// never a poison record downstream.
+    #[test]
+    fn everything_accepted_decodes(
+        event in event_like(),
+        user_agent in proptest::option::of("(?s).{0,600}"),
+        ip in any::<[u8; 16]>(),
+    ) {
+        let now = Utc::now();
+        if let Ok(valid) = validate_event(&event, now) {
+            let facts = ServerFacts { received_at: now, client_ip: Some(IpAddr::from(ip)), user_agent };
+            let enriched = valid.enrich(&facts);
+            prop_assert_eq!(decode_record(&encode_record(&enriched)), Ok(enriched));
         }
     }
 
