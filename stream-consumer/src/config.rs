@@ -5,14 +5,29 @@ use std::time::Duration;
 
 use crate::error::ConsumerError;
 
-/// Where PostgreSQL credentials come from.
-#[derive(Debug, Clone)]
+/// Where PostgreSQL credentials come from. `Debug` redacts the URL, which may hold a password.
+#[derive(Clone)]
 pub enum DatabaseSource {
     /// `DATABASE_URL`, used as given (its `sslmode`/`sslrootcert` parameters apply).
     Url(String),
     /// `DATABASE_SECRET_ARN` (username/password, RDS-managed) plus `DATABASE_HOST`,
     /// `DATABASE_PORT` and `DATABASE_NAME` (any of which the secret may also carry).
     Secret { arn: String, host: Option<String>, port: Option<u16>, name: Option<String> },
+}
+
+impl std::fmt::Debug for DatabaseSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DatabaseSource::Url(_) => f.write_str("Url(<redacted>)"),
+            DatabaseSource::Secret { arn, host, port, name } => f
+                .debug_struct("Secret")
+                .field("arn", arn)
+                .field("host", host)
+                .field("port", port)
+                .field("name", name)
+                .finish(),
+        }
+    }
 }
 
 /// Everything the consumer reads from the environment. Names match the README table and the
@@ -88,6 +103,23 @@ impl Config {
                 .transpose()?
                 .unwrap_or(([127, 0, 0, 1], 9102).into()),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Invariant: printing the config never prints the database password.
+    #[test]
+    fn debug_redacts_the_database_url() {
+        let c = Config::from_lookup(|k| match k {
+            "LAKE_BUCKET" | "DYNAMODB_TABLE" => Some("x".into()),
+            "DATABASE_URL" => Some("postgres://app:s3cret@db/analytics".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert!(!format!("{c:?}").contains("s3cret"));
     }
 }
 

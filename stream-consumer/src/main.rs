@@ -17,7 +17,7 @@ const LATENCY_BUCKETS: [f64; 16] =
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    init_tracing();
+    telemetry::init_tracing();
     let config = Config::from_env()?;
     let aws = aws_config::load_from_env().await;
     let secrets = matches!(config.database, stream_consumer::config::DatabaseSource::Secret { .. })
@@ -78,28 +78,10 @@ async fn main() -> anyhow::Result<()> {
     });
     let (stop, stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
-        shutdown_signal().await;
+        telemetry::shutdown_signal().await;
         tracing::info!("stopping after the batches in hand");
         let _ = stop.send(true);
     });
     runner.run(stopped).await?;
     Ok(())
-}
-
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
-    if std::env::var("LOG_FORMAT").is_ok_and(|f| f == "text") {
-        builder.init();
-    } else {
-        builder.json().flatten_event(true).init();
-    }
-}
-
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }
