@@ -6,6 +6,7 @@
 //! `runner` emulates the event source mapping locally.
 
 pub mod aggregate;
+pub mod compact;
 pub mod config;
 pub mod decode;
 pub mod enrich;

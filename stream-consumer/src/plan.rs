@@ -86,7 +86,9 @@ pub fn objects_to_check(claims: &[Claim], statuses: &[ClaimStatus]) -> Vec<Strin
         .iter()
         .zip(statuses)
         .filter_map(|(c, s)| match s {
-            ClaimStatus::Own { lake_object, object_key: Some(k), compacted: false } if *lake_object != c.lake_object => {
+            ClaimStatus::Own { lake_object, object_key: Some(k), compacted: false }
+                if *lake_object != c.lake_object =>
+            {
                 Some(k.clone())
             }
             _ => None,
@@ -191,7 +193,11 @@ mod tests {
         let (claims, objects) = plan_claims(&ev, "1", "2");
         let own: Vec<_> = claims
             .iter()
-            .map(|c| ClaimStatus::Own { lake_object: c.lake_object, object_key: Some(objects[0].key.clone()), compacted: false })
+            .map(|c| ClaimStatus::Own {
+                lake_object: c.lake_object,
+                object_key: Some(objects[0].key.clone()),
+                compacted: false,
+            })
             .collect();
         let plan = resolve(&ev, &claims, &own, &HashSet::new(), "1", "2");
         assert!(plan.new.is_empty());
@@ -208,7 +214,11 @@ mod tests {
         let (claims, _) = plan_claims(suffix, "3", "4");
         let statuses: Vec<_> = first_claims[2..]
             .iter()
-            .map(|c| ClaimStatus::Own { lake_object: c.lake_object, object_key: Some(first_objects[0].key.clone()), compacted: false })
+            .map(|c| ClaimStatus::Own {
+                lake_object: c.lake_object,
+                object_key: Some(first_objects[0].key.clone()),
+                compacted: false,
+            })
             .collect();
         let to_check = objects_to_check(&claims, &statuses);
         assert_eq!(to_check, [first_objects[0].key.clone()]);
@@ -229,7 +239,11 @@ mod tests {
         let (claims, objects) = plan_claims(&ev, "1", "2");
         let own: Vec<_> = claims
             .iter()
-            .map(|c| ClaimStatus::Own { lake_object: c.lake_object, object_key: Some(objects[0].key.clone()), compacted: true })
+            .map(|c| ClaimStatus::Own {
+                lake_object: c.lake_object,
+                object_key: Some(objects[0].key.clone()),
+                compacted: true,
+            })
             .collect();
         assert!(objects_to_check(&claims, &own).is_empty());
         let plan = resolve(&ev, &claims, &own, &HashSet::new(), "1", "2");

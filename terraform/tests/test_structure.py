@@ -408,3 +408,101 @@ def test_readme_documents_every_variable(tf):
     readme = (TF_DIR / "README.md").read_text()
     missing = [name for name in tf.variables if f"`{name}`" not in readme]
     assert not missing, f"README.md variables table lacks {missing}"
+
+
+# --- Compactor (compactor.tf) -------------------------------------------------------------
+
+
+def test_compactor_runs_hourly_on_closed_hours(tf):
+    rule = tf.resource("aws_cloudwatch_event_rule", "compactor")
+    assert expr(attr(rule, "schedule_expression")) == "${local.compactor_schedule_expression}"
+    # Every hour, at a minute after the consumer's grace period (CLOSE_GRACE_MINUTES = 10).
+    m = re.fullmatch(r"cron\((\d+) \* \* \* \? \*\)", tf.locals["compactor_schedule_expression"])
+    assert m and 10 < int(m.group(1)) < 60, tf.locals["compactor_schedule_expression"]
+    target = tf.resource("aws_cloudwatch_event_target", "compactor")
+    assert "aws_cloudwatch_event_rule.compactor.name" in expr(attr(target, "rule"))
+    assert "aws_lambda_function.compactor.arn" in expr(attr(target, "arn"))
+    assert "hours_back" in expr(attr(target, "input")) and tf.locals["compactor_hours_back"] >= 24
+    permission = tf.resource("aws_lambda_permission", "events_invoke_compactor")
+    assert attr(permission, "principal") == "events.amazonaws.com"
+    assert "aws_cloudwatch_event_rule.compactor.arn" in expr(attr(permission, "source_arn"))
+    retries = tf.resource("aws_lambda_function_event_invoke_config", "compactor")
+    assert attr(retries, "maximum_retry_attempts") == 0, "the schedule is the retry"
+
+
+def test_compactor_lambda_conventions(tf):
+    fn = tf.resource("aws_lambda_function", "compactor")
+    assert attr(fn, "runtime") == "provided.al2023" and attr(fn, "handler") == "bootstrap"
+    assert "var.lambda_architecture" in expr(attr(fn, "architectures"))
+    assert tf.locals["compactor_zip"].endswith("/../target/lambda/compactor/bootstrap.zip")
+    assert "filebase64sha256" in expr(attr(fn, "source_code_hash"))
+    assert attr(fn, "reserved_concurrent_executions") == 1, "one compactor at a time"
+    assert attr(blocks(fn, "tracing_config")[0], "mode") == "Active"
+    assert "aws_kms_key.main" in expr(attr(fn, "kms_key_arn"))
+    vpc = blocks(fn, "vpc_config")[0]
+    assert "aws_subnet.private" in expr(attr(vpc, "subnet_ids"))
+    assert "aws_security_group.consumer" in expr(attr(vpc, "security_group_ids"))
+    assert "aws_kms_key.main" in expr(attr(tf.resource("aws_cloudwatch_log_group", "compactor"), "kms_key_id"))
+    alarm = tf.resource("aws_cloudwatch_metric_alarm", "compactor_errors")
+    assert attr(alarm, "metric_name") == "Errors" and "aws_lambda_function.compactor" in expr(attr(alarm, "dimensions"))
+
+
+def test_compactor_environment_is_documented_and_minimal(tf):
+    env = lambda_environment(tf, "compactor")
+    assert set(env) <= CONSUMER_ENV, sorted(set(env) - CONSUMER_ENV)
+    assert {"LAKE_BUCKET", "DATABASE_SECRET_ARN", "DATABASE_HOST"} <= set(env)
+    assert not {"DYNAMODB_TABLE", "STREAM_NAME"} & set(env), "the compactor touches neither DynamoDB nor Kinesis"
+    text = (REPO_ROOT / "README.md").read_text()
+    for name in env:
+        assert re.search(rf"\b{name}\b", text), f"{name} not in the README's configuration table"
+
+
+def test_compactor_role_is_scoped_to_the_events_prefix(tf):
+    doc = tf.data["aws_iam_policy_document"]["compactor"]
+    statements = {attr(st, "sid"): st for st in blocks(doc, "statement")}
+    actions = set()
+    for sid, st in statements.items():
+        assert attr(st, "effect", "Allow") == "Allow", sid
+        resources = [expr(r) for r in attr(st, "resources")]
+        assert resources and "*" not in resources, f"{sid}: wildcard resource"
+        actions |= set(attr(st, "actions"))
+    assert actions == {
+        "logs:CreateLogStream", "logs:PutLogEvents",
+        "s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:ListBucket",
+        "secretsmanager:GetSecretValue",
+        "kms:Decrypt", "kms:GenerateDataKey",
+    }, sorted(actions)
+    objects = statements["RewriteEventObjects"]
+    assert set(attr(objects, "actions")) == {"s3:GetObject", "s3:PutObject", "s3:DeleteObject"}
+    assert [expr(r) for r in attr(objects, "resources")] == ["${aws_s3_bucket.lake.arn}/${local.lake_events_prefix}*"]
+    listing = statements["ListEventPartitions"]
+    assert [expr(r) for r in attr(listing, "resources")] == ["${aws_s3_bucket.lake.arn}"]
+    condition = blocks(listing, "condition")[0]
+    assert attr(condition, "test") == "StringLike" and attr(condition, "variable") == "s3:prefix"
+    assert attr(condition, "values") == ["${local.lake_events_prefix}*"]
+    assert [expr(r) for r in attr(statements["ReadDatabaseSecret"], "resources")] == ["${local.db_secret_arn}"]
+    assert [expr(r) for r in attr(statements["UseDataKey"], "resources")] == ["${aws_kms_key.main.arn}"]
+    assert "aws_cloudwatch_log_group.compactor.arn" in expr(attr(statements["WriteOwnLogs"], "resources"))
+    attachments = {
+        attr(body, "policy_arn").rsplit("/", 1)[-1]
+        for body in tf.resources["aws_iam_role_policy_attachment"].values()
+        if "aws_iam_role.compactor" in expr(attr(body, "role"))
+    }
+    assert attachments == {"AWSLambdaENIManagementAccess", "AWSXRayDaemonWriteAccess"}, attachments
+
+
+def test_dead_letter_table_matches_the_athena_ddl(tf):
+    table = tf.resource("aws_glue_catalog_table", "dead_letter")
+    keys = [{"name": attr(k, "name"), "type": attr(k, "type")} for k in blocks(table, "partition_keys")]
+    assert keys == [{"name": "dt", "type": "string"}, {"name": "hour", "type": "string"}]
+    params = attr(table, "parameters")
+    assert params["projection.enabled"] == "true" and params["projection.dt.format"] == "yyyy-MM-dd"
+    template = params["storage.location.template"].replace("$${", "${")
+    assert template.endswith("${local.lake_dead_letter_prefix}dt=${dt}/hour=${hour}/"), template
+    sd = blocks(table, "storage_descriptor")[0]
+    assert attr(blocks(sd, "ser_de_info")[0], "serialization_library") == "org.openx.data.jsonserde.JsonSerDe"
+    dynamic = [d["columns"] for d in blocks(sd, "dynamic") if "columns" in d][0]
+    columns = attr(dynamic, "for_each")
+    ddl = (REPO_ROOT / "athena" / "ddl" / "dead_letter.sql").read_text()
+    ddl_columns = re.findall(r"^\s+([a-z_0-9]+)\s+string,?$", ddl.split("PARTITIONED BY")[0], re.M)
+    assert columns == ddl_columns, (columns, ddl_columns)

@@ -1,0 +1,39 @@
+-- The Glue table `events`, as Terraform creates it (terraform/lake.tf). Terraform is the source
+-- of truth; this is the same table in Athena DDL, for accounts without the Terraform stack.
+-- Columns are schemas/lake_columns.json in file order (a test checks this file against it).
+-- Replace <lake-bucket> (Terraform output `lake_bucket`).
+CREATE EXTERNAL TABLE IF NOT EXISTS events (
+    event_id        string,
+    event_type      string,
+    occurred_at     timestamp,
+    received_at     timestamp,
+    anonymous_id    string,
+    user_id         string,
+    session_id      string,
+    url             string,
+    referrer        string,
+    user_agent      string,
+    client_ip       string,
+    properties      string,
+    browser         string,
+    os              string,
+    device_class    string,
+    is_bot          boolean,
+    source_shard    string,
+    source_sequence string
+)
+PARTITIONED BY (dt string, hour string)
+STORED AS PARQUET
+LOCATION 's3://<lake-bucket>/events/'
+TBLPROPERTIES (
+    'projection.enabled' = 'true',
+    'projection.dt.type' = 'date',
+    'projection.dt.format' = 'yyyy-MM-dd',
+    'projection.dt.range' = '2024-01-01,NOW',
+    'projection.dt.interval' = '1',
+    'projection.dt.interval.unit' = 'DAYS',
+    'projection.hour.type' = 'integer',
+    'projection.hour.range' = '0,23',
+    'projection.hour.digits' = '2',
+    'storage.location.template' = 's3://<lake-bucket>/events/dt=${dt}/hour=${hour}/'
+)

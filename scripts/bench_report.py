@@ -1,0 +1,140 @@
+"""Writes the "Measured" section of bench/RESULTS.md from a `make bench` run's outputs."""
+
+import argparse
+import json
+import platform
+import re
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+
+
+def prom(path):
+    """Prometheus text → {(name, frozenset(labels)): value}."""
+    out = {}
+    for line in Path(path).read_text().splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = re.match(r"([a-zA-Z_:][\w:]*)(\{[^}]*\})?\s+(\S+)", line)
+        if not m:
+            continue
+        labels = frozenset(re.findall(r'(\w+)="([^"]*)"', m.group(2) or ""))
+        out[(m.group(1), labels)] = float(m.group(3))
+    return out
+
+
+def delta(before, after, name, **want):
+    total = 0.0
+    for (n, labels), v in after.items():
+        if n == name and all((k, w) in labels for k, w in want.items()):
+            total += v - before.get((n, labels), 0.0)
+    return total
+
+
+def quantile(before, after, name, q):
+    buckets = {}
+    for (n, labels), v in after.items():
+        if n == f"{name}_bucket":
+            le = dict(labels)["le"]
+            buckets[le] = buckets.get(le, 0.0) + v - before.get((n, labels), 0.0)
+    ordered = sorted(((float("inf") if k == "+Inf" else float(k)), c) for k, c in buckets.items())
+    if not ordered or ordered[-1][1] == 0:
+        return None
+    target = q * ordered[-1][1]
+    for le, c in ordered:
+        if c >= target:
+            return le
+    return None
+
+
+def criterion(path):
+    rows = []
+    name = None
+    for line in Path(path).read_text().splitlines():
+        m = re.match(r"^(\S+/\S+)\s*(time:.*)?$", line.strip())
+        if m and "/" in m.group(1) and not line.strip().startswith(("time", "thrpt", "change", "Found")):
+            name = m.group(1)
+        t = re.search(r"time:\s+\[\S+ \S+ (\S+) (\S+) \S+ \S+\]", line)
+        if t and name:
+            rows.append([name, f"{t.group(1)} {t.group(2)}", ""])
+        th = re.search(r"thrpt:\s+\[\S+ \S+ (\S+) (\S+) \S+ \S+\]", line)
+        if th and rows:
+            rows[-1][2] = f"{th.group(1)} {th.group(2)}"
+    return rows
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default="bench/out")
+    ap.add_argument("--k6-status", type=int, default=0)
+    ap.add_argument("--verify-status", type=int, default=0)
+    a = ap.parse_args()
+    out = ROOT / a.out
+    before = {**prom(out / "metrics-before.producer"), **prom(out / "metrics-before.consumer")}
+    after = {**prom(out / "metrics-after.producer"), **prom(out / "metrics-after.consumer")}
+    stored = delta(before, after, "consumer_events_stored_total")
+    calls = {
+        "Kinesis PutRecords (producer)": delta(before, after, "producer_put_records_calls_total"),
+        "S3 PutObject/HeadObject": delta(before, after, "consumer_sink_requests_total", sink="s3"),
+        "DynamoDB BatchWriteItem": delta(before, after, "consumer_sink_requests_total", sink="dynamodb"),
+        "PostgreSQL transactions": delta(before, after, "consumer_sink_requests_total", sink="postgres"),
+        "Kinesis GetRecords etc. (local runner; the event source mapping on AWS)": delta(
+            before, after, "consumer_kinesis_requests_total"),
+    }
+    s = json.loads((out / "sustained-summary.json").read_text())
+    m = s["metrics"]
+    v = lambda n, k="count": m.get(n, {}).get("values", {}).get(k, 0)
+    secs = s["state"]["testRunDurationMs"] / 1000
+    accepted = v("accepted_events")
+    e2e_p99 = quantile(before, after, "consumer_end_to_end_latency_seconds", 0.99)
+    e2e_p50 = quantile(before, after, "consumer_end_to_end_latency_seconds", 0.50)
+    cpu = subprocess.run(["sh", "-c", "lscpu | grep 'Model name' | sed 's/.*: *//'"], capture_output=True, text=True).stdout.strip()
+    mem = (out / "batch-memory.txt").read_text().strip()
+    verify_tail = "\n".join((out / "bench-verify.txt").read_text().splitlines()[-12:])
+
+    lines = [START, "## Measured (`make bench`)", ""]
+    lines += [f"Machine: {cpu or platform.processor()}, {subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} cores, "
+              f"{platform.system()} {platform.release()}; every emulator, PostgreSQL, k6 and both binaries share it.", ""]
+    lines += ["### CPU paths (criterion, release)", "", "| benchmark | time (median) | throughput |", "|---|---|---|"]
+    for f in ("criterion-producer.txt", "criterion-consumer.txt"):
+        for name, t, th in criterion(out / f):
+            lines.append(f"| `{name}` | {t} | {th} |")
+    lines += ["", "### Consumer memory, one 10,000-record batch", "", f"`{mem}`", ""]
+    lines += ["### Sustained load through the local pipeline (k6 `sustained.js`, release binaries)", ""]
+    total_calls = sum(calls.values())
+    aws_calls = total_calls - calls["Kinesis GetRecords etc. (local runner; the event source mapping on AWS)"]
+    lines += [
+        f"- k6: {v('http_reqs'):.0f} requests in {secs:.0f} s ({v('http_reqs', 'rate'):.0f}/s), "
+        f"{accepted:.0f} events accepted ({accepted / secs:.0f} events/s), {v('rejected_events'):.0f} rejected on purpose, "
+        f"{v('throttled_requests'):.0f} throttled; HTTP p95 {v('http_req_duration', 'p(95)'):.0f} ms, p99 {v('http_req_duration', 'p(99)'):.0f} ms; "
+        f"k6 thresholds {'passed' if a.k6_status == 0 else 'FAILED (exit %d)' % a.k6_status}.",
+        f"- Verifier: {'OK — nothing lost, nothing double-counted' if a.verify_status == 0 else 'FAILED'}.",
+        f"- End-to-end latency (API `received_at` → batch stored, an upper bound of visibility in PostgreSQL, "
+        f"which commits first): p50 ≤ {e2e_p50} s, p99 ≤ {e2e_p99} s (histogram bucket bounds).",
+        f"- Backend requests: {total_calls:.0f} for {stored:.0f} stored events = "
+        f"**{1000 * total_calls / max(stored, 1):.1f} per 1,000 events** locally; "
+        f"{1000 * aws_calls / max(stored, 1):.1f} per 1,000 without the runner's polling (what the Lambda pays on AWS).",
+        "",
+        "| backend call | count | per 1,000 events |",
+        "|---|---|---|",
+    ]
+    for k, c in calls.items():
+        lines.append(f"| {k} | {c:.0f} | {1000 * c / max(stored, 1):.1f} |")
+    lines += ["", "Verifier output (tail):", "", "```", verify_tail, "```", "",
+              "Reproduce: `make bench` (`BENCH_RATE`, `BENCH_DURATION` to change the load). The k6 HTML report is "
+              "`bench/out/sustained-report.html`.", END]
+    block = "\n".join(lines)
+
+    results = ROOT / "bench" / "RESULTS.md"
+    text = results.read_text() if results.exists() else "# Benchmark results\n\n"
+    if START in text and END in text:
+        text = text[: text.index(START)] + block + text[text.index(END) + len(END):]
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    results.write_text(text)
+
+
+if __name__ == "__main__":
+    main()

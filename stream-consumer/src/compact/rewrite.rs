@@ -1,0 +1,431 @@
+//! Pure Parquet rewriting for compaction: lake files in, one sorted file without duplicate `event_id`s out.
+//!
+//! Files are read with the parquet crate's Arrow reader and must have exactly the lake schema
+//! (`schemas::lake::arrow_schema`); the output is written with the same settings as the
+//! consumer's files (`crate::lake`), sorted the same way, so Athena sees one kind of file.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow_array::builder::{BooleanBuilder, StringBuilder, TimestampMillisecondBuilder};
+use arrow_array::cast::AsArray;
+use arrow_array::types::TimestampMillisecondType;
+use arrow_array::{Array, ArrayRef, RecordBatch};
+use arrow_schema::{DataType, TimeUnit};
+use bytes::Bytes;
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection,
+};
+use parquet::basic::Compression;
+use parquet::file::metadata::SortingColumn;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use schemas::lake::arrow_schema;
+use uuid::Uuid;
+
+use crate::error::ConsumerError;
+use crate::lake::ROW_GROUP_ROWS;
+
+/// Rows decoded per Arrow batch while reading.
+const READ_BATCH_ROWS: usize = 8192;
+
+/// Event IDs already placed, each with the index of the file that holds it (a caller-kept list
+/// of keys), so a chunk whose rows are all duplicates can say where they are.
+pub type Seen = HashMap<u128, usize>;
+
+/// The result of merging one chunk.
+#[derive(Debug, Default)]
+pub struct Merged {
+    /// The Parquet file, or `None` when every row was a duplicate of a row placed earlier.
+    pub body: Option<Bytes>,
+    pub rows_in: usize,
+    pub rows_out: usize,
+    pub duplicates: usize,
+    /// The holder (see [`Seen`]) of the first duplicate dropped.
+    pub duplicate_holder: Option<usize>,
+}
+
+/// Column positions in the lake schema that the sort and deduplication use.
+const EVENT_ID: usize = 0;
+const EVENT_TYPE: usize = 1;
+const OCCURRED_AT: usize = 2;
+
+fn decode_error(key: &str, e: impl std::fmt::Display) -> ConsumerError {
+    // ConsumerError has no decode variant; `Encode` is the Parquet one ("encoding Parquet failed").
+    ConsumerError::Encode(format!("compaction input {key}: {e}"))
+}
+
+fn parse_id(key: &str, id: &str) -> Result<u128, ConsumerError> {
+    Uuid::parse_str(id).map(|u| u.as_u128()).map_err(|e| decode_error(key, format!("event_id {id:?}: {e}")))
+}
+
+/// The event IDs of one lake file, reading only the `event_id` column.
+pub fn event_ids(key: &str, body: Bytes) -> Result<Vec<u128>, ConsumerError> {
+    let builder = ParquetRecordBatchReaderBuilder::try_new(body).map_err(|e| decode_error(key, e))?;
+    let index = builder
+        .schema()
+        .fields()
+        .iter()
+        .position(|f| f.name() == "event_id")
+        .ok_or_else(|| decode_error(key, "no event_id column"))?;
+    let mask = ProjectionMask::roots(builder.parquet_schema(), [index]);
+    let reader =
+        builder.with_projection(mask).with_batch_size(READ_BATCH_ROWS).build().map_err(|e| decode_error(key, e))?;
+    let mut ids = Vec::new();
+    for batch in reader {
+        let batch = batch.map_err(|e| decode_error(key, e))?;
+        let column =
+            batch.column(0).as_string_opt::<i32>().ok_or_else(|| decode_error(key, "event_id is not a string"))?;
+        for id in column.iter() {
+            ids.push(parse_id(key, id.unwrap_or_default())?);
+        }
+    }
+    Ok(ids)
+}
+
+/// The writer settings of compacted files: those of `crate::lake::encode_parquet` (Snappy,
+/// [`ROW_GROUP_ROWS`] per row group, page statistics), plus the sort order declared in the
+/// footer so engines that use it know the file is sorted.
+fn writer_properties(group_rows: usize) -> WriterProperties {
+    let sorted =
+        |column_idx: usize| SortingColumn { column_idx: column_idx as i32, descending: false, nulls_first: false };
+    WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_max_row_group_row_count(Some(group_rows))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_sorting_columns(Some(vec![sorted(EVENT_TYPE), sorted(OCCURRED_AT), sorted(EVENT_ID)]))
+        .build()
+}
+
+/// One input of a merge: its bytes and parsed footer, so each pass decodes without re-parsing.
+struct Input {
+    key: String,
+    body: Bytes,
+    meta: ArrowReaderMetadata,
+}
+
+impl Input {
+    fn open(key: String, body: Bytes) -> Result<Self, ConsumerError> {
+        let meta = ArrowReaderMetadata::load(&body, ArrowReaderOptions::new()).map_err(|e| decode_error(&key, e))?;
+        let expected = arrow_schema();
+        let found = meta.schema();
+        let same = found.fields().len() == expected.fields().len()
+            && found
+                .fields()
+                .iter()
+                .zip(expected.fields())
+                .all(|(f, e)| f.name() == e.name() && f.data_type() == e.data_type());
+        if !same {
+            return Err(decode_error(&key, format!("schema {found:?} is not the lake schema")));
+        }
+        Ok(Input { key, body, meta })
+    }
+
+    fn builder(&self) -> ParquetRecordBatchReaderBuilder<Bytes> {
+        ParquetRecordBatchReaderBuilder::new_with_metadata(self.body.clone(), self.meta.clone())
+    }
+
+    fn rows(&self) -> usize {
+        self.meta.metadata().file_metadata().num_rows().max(0) as usize
+    }
+
+    /// Decodes exactly the rows `wanted` (ascending), in that order.
+    fn read_rows(&self, wanted: &[u32]) -> Result<Vec<RecordBatch>, ConsumerError> {
+        let mut ranges: Vec<std::ops::Range<usize>> = Vec::new();
+        for &r in wanted {
+            let r = r as usize;
+            match ranges.last_mut() {
+                Some(last) if last.end == r => last.end += 1,
+                _ => ranges.push(r..r + 1),
+            }
+        }
+        let selection = RowSelection::from_consecutive_ranges(ranges.into_iter(), self.rows());
+        let reader = self
+            .builder()
+            .with_row_selection(selection)
+            .with_batch_size(wanted.len().max(1))
+            .build()
+            .map_err(|e| decode_error(&self.key, e))?;
+        reader.collect::<Result<Vec<_>, _>>().map_err(|e| decode_error(&self.key, e))
+    }
+}
+
+/// Merges `sources` (key, bytes) into one file sorted by event type, then `occurred_at`, then
+/// `event_id`, keeping the first row of each `event_id` not already in `seen` and recording
+/// the kept ones under `holder`. Deterministic: the same inputs and `seen` give the same bytes.
+///
+/// Memory is bounded by the compressed inputs plus about two output row groups, not by the
+/// decoded size of everything (about 12 times the compressed size for this schema): the sort
+/// reads only the three key columns, then each output row group decodes just its rows from
+/// each input (a contiguous range per input, since every input is sorted the same way).
+pub fn merge(sources: Vec<(String, Bytes)>, seen: &mut Seen, holder: usize) -> Result<Merged, ConsumerError> {
+    merge_in_groups(sources, seen, holder, ROW_GROUP_ROWS)
+}
+
+/// [`merge`] with `group_rows` rows per output row group (small in tests, to cross groups).
+fn merge_in_groups(
+    sources: Vec<(String, Bytes)>,
+    seen: &mut Seen,
+    holder: usize,
+    group_rows: usize,
+) -> Result<Merged, ConsumerError> {
+    let inputs = sources.into_iter().map(|(key, body)| Input::open(key, body)).collect::<Result<Vec<_>, _>>()?;
+
+    // 1. Sort keys: (event type rank, occurred_at, event_id, input, row). Types are interned;
+    // a UUID's u128 orders like its hyphenated lowercase text, as in `crate::lake`.
+    let mut types: Vec<String> = Vec::new();
+    let mut type_index: HashMap<String, u32> = HashMap::new();
+    let mut keys: Vec<(u32, i64, u128, u32, u32)> = Vec::with_capacity(inputs.iter().map(Input::rows).sum());
+    for (i, input) in inputs.iter().enumerate() {
+        let mask = ProjectionMask::roots(input.meta.parquet_schema(), [EVENT_ID, EVENT_TYPE, OCCURRED_AT]);
+        let reader = input
+            .builder()
+            .with_projection(mask)
+            .with_batch_size(READ_BATCH_ROWS)
+            .build()
+            .map_err(|e| decode_error(&input.key, e))?;
+        let mut row = 0u32;
+        for batch in reader {
+            let batch = batch.map_err(|e| decode_error(&input.key, e))?;
+            // Projected columns keep file order: event_id, event_type, occurred_at.
+            let ids = batch.column(0).as_string::<i32>();
+            let event_types = batch.column(1).as_string::<i32>();
+            let times = batch.column(2).as_primitive::<TimestampMillisecondType>();
+            for r in 0..batch.num_rows() {
+                let t = event_types.value(r);
+                let t = match type_index.get(t) {
+                    Some(&t) => t,
+                    None => {
+                        types.push(t.to_owned());
+                        type_index.insert(t.to_owned(), types.len() as u32 - 1);
+                        types.len() as u32 - 1
+                    }
+                };
+                keys.push((t, times.value(r), parse_id(&input.key, ids.value(r))?, i as u32, row));
+                row += 1;
+            }
+        }
+    }
+    let mut order: Vec<u32> = (0..types.len() as u32).collect();
+    order.sort_unstable_by(|&a, &b| types[a as usize].cmp(&types[b as usize]));
+    let mut rank = vec![0u32; types.len()];
+    for (r, &t) in order.iter().enumerate() {
+        rank[t as usize] = r as u32;
+    }
+    for k in &mut keys {
+        k.0 = rank[k.0 as usize];
+    }
+    keys.sort_unstable();
+
+    // 2. Deduplicate: the first row of each event_id wins (rows with one event_id are the same
+    // event, and sort next to each other).
+    let mut merged = Merged { rows_in: keys.len(), ..Default::default() };
+    let mut kept: Vec<(u32, u32)> = Vec::with_capacity(keys.len());
+    for &(_, _, id, input, row) in &keys {
+        match seen.get(&id) {
+            Some(&h) => {
+                merged.duplicates += 1;
+                if h != holder {
+                    merged.duplicate_holder.get_or_insert(h);
+                }
+            }
+            None => {
+                seen.insert(id, holder);
+                kept.push((input, row));
+            }
+        }
+    }
+    drop(keys);
+    merged.rows_out = kept.len();
+    if kept.is_empty() {
+        return Ok(merged);
+    }
+
+    // 3. One output row group at a time: decode its rows from each input, then lay them out in
+    // the sorted order.
+    let schema = arrow_schema();
+    let mut buf = Vec::new();
+    let mut writer = ArrowWriter::try_new(&mut buf, schema.clone(), Some(writer_properties(group_rows)))
+        .map_err(|e| ConsumerError::Encode(e.to_string()))?;
+    let mut wanted: Vec<Vec<u32>> = vec![Vec::new(); inputs.len()];
+    for group in kept.chunks(group_rows) {
+        for w in &mut wanted {
+            w.clear();
+        }
+        for &(input, row) in group {
+            wanted[input as usize].push(row);
+        }
+        // Decoded rows, flattened: input i's k-th wanted row is `decoded` row `start[i] + k`.
+        let mut decoded: Vec<RecordBatch> = Vec::new();
+        let mut located: Vec<(usize, usize)> = Vec::new(); // (batch, row) per decoded row
+        let mut start = vec![0usize; inputs.len()];
+        for (i, w) in wanted.iter_mut().enumerate() {
+            if w.is_empty() {
+                continue;
+            }
+            w.sort_unstable();
+            start[i] = located.len();
+            for batch in inputs[i].read_rows(w)? {
+                let b = decoded.len();
+                located.extend((0..batch.num_rows()).map(|r| (b, r)));
+                decoded.push(batch);
+            }
+            if located.len() - start[i] != w.len() {
+                return Err(decode_error(&inputs[i].key, "row selection returned the wrong number of rows"));
+            }
+        }
+        let picks: Vec<(usize, usize)> = group
+            .iter()
+            .map(|&(input, row)| {
+                let w = &wanted[input as usize];
+                let k = w.binary_search(&row).unwrap_or_default();
+                located[start[input as usize] + k]
+            })
+            .collect();
+        let columns = schema
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(c, field)| take_column(&decoded, c, field.data_type(), &picks))
+            .collect::<Result<Vec<_>, _>>()?;
+        let batch = RecordBatch::try_new(schema.clone(), columns).map_err(|e| ConsumerError::Encode(e.to_string()))?;
+        writer.write(&batch).map_err(|e| ConsumerError::Encode(e.to_string()))?;
+    }
+    writer.close().map_err(|e| ConsumerError::Encode(e.to_string()))?;
+    merged.body = Some(Bytes::from(buf));
+    Ok(merged)
+}
+
+/// Column `c` of the rows `picks` ((batch, row) pairs), as one array.
+fn take_column(
+    batches: &[RecordBatch],
+    c: usize,
+    data_type: &DataType,
+    picks: &[(usize, usize)],
+) -> Result<ArrayRef, ConsumerError> {
+    let n = picks.len();
+    Ok(match data_type {
+        DataType::Utf8 => {
+            let mut b = StringBuilder::with_capacity(n, n * 32);
+            for &(bi, r) in picks {
+                let a = batches[bi].column(c).as_string::<i32>();
+                b.append_option(a.is_valid(r).then(|| a.value(r)));
+            }
+            Arc::new(b.finish())
+        }
+        DataType::Timestamp(TimeUnit::Millisecond, tz) => {
+            let mut b = TimestampMillisecondBuilder::with_capacity(n).with_timezone_opt(tz.clone());
+            for &(bi, r) in picks {
+                let a = batches[bi].column(c).as_primitive::<TimestampMillisecondType>();
+                b.append_option(a.is_valid(r).then(|| a.value(r)));
+            }
+            Arc::new(b.finish())
+        }
+        DataType::Boolean => {
+            let mut b = BooleanBuilder::with_capacity(n);
+            for &(bi, r) in picks {
+                let a = batches[bi].column(c).as_boolean();
+                b.append_option(a.is_valid(r).then(|| a.value(r)));
+            }
+            Arc::new(b.finish())
+        }
+        other => return Err(ConsumerError::Encode(format!("lake column {c} has unsupported type {other}"))),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::decode_batch;
+    use crate::enrich::parse_agent;
+    use crate::lake::{LakeRow, encode_parquet};
+    use crate::testing::event_record;
+
+    fn file(types: &[&str], ids: &[Option<Uuid>]) -> Bytes {
+        let records: Vec<_> =
+            types.iter().zip(ids).enumerate().map(|(i, (t, id))| event_record(&i.to_string(), t, *id)).collect();
+        let decoded = decode_batch(&records).events;
+        let agent = parse_agent("Mozilla/5.0");
+        let mut rows: Vec<LakeRow<'_>> = decoded.iter().map(|d| LakeRow { decoded: d, agent: Some(&agent) }).collect();
+        encode_parquet(&mut rows).unwrap()
+    }
+
+    fn column(body: &Bytes, name: &str) -> Vec<String> {
+        let reader = ParquetRecordBatchReaderBuilder::try_new(body.clone()).unwrap().build().unwrap();
+        let mut out = Vec::new();
+        for batch in reader {
+            let batch = batch.unwrap();
+            let a = batch.column_by_name(name).unwrap().as_string::<i32>().clone();
+            out.extend((0..a.len()).map(|i| a.value(i).to_owned()));
+        }
+        out
+    }
+
+    /// Invariant: a merge keeps every event once, sorted by type, and drops repeated event_ids.
+    #[test]
+    fn merge_sorts_and_drops_duplicates() {
+        let shared = Uuid::new_v4();
+        let a = file(&["purchase", "click"], &[Some(shared), None]);
+        let b = file(&["purchase", "add_to_cart", "click"], &[Some(shared), None, None]);
+        let mut seen = Seen::new();
+        let merged = merge(vec![("a".into(), a.clone()), ("b".into(), b)], &mut seen, 7).unwrap();
+        assert_eq!((merged.rows_in, merged.rows_out, merged.duplicates), (5, 4, 1));
+        let body = merged.body.unwrap();
+        assert_eq!(column(&body, "event_type"), ["add_to_cart", "click", "click", "purchase"]);
+        assert_eq!(seen.len(), 4);
+        assert!(seen.values().all(|&h| h == 7));
+        let mut ids = column(&body, "event_id");
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), 4);
+        assert_eq!(event_ids("x", body.clone()).unwrap().len(), 4);
+        // Deterministic bytes: the same inputs produce the same file.
+        let again = merge(vec![("a".into(), a.clone())], &mut Seen::new(), 0).unwrap().body.unwrap();
+        assert_eq!(again, merge(vec![("a".into(), a.clone())], &mut Seen::new(), 0).unwrap().body.unwrap());
+        // Everything already placed elsewhere: no file, and where the rows are.
+        let nothing = merge(vec![("a".into(), a)], &mut seen, 8).unwrap();
+        assert!(nothing.body.is_none());
+        assert_eq!(nothing.duplicate_holder, Some(7));
+    }
+
+    /// Invariant: output row groups gather the right rows from every input (sorted, each once).
+    #[test]
+    fn rows_are_gathered_across_row_groups_and_inputs() {
+        let types = ["view", "click", "buy", "view", "click", "add", "view"];
+        let sources: Vec<(String, Bytes)> =
+            (0..4).map(|i| (format!("f{i}"), file(&types[i..], &[None; 7][i..]))).collect();
+        let all: usize = (0..4).map(|i| types.len() - i).sum();
+        let merged = merge_in_groups(sources.clone(), &mut Seen::new(), 0, 3).unwrap();
+        assert_eq!((merged.rows_in, merged.rows_out, merged.duplicates), (all, all, 0));
+        let body = merged.body.unwrap();
+        let meta = ParquetRecordBatchReaderBuilder::try_new(body.clone()).unwrap().metadata().clone();
+        assert_eq!(meta.num_row_groups(), all.div_ceil(3));
+        let got = column(&body, "event_type");
+        let mut want: Vec<String> = got.clone();
+        want.sort();
+        assert_eq!(got, want, "sorted by type across row groups");
+        let mut ids = column(&body, "event_id");
+        let mut expected: Vec<String> = sources
+            .into_iter()
+            .flat_map(|(k, b)| event_ids(&k, b).unwrap())
+            .map(|u| Uuid::from_u128(u).to_string())
+            .collect();
+        ids.sort();
+        expected.sort();
+        assert_eq!(ids, expected, "every input row once");
+    }
+
+    #[test]
+    fn foreign_files_are_refused() {
+        let schema = Arc::new(arrow_schema::Schema::new(vec![arrow_schema::Field::new("x", DataType::Utf8, false)]));
+        let batch =
+            RecordBatch::try_new(schema.clone(), vec![Arc::new(arrow_array::StringArray::from(vec!["a"]))]).unwrap();
+        let mut buf = Vec::new();
+        let mut w = ArrowWriter::try_new(&mut buf, schema, None).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        let err = merge(vec![("foreign".into(), Bytes::from(buf))], &mut Seen::new(), 0).unwrap_err();
+        assert!(err.to_string().contains("foreign"), "{err}");
+    }
+}
