@@ -17,8 +17,8 @@ pub fn parse_acks(text: &str, acks: &mut Acks) -> Result<usize, VerifyError> {
     let mut n = 0;
     for line in text.lines() {
         let Some(inner) = ack_payload(line) else { continue };
-        let v: serde_json::Value = serde_json::from_str(&inner)
-            .map_err(|e| VerifyError::Input(format!("bad ack payload {inner:?}: {e}")))?;
+        let v: serde_json::Value =
+            serde_json::from_str(&inner).map_err(|e| VerifyError::Input(format!("bad ack payload {inner:?}: {e}")))?;
         let (Some(id), Some(t)) = (v["ack"].as_str(), v["t"].as_str()) else { continue };
         let id = Uuid::parse_str(id).map_err(|e| VerifyError::Input(format!("bad event id {id:?}: {e}")))?;
         acks.insert(id, t.to_owned());

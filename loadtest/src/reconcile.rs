@@ -83,11 +83,13 @@ pub fn reconcile(o: &Observed) -> Report {
     for t in o.acks.values() {
         *acked_types.entry(t.clone()).or_default() += 1;
     }
-    let mut types: Vec<&String> = lake_types.keys().chain(dynamo_types.keys()).chain(o.pg_counts.keys()).chain(acked_types.keys()).collect();
+    let mut types: Vec<&String> =
+        lake_types.keys().chain(dynamo_types.keys()).chain(o.pg_counts.keys()).chain(acked_types.keys()).collect();
     types.sort();
     types.dedup();
     let mut per_type = String::new();
-    let _ = writeln!(per_type, "{:<20} {:>10} {:>10} {:>10} {:>10}", "event_type", "acked", "lake", "dynamodb", "postgres");
+    let _ =
+        writeln!(per_type, "{:<20} {:>10} {:>10} {:>10} {:>10}", "event_type", "acked", "lake", "dynamodb", "postgres");
     for t in types {
         let get = |m: &BTreeMap<String, i64>| m.get(t).copied().unwrap_or(0);
         let (a, l, d, p) = (get(&acked_types), get(&lake_types), get(&dynamo_types), get(&o.pg_counts));
@@ -99,7 +101,8 @@ pub fn reconcile(o: &Observed) -> Report {
     }
 
     let mut table = String::new();
-    let _ = writeln!(table, "{:<20} {:>10} {:>10} {:>14} {:>10}", "store", "rows", "distinct", "acked missing", "repeated");
+    let _ =
+        writeln!(table, "{:<20} {:>10} {:>10} {:>14} {:>10}", "store", "rows", "distinct", "acked missing", "repeated");
     for (name, total, distinct, missing, dup) in rows {
         let _ = writeln!(table, "{name:<20} {total:>10} {distinct:>10} {missing:>14} {dup:>10}");
     }

@@ -44,7 +44,8 @@ impl Stores {
                 .map_err(err("kinesis"))?
                 .shard_iterator;
             while let Some(i) = it.take() {
-                let out = self.kinesis.get_records().shard_iterator(i).limit(10_000).send().await.map_err(err("kinesis"))?;
+                let out =
+                    self.kinesis.get_records().shard_iterator(i).limit(10_000).send().await.map_err(err("kinesis"))?;
                 for r in out.records() {
                     if let Ok(e) = schemas::decode_record(r.data().as_ref()) {
                         view.add(e.event_id, &e.event_type);
@@ -81,7 +82,9 @@ impl Stores {
             for batch in builder.with_projection(mask).build().map_err(err("parquet"))? {
                 let batch = batch.map_err(err("parquet"))?;
                 let col = |name| {
-                    batch.column_by_name(name).and_then(|c| c.as_any().downcast_ref::<arrow_array::StringArray>().cloned())
+                    batch
+                        .column_by_name(name)
+                        .and_then(|c| c.as_any().downcast_ref::<arrow_array::StringArray>().cloned())
                 };
                 let (Some(ids), Some(types)) = (col("event_id"), col("event_type")) else {
                     return Err(VerifyError::Store { store: "parquet", message: format!("{key}: missing columns") });
@@ -149,7 +152,8 @@ impl Stores {
             let body = self.get(&key).await?;
             for line in String::from_utf8_lossy(&body).lines() {
                 let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
-                let position = format!("{}/{}", v["shard_id"].as_str().unwrap_or(""), v["sequence_number"].as_str().unwrap_or(""));
+                let position =
+                    format!("{}/{}", v["shard_id"].as_str().unwrap_or(""), v["sequence_number"].as_str().unwrap_or(""));
                 if seen.insert(position) {
                     *by_reason.entry(v["reason_code"].as_str().unwrap_or("?").to_owned()).or_default() += 1;
                 }
