@@ -106,6 +106,13 @@ impl Config {
     }
 }
 
+fn parse<T: std::str::FromStr>(name: &str, value: &str) -> Result<T, ConsumerError>
+where
+    T::Err: std::fmt::Display,
+{
+    value.parse().map_err(|e: T::Err| ConsumerError::Config(format!("{name}={value:?}: {e}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,11 +128,4 @@ mod tests {
         .unwrap();
         assert!(!format!("{c:?}").contains("s3cret"));
     }
-}
-
-fn parse<T: std::str::FromStr>(name: &str, value: &str) -> Result<T, ConsumerError>
-where
-    T::Err: std::fmt::Display,
-{
-    value.parse().map_err(|e: T::Err| ConsumerError::Config(format!("{name}={value:?}: {e}")))
 }
