@@ -120,6 +120,12 @@ cmd_up() {
   fi
   rm -f "$PID_FILE"
   if port_in_use; then
+    # Another checkout's Prometheus (same local config, same scrape targets) is as good as ours;
+    # anything else on the port is an error.
+    if curl -fsS "$URL/-/ready" >/dev/null 2>&1; then
+      log "a Prometheus not started here already answers at $URL; using it"
+      return 0
+    fi
     ss -Hltnp "sport = :${LISTEN##*:}" >&2 || true
     die "port ${LISTEN##*:} is already in use by another process; stop it first"
   fi
