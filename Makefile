@@ -22,6 +22,9 @@ demo: ## the main job: bring the pipeline up, drive a realistic load, reconcile,
 test: ## fmt, clippy, unit + integration tests (starts the local stack when needed)
 	@bash scripts/test.sh
 
+test-faults: ## fault injection under load: SIGKILL, paused emulators, PostgreSQL restart, poison, shard split
+	@bash scripts/test-faults.sh
+
 bench: ## criterion benchmarks + an end-to-end k6 load; writes bench/RESULTS.md
 	@bash scripts/bench.sh
 

@@ -6,6 +6,8 @@
 #   scripts/pipeline.sh up|down|status
 #
 # PIPELINE_PROFILE=debug|release picks the build (default debug: it shares the test build).
+# PIPELINE_SKIP_BUILD=1 starts the binaries already built (fault tests restart a killed process
+# under load without a rebuild in the middle of it).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -18,11 +20,15 @@ source scripts/env.sh
 
 log() { printf 'pipeline: %s\n' "$*"; }
 
-alive() { [ -f "$run_dir/$1.pid" ] && kill -0 "$(cat "$run_dir/$1.pid")" 2>/dev/null; }
+# A process that exited but is not reaped yet (a zombie, e.g. just after a SIGKILL) still
+# answers kill -0: it counts as gone, or `up` would report it "already running" and not restart it.
+running() { kill -0 "$1" 2>/dev/null && [ "$(sed -E 's/^.*\) ([A-Za-z]).*$/\1/' "/proc/$1/stat" 2>/dev/null)" != Z ]; }
+
+alive() { [ -f "$run_dir/$1.pid" ] && running "$(cat "$run_dir/$1.pid")"; }
 
 wait_http() { # name url seconds
   for _ in $(seq 1 $(( $3 * 10 ))); do
-    if curl -fsS -o /dev/null "$2" 2>/dev/null; then return 0; fi
+    if curl -fsS --max-time 2 -o /dev/null "$2" 2>/dev/null; then return 0; fi
     alive "$1" || { log "$1 exited; last log lines:"; tail -20 "$run_dir/$1.log" >&2; return 1; }
     sleep 0.1
   done
@@ -43,8 +49,8 @@ stop() { # name
   local pid; pid=$(cat "$run_dir/$name.pid")
   kill -TERM "$pid" 2>/dev/null || true
   # The consumer finishes the batch in hand before it exits.
-  for _ in $(seq 1 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -0 "$pid" 2>/dev/null && { log "$name did not stop in 30 s; killing"; kill -KILL "$pid" 2>/dev/null || true; }
+  for _ in $(seq 1 300); do running "$pid" || break; sleep 0.1; done
+  running "$pid" && { log "$name did not stop in 30 s; killing"; kill -KILL "$pid" 2>/dev/null || true; }
   rm -f "$run_dir/$name.pid"
   log "$name stopped"
 }
@@ -52,8 +58,10 @@ stop() { # name
 cmd_up() {
   local flag=()
   [ "$profile" = release ] && flag=(--release)
-  cargo build -q "${flag[@]}" -p producer-api -p stream-consumer --bins
   local bin="$CARGO_TARGET_DIR/$profile"
+  if [ "${PIPELINE_SKIP_BUILD:-0}" != 1 ] || [ ! -x "$bin/producer-api" ] || [ ! -x "$bin/stream-consumer" ]; then
+    cargo build -q "${flag[@]}" -p producer-api -p stream-consumer --bins
+  fi
   start producer "$bin/producer-api" BIND_ADDR=127.0.0.1:3000 METRICS_ADDR=127.0.0.1:9101 \
     CORS_ALLOWED_ORIGINS="${CORS_ALLOWED_ORIGINS:-http://127.0.0.1:8080}"
   start consumer "$bin/stream-consumer" METRICS_ADDR=127.0.0.1:9102

@@ -1,10 +1,10 @@
-//! The local runner: the event source mapping, emulated — poll shards, batch, call the Lambda handler, checkpoint.
+//! The local runner: the event source mapping, emulated — poll shards, batch, run the batch handler, checkpoint.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_lambda_events::event::kinesis::{KinesisEvent, KinesisEventRecord};
+use aws_lambda_events::event::kinesis::KinesisEventRecord;
 use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::types::{Shard, ShardIteratorType};
 use tokio::sync::watch;
@@ -12,8 +12,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::error::ConsumerError;
-use crate::handler::Pipeline;
-use crate::lambda::handle_kinesis_event;
+use crate::handler::{Pipeline, record_outcome};
 use crate::sinks::backoff;
 use crate::sinks::dynamo::ItemStore;
 use crate::sinks::s3::ObjectStore;
@@ -22,6 +21,8 @@ use crate::sinks::s3::ObjectStore;
 const SHARD_REFRESH: Duration = Duration::from_secs(2);
 /// Pause between empty polls of a caught-up shard.
 const IDLE_POLL: Duration = Duration::from_millis(100);
+/// How often the lag gauge is refreshed while a batch is held up.
+const STALL_TICK: Duration = Duration::from_secs(1);
 
 /// Settings of the runner (a subset of `Config`).
 #[derive(Debug, Clone)]
@@ -139,12 +140,30 @@ impl<O: ObjectStore, D: ItemStore> Runner<O, D> {
                 continue;
             }
             let last = records.last().map(|r| r.kinesis.sequence_number.clone());
-            self.deliver(shard, records).await?;
+            let oldest = records.first().map(|r| r.kinesis.approximate_arrival_timestamp.0);
+            let delivery = self.deliver(shard, records, &shutdown);
+            tokio::pin!(delivery);
+            // A batch held up by a store outage is retried until the store is back: meanwhile the
+            // lag grows, and the gauge shows it (the age of the oldest record in hand).
+            let mut stalled = tokio::time::interval_at(Instant::now() + STALL_TICK, STALL_TICK);
+            loop {
+                tokio::select! {
+                    done = &mut delivery => break done?,
+                    _ = stalled.tick() => {
+                        if let Some(t) = oldest.filter(|t| t.timestamp() > 0) {
+                            set_lag(shard, age_ms(t));
+                        }
+                    }
+                }
+            }
             ledger.save_checkpoint(stream, shard, last.as_deref(), false).await?;
         }
         if iterator.is_none() {
             // NextShardIterator is absent only once a closed shard has been read to its end.
             ledger.save_checkpoint(stream, shard, None, true).await?;
+            // A drained shard is not behind (its last MillisBehindLatest would otherwise stay
+            // on the gauge, and in max(consumer_millis_behind_latest), for good).
+            set_lag(shard, 0);
             tracing::info!(shard, "shard closed and drained");
             return Ok(true);
         }
@@ -189,7 +208,16 @@ impl<O: ObjectStore, D: ItemStore> Runner<O, D> {
                 Err(e) => return Err(kinesis_err("GetRecords", shard, e)),
             };
             let behind = out.millis_behind_latest().unwrap_or(0);
-            metrics::gauge!("consumer_millis_behind_latest", "shard" => shard.to_owned()).set(behind as f64);
+            // MillisBehindLatest is how far the end of this response is from the tip; emulators
+            // (kinesalite) always say 0. The gauge also takes the age of the newest record read,
+            // about the same figure on AWS when behind, and the real lag locally.
+            let newest_age = out
+                .records()
+                .last()
+                .and_then(|r| r.approximate_arrival_timestamp())
+                .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos()))
+                .map_or(0, age_ms);
+            set_lag(shard, behind.max(newest_age));
             for r in out.records() {
                 let mut rec = KinesisEventRecord::default();
                 rec.event_id = Some(format!("{shard}:{}", r.sequence_number()));
@@ -219,34 +247,91 @@ impl<O: ObjectStore, D: ItemStore> Runner<O, D> {
         }
     }
 
-    /// Calls the Lambda handler until the batch succeeds, resuming from the failed record each
-    /// time; after `max_attempts` the rest of the batch goes to dead-letter and the shard moves on.
-    async fn deliver(&self, shard: &str, records: Vec<KinesisEventRecord>) -> Result<(), ConsumerError> {
-        let positions: HashMap<String, usize> =
-            records.iter().enumerate().map(|(i, r)| (r.kinesis.sequence_number.clone(), i)).collect();
-        let mut from = 0;
-        let mut attempt = 0;
+    /// Runs the batch through the handler until it succeeds. The handler is all or nothing (the
+    /// Lambda boundary reports the first record as failed), so every attempt is the whole batch,
+    /// and the ledger makes each retry exact. A failure caused by a store outage (unreachable,
+    /// timing out, throttling: see [`is_outage`]) is retried for as long as the outage lasts:
+    /// giving up would drop events the API acknowledged, or leave counted events out of the lake
+    /// and DynamoDB. Only a failure that would repeat on every attempt sends the batch to
+    /// dead-letter after `max_attempts`, so the shard can move on. On shutdown an outage retry
+    /// stops (between attempts, never during one) and the batch is left to the next run.
+    async fn deliver(
+        &self,
+        shard: &str,
+        records: Vec<KinesisEventRecord>,
+        shutdown: &watch::Receiver<bool>,
+    ) -> Result<(), ConsumerError> {
+        let input = crate::lambda::to_input(records);
+        let (Some(first), Some(last)) = (input.first(), input.last()) else { return Ok(()) };
+        let (first_seq, last_seq) = (first.sequence_number.clone(), last.sequence_number.clone());
+        let (mut attempt, mut fatal) = (0u32, 0u32);
         loop {
-            let mut event = KinesisEvent::default();
-            event.records = records[from..].to_vec();
-            let response = handle_kinesis_event(&self.pipeline, event).await;
-            let Some(failed) = response.batch_item_failures.first() else { return Ok(()) };
-            from = failed.item_identifier.as_ref().and_then(|s| positions.get(s)).copied().unwrap_or(from);
+            let result = self.pipeline.process(&input).await;
+            record_outcome(shard, &first_seq, &last_seq, &result);
+            let Err(e) = result else { return Ok(()) };
             attempt += 1;
-            if attempt >= self.settings.max_attempts {
-                let rest = crate::lambda::to_input(records[from..].to_vec());
-                tracing::error!(
-                    shard,
-                    records = rest.len(),
-                    attempts = attempt,
-                    "batch keeps failing; sending it to dead-letter"
-                );
-                self.pipeline.dead_letter_batch(&rest, &format!("batch failed {attempt} times")).await?;
-                return Ok(());
+            if !is_outage(&e) {
+                fatal += 1;
+                if fatal >= self.settings.max_attempts {
+                    tracing::error!(
+                        shard,
+                        records = input.len(),
+                        attempts = attempt,
+                        error = %e,
+                        "batch keeps failing; sending it to dead-letter"
+                    );
+                    self.pipeline.dead_letter_batch(&input, &format!("batch failed {fatal} times: {e}")).await?;
+                    return Ok(());
+                }
+            } else if *shutdown.borrow() {
+                // Stopping: the batch is not checkpointed, so the next run delivers it again.
+                return Err(e);
+            } else if attempt % 10 == 0 {
+                tracing::warn!(shard, attempts = attempt, error = %e, "a store is unavailable; still retrying the batch");
             }
             tokio::time::sleep(backoff(attempt + 2)).await;
         }
     }
+}
+
+/// Whether a batch failed because a store was unavailable (unreachable, timing out, throttling,
+/// shutting down), so that the same batch will succeed once it is back, rather than for a
+/// reason that repeats on every attempt (encoding, a request DynamoDB rejects, a SQL error).
+/// S3 errors all count as outages: the lake's requests are whole-object puts and heads, which
+/// no batch content can make fail for good.
+pub fn is_outage(e: &ConsumerError) -> bool {
+    match e {
+        ConsumerError::S3 { .. }
+        | ConsumerError::DynamoBudget { .. }
+        | ConsumerError::Kinesis { .. }
+        | ConsumerError::Secret { .. } => true,
+        ConsumerError::Postgres { source, .. } => match source {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+            | sqlx::Error::BeginFailed => true,
+            // SQLSTATE classes: connection exception, transaction rollback (serialization,
+            // deadlock), insufficient resources, operator intervention (shutdown), system error.
+            sqlx::Error::Database(db) => {
+                db.code().is_some_and(|c| matches!(c.get(..2), Some("08" | "40" | "53" | "57" | "58")))
+            }
+            _ => false,
+        },
+        ConsumerError::Dynamo(_) | ConsumerError::Encode(_) | ConsumerError::Config(_) => false,
+    }
+}
+
+/// `consumer_millis_behind_latest` of a shard.
+fn set_lag(shard: &str, millis: i64) {
+    metrics::gauge!("consumer_millis_behind_latest", "shard" => shard.to_owned()).set(millis as f64);
+}
+
+/// Milliseconds since `t` (0 if `t` is in the future).
+fn age_ms(t: chrono::DateTime<chrono::Utc>) -> i64 {
+    (chrono::Utc::now() - t).num_milliseconds().max(0)
 }
 
 fn kinesis_err<E: std::error::Error + 'static>(
@@ -258,5 +343,38 @@ fn kinesis_err<E: std::error::Error + 'static>(
         op,
         shard: shard.to_owned(),
         message: aws_sdk_kinesis::error::DisplayErrorContext(e).to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pg(source: sqlx::Error) -> ConsumerError {
+        ConsumerError::Postgres { step: "claim events", source }
+    }
+
+    /// Invariant: store outages are retried until they end; only failures that repeat on every
+    /// attempt may send a batch to dead-letter.
+    #[test]
+    fn outages_are_told_from_failures_that_repeat() {
+        let s3 = ConsumerError::S3 { op: "PutObject", key: "k".into(), message: "connection refused".into() };
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        for e in [
+            s3,
+            ConsumerError::DynamoBudget { remaining: 3, budget_ms: 20_000 },
+            pg(sqlx::Error::PoolTimedOut),
+            pg(refused.into()),
+        ] {
+            assert!(is_outage(&e), "{e}");
+        }
+        for e in [
+            ConsumerError::Encode("bad column".into()),
+            ConsumerError::Dynamo("ValidationException: item too large".into()),
+            pg(sqlx::Error::RowNotFound),
+            ConsumerError::Config("LAKE_BUCKET is required".into()),
+        ] {
+            assert!(!is_outage(&e), "{e}");
+        }
     }
 }
