@@ -102,6 +102,20 @@ start_service() { # name
   setsid "${CMD[@]}" >"$log" 2>&1 </dev/null 9>&- &
   echo $! >"$RUN_DIR/$name.pid"
   log "$name: started (pid $!, log ${log#"$ROOT"/})"
+  FRESH_EMULATOR=1
+}
+
+# The emulators keep everything in memory, so one that was just started is empty. PostgreSQL
+# keeps its data; a database left from an earlier stack would hold checkpoints for sequence
+# numbers the new stream never had, dedup claims and counts for events the new lake lacks. So
+# when any emulator starts empty, the database starts empty too: the stores stay one pipeline.
+reset_database_if_fresh() {
+  [ "${FRESH_EMULATOR:-0}" = 1 ] || return 0
+  if [ -n "$(pg_psql -d postgres -Atqc "select 1 from pg_database where datname = '$PG_DB'")" ]; then
+    log "postgres: emulators started empty; resetting database $PG_DB to match"
+    pg_psql -d postgres -qc "drop database $PG_DB with (force)" >/dev/null
+    pg_psql -d postgres -qc "create database $PG_DB" >/dev/null
+  fi
 }
 
 wait_service() { # name [timeout_s]
@@ -369,6 +383,7 @@ cmd_up() {
   ensure_npm
   for name in "${SERVICES[@]}"; do start_service "$name"; done
   ensure_postgres
+  reset_database_if_fresh
   for name in "${SERVICES[@]}"; do wait_service "$name" 60; done
 
   env -u AWS_PROFILE STREAM_NAME="$STREAM_NAME" LAKE_BUCKET="$LAKE_BUCKET" DYNAMODB_TABLE="$DYNAMODB_TABLE" \
