@@ -4,9 +4,9 @@ use std::io::Read;
 
 use bytes::Bytes;
 use schemas::limits::{MAX_BATCH_EVENTS, MAX_REQUEST_BYTES};
-use schemas::{EnrichedEvent, ServerFacts, ValidationError, encode_record, validate_event};
+use schemas::{ServerFacts, ValidationError, encode_event, validate_json};
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use crate::error::IngestError;
@@ -71,18 +71,28 @@ pub fn decode_body(body: Bytes, content_encoding: Option<&str>) -> Result<Bytes,
     }
 }
 
-/// Splits a body into client events: one object, an array, or `{"events": [...]}`.
-pub fn parse_events(body: &[u8]) -> Result<Vec<Value>, IngestError> {
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| IngestError::BadRequest(format!("body is not JSON: {e}")))?;
-    let events = match value {
-        Value::Array(items) => items,
-        Value::Object(mut obj) if obj.len() == 1 && obj.get("events").is_some_and(Value::is_array) => {
-            let Some(Value::Array(items)) = obj.remove("events") else { unreachable!("checked by the guard") };
-            items
+/// Splits a body into client events, as JSON text borrowed from the body: one object, an
+/// array, or `{"events": [...]}`. Events are not parsed into trees here; each is read once, by
+/// [`prepare_events`].
+pub fn parse_events(body: &[u8]) -> Result<Vec<&RawValue>, IngestError> {
+    let not_json = |e: serde_json::Error| IngestError::BadRequest(format!("body is not JSON: {e}"));
+    let text = std::str::from_utf8(body)
+        .map_err(|e| IngestError::BadRequest(format!("body is not JSON: invalid UTF-8 at byte {}", e.valid_up_to())))?;
+    let events: Vec<&RawValue> = match text.trim_start().as_bytes().first() {
+        Some(b'[') => serde_json::from_str(text).map_err(not_json)?,
+        Some(b'{') => {
+            let fields: Vec<(FieldName<'_>, &RawValue)> =
+                serde_json::from_str::<TopObject<'_>>(text).map_err(not_json)?.0;
+            match fields.as_slice() {
+                [(name, value)] if name.0 == "events" && value.get().starts_with('[') => {
+                    serde_json::from_str(value.get()).map_err(not_json)?
+                }
+                // A single event: the whole body is its text.
+                _ => vec![serde_json::from_str(text).map_err(not_json)?],
+            }
         }
-        obj @ Value::Object(_) => vec![obj],
         _ => {
+            serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(not_json)?;
             return Err(IngestError::BadRequest(
                 "body must be an event object, an array of events or {\"events\": [...]}".into(),
             ));
@@ -100,21 +110,50 @@ pub fn parse_events(body: &[u8]) -> Result<Vec<Value>, IngestError> {
     Ok(events)
 }
 
+/// A top-level object's fields, values left as raw JSON text.
+struct TopObject<'a>(Vec<(FieldName<'a>, &'a RawValue)>);
+
+impl<'de> serde::Deserialize<'de> for TopObject<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = TopObject<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut fields = Vec::new();
+                while let Some(entry) = map.next_entry()? {
+                    fields.push(entry);
+                }
+                Ok(TopObject(fields))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// A field name, borrowed from the body when it has no escapes.
+#[derive(serde::Deserialize)]
+struct FieldName<'a>(#[serde(borrow)] std::borrow::Cow<'a, str>);
+
 /// Validates and enriches each event and encodes the valid ones as stream records.
-pub fn prepare_events(events: &[Value], facts: &ServerFacts) -> Prepared {
+pub fn prepare_events(events: &[&RawValue], facts: &ServerFacts) -> Prepared {
     let mut prepared = Prepared { records: Vec::with_capacity(events.len()), rejected: Vec::new() };
+    // Once per request: the anonymised address and the sanitised header agent are the same for every event.
+    let stored = facts.stored();
     for (index, raw) in events.iter().enumerate() {
-        match validate_event(raw, facts.received_at) {
-            Ok(valid) => prepared.records.push(to_record(index, valid.enrich(facts))),
+        match validate_json(raw.get(), facts.received_at) {
+            Ok(valid) => {
+                let record = valid.record(Uuid::new_v4(), &stored);
+                let event_id = record.event_id;
+                let data = Bytes::from(encode_event(&record));
+                prepared.records.push(PreparedRecord { index, event_id, partition_key: event_id.to_string(), data });
+            }
             Err(ValidationError { field, reason }) => prepared.rejected.push(Rejected { index, field, reason }),
         }
     }
     prepared
-}
-
-fn to_record(index: usize, event: EnrichedEvent) -> PreparedRecord {
-    let data = Bytes::from(encode_record(&event));
-    PreparedRecord { index, event_id: event.event_id, partition_key: event.event_id.to_string(), data }
 }
 
 /// The whole pure path for one request body.

@@ -20,7 +20,7 @@ pub enum ItemValue {
 /// The attributes of the item for `event`. Optional fields are omitted rather than stored empty
 /// (DynamoDB rejects empty key attributes and charges for every byte). Timestamps are ISO 8601
 /// strings (sortable, readable); `expires_at` is `received_at + ttl_days`.
-pub fn item(event: &EnrichedEvent, properties_json: &str, ttl_days: u32) -> Vec<(&'static str, ItemValue)> {
+pub fn item(event: &EnrichedEvent, ttl_days: u32) -> Vec<(&'static str, ItemValue)> {
     let mut out = Vec::with_capacity(14);
     out.push((PARTITION_KEY, ItemValue::S(event.event_id.to_string())));
     out.push(("event_type", ItemValue::S(event.event_type.clone())));
@@ -39,8 +39,8 @@ pub fn item(event: &EnrichedEvent, properties_json: &str, ttl_days: u32) -> Vec<
             out.push((name, ItemValue::S(v.clone())));
         }
     }
-    if properties_json != "{}" {
-        out.push(("properties", ItemValue::S(properties_json.to_owned())));
+    if !event.properties.is_empty() {
+        out.push(("properties", ItemValue::S(event.properties.json().to_owned())));
     }
     let expires = event.received_at.timestamp() + i64::from(ttl_days) * 86_400;
     out.push((TTL_ATTRIBUTE, ItemValue::N(expires.to_string())));
@@ -63,7 +63,7 @@ mod tests {
         let e = validate_event(&serde_json::json!({"event_type": "x", "user_id": "u1"}), now)
             .unwrap()
             .enrich(&ServerFacts { received_at: now, client_ip: None, user_agent: None });
-        let item = item(&e, "{}", 30);
+        let item = item(&e, 30);
         let names: Vec<&str> = item.iter().map(|(n, _)| *n).collect();
         assert_eq!(names, ["event_id", "event_type", "occurred_at", "received_at", "user_id", "expires_at"]);
         assert_eq!(item.last().unwrap().1, ItemValue::N((now.timestamp() + 30 * 86_400).to_string()));

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::event::{EnrichedEvent, ValidationError};
+use crate::event::{EnrichedEvent, EventRecord, ValidationError};
 use crate::limits::MAX_EVENT_BYTES;
 
 /// The version this build writes. A consumer meeting any other version quarantines the record
@@ -58,13 +58,22 @@ impl DecodeError {
 
 /// Serializes one event as a stream record.
 pub fn encode_record(event: &EnrichedEvent) -> Vec<u8> {
+    encode_event(&event.record())
+}
+
+/// Serializes one borrowed event as a stream record: the producer's path, with no owned copy
+/// of the event in between.
+pub fn encode_event(event: &EventRecord<'_>) -> Vec<u8> {
     #[derive(Serialize)]
-    struct EnvelopeRef<'a> {
+    struct EnvelopeRef<'a, 'e> {
         v: u32,
-        event: &'a EnrichedEvent,
+        event: &'a EventRecord<'e>,
     }
+    // Room for a typical event without regrowing; the record is built once and sent as is.
+    let mut out = Vec::with_capacity(768);
     // Serializing plain data with string keys into a Vec cannot fail.
-    serde_json::to_vec(&EnvelopeRef { v: ENVELOPE_VERSION, event }).unwrap_or_default()
+    let _ = serde_json::to_writer(&mut out, &EnvelopeRef { v: ENVELOPE_VERSION, event });
+    out
 }
 
 /// Reads one stream record: size, UTF-8, JSON, version, shape, then the client rules again.
@@ -73,30 +82,42 @@ pub fn decode_record(bytes: &[u8]) -> Result<EnrichedEvent, DecodeError> {
         return Err(DecodeError::TooLarge(bytes.len()));
     }
     let text = std::str::from_utf8(bytes).map_err(|e| DecodeError::InvalidUtf8(e.valid_up_to()))?;
+    // One parse for the records this build writes; only a record that fails it is parsed again
+    // to say why, so that a future envelope is reported as an unknown version rather than as a
+    // malformed record.
+    let envelope = match serde_json::from_str::<Envelope>(text) {
+        Ok(envelope) => envelope,
+        Err(e) => return Err(why_not(text, e)),
+    };
+    if envelope.v != ENVELOPE_VERSION {
+        return Err(DecodeError::UnknownVersion(u64::from(envelope.v)));
+    }
+    envelope.event.check().map_err(DecodeError::Invalid)?;
+    Ok(envelope.event)
+}
 
+/// Classifies a record that does not parse as this build's envelope.
+fn why_not(text: &str, envelope_error: serde_json::Error) -> DecodeError {
     if !text.trim_start().starts_with('{') {
-        return Err(match serde_json::from_str::<serde::de::IgnoredAny>(text) {
+        return match serde_json::from_str::<serde::de::IgnoredAny>(text) {
             Ok(_) => DecodeError::Malformed("envelope must be a JSON object".into()),
             Err(e) => DecodeError::NotJson(e.to_string()),
-        });
+        };
     }
-    // Read the version first, skipping the rest, so a future envelope shape is reported as an
-    // unknown version rather than as a malformed record.
     #[derive(Deserialize)]
     struct Probe {
         v: Option<serde_json::Value>,
     }
-    let probe: Probe = serde_json::from_str(text).map_err(|e| {
-        if e.is_data() { DecodeError::Malformed(e.to_string()) } else { DecodeError::NotJson(e.to_string()) }
-    })?;
+    let probe: Probe = match serde_json::from_str(text) {
+        Ok(probe) => probe,
+        Err(e) if e.is_data() => return DecodeError::Malformed(e.to_string()),
+        Err(e) => return DecodeError::NotJson(e.to_string()),
+    };
     match probe.v.as_ref().and_then(|v| v.as_u64()) {
-        None => return Err(DecodeError::MissingVersion),
-        Some(v) if v != u64::from(ENVELOPE_VERSION) => return Err(DecodeError::UnknownVersion(v)),
-        Some(_) => {}
+        None => DecodeError::MissingVersion,
+        Some(v) if v != u64::from(ENVELOPE_VERSION) => DecodeError::UnknownVersion(v),
+        Some(_) => DecodeError::Malformed(envelope_error.to_string()),
     }
-    let envelope: Envelope = serde_json::from_str(text).map_err(|e| DecodeError::Malformed(e.to_string()))?;
-    envelope.event.check().map_err(DecodeError::Invalid)?;
-    Ok(envelope.event)
 }
 
 #[cfg(test)]

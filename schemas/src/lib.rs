@@ -8,9 +8,14 @@ pub mod envelope;
 pub mod event;
 pub mod lake;
 pub mod limits;
+pub mod properties;
 
-pub use envelope::{DecodeError, ENVELOPE_VERSION, Envelope, decode_record, encode_record};
-pub use event::{EnrichedEvent, ServerFacts, ValidationError, anonymise_ip, validate_event};
+pub use envelope::{DecodeError, ENVELOPE_VERSION, Envelope, decode_record, encode_event, encode_record};
+pub use event::{
+    EnrichedEvent, EventRecord, ServerFacts, StoredFacts, ValidEvent, ValidationError, anonymise_ip, validate_event,
+    validate_json,
+};
+pub use properties::Properties;
 
 /// The JSON Schema published for clients; kept next to the Rust rules and checked against them.
 pub const EVENT_JSON_SCHEMA: &str = include_str!("../event.schema.json");

@@ -119,3 +119,25 @@ proptest! {
         prop_assert_eq!(decoded, event);
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1000))]
+
+    /// Invariant: the producer's path (event as JSON text) and validation of a parsed value are
+    /// one implementation: same verdict, same field, and the same event when valid.
+    #[test]
+    fn text_and_value_validation_agree(event in event_like()) {
+        let now = Utc::now();
+        let text = event.to_string();
+        let by_value = validate_event(&event, now);
+        let by_text = schemas::validate_json(&text, now);
+        match (&by_value, &by_text) {
+            (Ok(a), Ok(b)) => {
+                prop_assert_eq!(&a.event_type, &b.event_type);
+                prop_assert_eq!(a.properties.to_map(), b.properties.to_map());
+            }
+            (Err(a), Err(b)) => prop_assert_eq!(&a.field, &b.field, "{} / {}", a, b),
+            _ => prop_assert!(false, "value: {:?}, text: {:?}", by_value.map(|_| ()), by_text.map(|_| ())),
+        }
+    }
+}

@@ -43,14 +43,7 @@ fn main() {
         })
         .collect();
     let parquet = encode_parquet(&mut rows).expect("encode");
-    let items: Vec<_> = decoded
-        .events
-        .iter()
-        .map(|d| {
-            let props = serde_json::Value::Object(d.event.properties.clone()).to_string();
-            to_item(dynamo::item(&d.event, &props, 30))
-        })
-        .collect();
+    let items: Vec<_> = decoded.events.iter().map(|d| to_item(dynamo::item(&d.event, 30))).collect();
     println!(
         "records={} input_bytes={} parquet_bytes={} dynamo_items={} event_types={} peak_rss_mib={:.1} (baseline {:.1})",
         records.len(),

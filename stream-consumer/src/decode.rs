@@ -1,7 +1,5 @@
 //! Decoding a batch of stream records into events, quarantining what cannot be decoded, and in-batch dedup.
 
-use std::collections::HashSet;
-
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use schemas::{EnrichedEvent, decode_record};
@@ -49,7 +47,7 @@ pub struct DecodedBatch {
 /// Decodes every record; never fails as a whole, so one poison record cannot block a shard.
 pub fn decode_batch(records: &[InputRecord]) -> DecodedBatch {
     let mut out = DecodedBatch { events: Vec::with_capacity(records.len()), ..Default::default() };
-    let mut seen = HashSet::with_capacity(records.len());
+    let mut seen = foldhash::HashSet::with_capacity_and_hasher(records.len(), Default::default());
     for record in records {
         match decode_record(&record.data) {
             Ok(event) => {

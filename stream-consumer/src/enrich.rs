@@ -1,6 +1,5 @@
 //! User-agent enrichment: browser, OS, device class and bot flag, parsed once per distinct agent.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use dashmap::DashMap;
@@ -23,13 +22,13 @@ const AGENT_CACHE_MAX: usize = 10_000;
 /// parallel), so a warm Lambda instance or runner parses each agent once, not once per batch.
 #[derive(Clone, Default)]
 pub struct AgentCache {
-    parsed: Arc<DashMap<String, Arc<AgentFacts>>>,
+    parsed: Arc<DashMap<String, Arc<AgentFacts>, foldhash::fast::RandomState>>,
 }
 
 impl AgentCache {
     /// Facts for every distinct agent in `agents`, parsing the ones not seen before.
-    pub fn lookup_all<'a>(&self, agents: impl Iterator<Item = &'a str>) -> HashMap<&'a str, Arc<AgentFacts>> {
-        let mut out = HashMap::new();
+    pub fn lookup_all<'a>(&self, agents: impl Iterator<Item = &'a str>) -> foldhash::HashMap<&'a str, Arc<AgentFacts>> {
+        let mut out = foldhash::HashMap::default();
         for agent in agents {
             if out.contains_key(agent) {
                 continue;

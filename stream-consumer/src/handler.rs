@@ -124,11 +124,7 @@ impl<O: ObjectStore, D: ItemStore> Pipeline<O, D> {
         let items: Vec<_> = plan
             .dynamo
             .iter()
-            .map(|&i| {
-                let e = &events[i].event;
-                let props = serde_json::Value::Object(e.properties.clone()).to_string();
-                to_item(dynamo::item(e, &props, self.settings.dynamodb_ttl_days))
-            })
+            .map(|&i| to_item(dynamo::item(&events[i].event, self.settings.dynamodb_ttl_days)))
             .collect();
         let dead_letter = (!quarantined.is_empty()).then(|| {
             let key = dead_letter_object_key(&Partition::of(Utc::now()), &first.shard_id, first_seq, last_seq);

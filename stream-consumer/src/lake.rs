@@ -8,9 +8,11 @@ use base64::Engine;
 use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
+use parquet::file::metadata::SortingColumn;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
 use schemas::dynamo::iso_millis;
-use schemas::lake::arrow_schema;
+use schemas::lake::{COLUMNS, arrow_schema};
 
 use crate::decode::{DecodedEvent, Quarantined};
 use crate::enrich::AgentFacts;
@@ -30,33 +32,43 @@ pub struct LakeRow<'a> {
 /// row-group and page statistics on `event_type` let Athena skip data; the sort also makes the
 /// bytes deterministic, so a retried batch writes the identical object.
 pub fn encode_parquet(rows: &mut [LakeRow<'_>]) -> Result<Bytes, ConsumerError> {
-    rows.sort_by(|a, b| {
+    // Unstable is enough: event IDs are unique in a batch, so no two keys are equal.
+    rows.sort_unstable_by(|a, b| {
         let (a, b) = (&a.decoded.event, &b.decoded.event);
         (&a.event_type, a.occurred_at, a.event_id).cmp(&(&b.event_type, b.occurred_at, b.event_id))
     });
     let n = rows.len();
-    let s = |f: &dyn Fn(&LakeRow<'_>) -> Option<String>| -> ArrayRef {
-        let mut b = StringBuilder::with_capacity(n, n * 16);
+    // Each column's bytes are counted first, so its buffer is allocated once at its final size.
+    let s = |f: &dyn for<'r> Fn(&'r LakeRow<'r>) -> Option<&'r str>| -> ArrayRef {
+        let bytes = rows.iter().map(|r| f(r).map_or(0, str::len)).sum();
+        let mut b = StringBuilder::with_capacity(n, bytes);
         for r in rows.iter() {
             b.append_option(f(r));
         }
         Arc::new(b.finish())
     };
-    let event_id = s(&|r| Some(r.decoded.event.event_id.to_string()));
-    let event_type = s(&|r| Some(r.decoded.event.event_type.clone()));
-    let anonymous_id = s(&|r| r.decoded.event.anonymous_id.clone());
-    let user_id = s(&|r| r.decoded.event.user_id.clone());
-    let session_id = s(&|r| r.decoded.event.session_id.clone());
-    let url = s(&|r| r.decoded.event.url.clone());
-    let referrer = s(&|r| r.decoded.event.referrer.clone());
-    let user_agent = s(&|r| r.decoded.event.user_agent.clone());
-    let client_ip = s(&|r| r.decoded.event.client_ip.clone());
-    let properties = s(&|r| Some(serde_json::Value::Object(r.decoded.event.properties.clone()).to_string()));
-    let browser = s(&|r| r.agent.and_then(|a| a.browser.clone()));
-    let os = s(&|r| r.agent.and_then(|a| a.os.clone()));
-    let device_class = s(&|r| Some(r.agent.map_or_else(|| "other".to_owned(), |a| a.device_class.clone())));
-    let source_shard = s(&|r| Some(r.decoded.shard_id.clone()));
-    let source_sequence = s(&|r| Some(r.decoded.sequence_number.clone()));
+    let event_id: ArrayRef = {
+        let mut b = StringBuilder::with_capacity(n, n * 36);
+        let mut text = uuid::Uuid::encode_buffer();
+        for r in rows.iter() {
+            b.append_value(r.decoded.event.event_id.hyphenated().encode_lower(&mut text));
+        }
+        Arc::new(b.finish())
+    };
+    let event_type = s(&|r| Some(&r.decoded.event.event_type));
+    let anonymous_id = s(&|r| r.decoded.event.anonymous_id.as_deref());
+    let user_id = s(&|r| r.decoded.event.user_id.as_deref());
+    let session_id = s(&|r| r.decoded.event.session_id.as_deref());
+    let url = s(&|r| r.decoded.event.url.as_deref());
+    let referrer = s(&|r| r.decoded.event.referrer.as_deref());
+    let user_agent = s(&|r| r.decoded.event.user_agent.as_deref());
+    let client_ip = s(&|r| r.decoded.event.client_ip.as_deref());
+    let properties = s(&|r| Some(r.decoded.event.properties.json()));
+    let browser = s(&|r| r.agent.and_then(|a| a.browser.as_deref()));
+    let os = s(&|r| r.agent.and_then(|a| a.os.as_deref()));
+    let device_class = s(&|r| Some(r.agent.map_or("other", |a| a.device_class.as_str())));
+    let source_shard = s(&|r| Some(&r.decoded.shard_id));
+    let source_sequence = s(&|r| Some(&r.decoded.sequence_number));
     let ts = |f: &dyn Fn(&LakeRow<'_>) -> i64| -> ArrayRef {
         let mut b = TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC");
         for r in rows.iter() {
@@ -94,17 +106,34 @@ pub fn encode_parquet(rows: &mut [LakeRow<'_>]) -> Result<Bytes, ConsumerError> 
         source_sequence,
     ];
     let batch = RecordBatch::try_new(schema.clone(), columns).map_err(|e| ConsumerError::Encode(e.to_string()))?;
-    let props = WriterProperties::builder()
-        .set_compression(Compression::SNAPPY)
-        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-        .set_statistics_enabled(EnabledStatistics::Page)
-        .build();
+    let props = writer_properties(ROW_GROUP_ROWS);
     let mut buf = Vec::with_capacity(n * 200);
     let mut writer =
         ArrowWriter::try_new(&mut buf, schema, Some(props)).map_err(|e| ConsumerError::Encode(e.to_string()))?;
     writer.write(&batch).map_err(|e| ConsumerError::Encode(e.to_string()))?;
     writer.close().map_err(|e| ConsumerError::Encode(e.to_string()))?;
     Ok(Bytes::from(buf))
+}
+
+/// The writer settings of every event file, from the consumer and the compactor alike: Snappy,
+/// `group_rows` per row group, page statistics, the sort order declared in the footer (engines
+/// that read it know the file is sorted), and no dictionary for the columns that are unique or
+/// nearly so per row, where a dictionary only costs time before the writer gives it up.
+pub fn writer_properties(group_rows: usize) -> WriterProperties {
+    let sorted = |name: &str| SortingColumn {
+        column_idx: COLUMNS.iter().position(|(c, _)| *c == name).unwrap_or(0) as i32,
+        descending: false,
+        nulls_first: false,
+    };
+    let mut builder = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_max_row_group_row_count(Some(group_rows))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_sorting_columns(Some(vec![sorted("event_type"), sorted("occurred_at"), sorted("event_id")]));
+    for unique in ["event_id", "occurred_at", "received_at", "properties", "source_sequence"] {
+        builder = builder.set_column_dictionary_enabled(ColumnPath::from(unique), false);
+    }
+    builder.build()
 }
 
 /// Encodes quarantined records as NDJSON: reason, shard, sequence number, arrival time and the

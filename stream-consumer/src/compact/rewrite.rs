@@ -18,14 +18,11 @@ use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection,
 };
-use parquet::basic::Compression;
-use parquet::file::metadata::SortingColumn;
-use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use schemas::lake::arrow_schema;
 use uuid::Uuid;
 
 use crate::error::ConsumerError;
-use crate::lake::ROW_GROUP_ROWS;
+use crate::lake::{ROW_GROUP_ROWS, writer_properties};
 
 /// Rows decoded per Arrow batch while reading.
 const READ_BATCH_ROWS: usize = 8192;
@@ -82,20 +79,6 @@ pub fn event_ids(key: &str, body: Bytes) -> Result<Vec<u128>, ConsumerError> {
         }
     }
     Ok(ids)
-}
-
-/// The writer settings of compacted files: those of `crate::lake::encode_parquet` (Snappy,
-/// [`ROW_GROUP_ROWS`] per row group, page statistics), plus the sort order declared in the
-/// footer so engines that use it know the file is sorted.
-fn writer_properties(group_rows: usize) -> WriterProperties {
-    let sorted =
-        |column_idx: usize| SortingColumn { column_idx: column_idx as i32, descending: false, nulls_first: false };
-    WriterProperties::builder()
-        .set_compression(Compression::SNAPPY)
-        .set_max_row_group_row_count(Some(group_rows))
-        .set_statistics_enabled(EnabledStatistics::Page)
-        .set_sorting_columns(Some(vec![sorted(EVENT_TYPE), sorted(OCCURRED_AT), sorted(EVENT_ID)]))
-        .build()
 }
 
 /// One input of a merge: its bytes and parsed footer, so each pass decodes without re-parsing.

@@ -1,0 +1,443 @@
+//! The free-form `properties` object: its rules, checked in one streaming pass, and its compact JSON text.
+//!
+//! Properties are opaque to the pipeline: every store keeps them as JSON text. So they are never
+//! built into a `serde_json::Value` tree on the hot paths; the producer checks them while
+//! writing their compact form, and the consumer checks that text again without allocating.
+
+use std::fmt;
+use std::io::Write;
+
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+
+use crate::event::ValidationError;
+use crate::limits::*;
+
+/// Most items in any array inside `properties`.
+pub const MAX_PROPERTIES_ARRAY_ITEMS: usize = 100;
+
+/// A `properties` object as compact JSON text that passed [`check_properties`]. Compared by text.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Properties(Box<RawValue>);
+
+impl Properties {
+    /// `{}`: what an event without properties carries.
+    pub fn empty() -> Self {
+        Properties(RawValue::from_string("{}".to_owned()).expect("{} is JSON"))
+    }
+
+    /// The JSON text, as stored in the lake and in DynamoDB.
+    pub fn json(&self) -> &str {
+        self.0.get()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.json() == "{}"
+    }
+
+    /// The object as a `serde_json` map, for tests and tools (the pipeline never needs the tree).
+    pub fn to_map(&self) -> Map<String, Value> {
+        serde_json::from_str(self.json()).unwrap_or_default()
+    }
+
+    /// Checks the rules and the object shape again, e.g. on a record read back from the stream,
+    /// which anything holding the IAM permission could have written.
+    pub fn check(&self) -> Result<(), ValidationError> {
+        let mut de = serde_json::Deserializer::from_str(self.json());
+        match check_properties(&mut de, &mut std::io::sink())? {
+            Checked::Object(_) => Ok(()),
+            Checked::Null => Err(ValidationError::new("properties", "must be an object, got null")),
+        }
+    }
+
+    /// Wraps compact JSON text written by [`check_properties`].
+    fn from_checked(text: Vec<u8>) -> Self {
+        // The text was written by this module from a parsed object, so it is UTF-8 JSON; the
+        // fallback only exists so that a bug here surfaces as an empty object in a test, not a panic.
+        let text = String::from_utf8(text).unwrap_or_else(|_| "{}".to_owned());
+        Properties(RawValue::from_string(text).unwrap_or_else(|_| Properties::empty().0))
+    }
+}
+
+impl Default for Properties {
+    fn default() -> Self {
+        Properties::empty()
+    }
+}
+
+impl PartialEq for Properties {
+    fn eq(&self, other: &Self) -> bool {
+        self.json() == other.json()
+    }
+}
+
+impl fmt::Debug for Properties {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.json())
+    }
+}
+
+/// What [`check_properties`] found.
+#[derive(Debug)]
+pub enum Checked {
+    /// An object that passed every rule; its compact size in bytes.
+    Object(usize),
+    /// `null`, which counts as no properties.
+    Null,
+}
+
+/// Checks a `properties` value read from `de` (depth, keys per object, key and string lengths,
+/// array lengths, compact size) and writes its compact JSON to `out`. The first rule broken is
+/// returned, with the dotted path of the value that broke it.
+pub fn check_properties<'de, D: Deserializer<'de>>(de: D, out: &mut impl Write) -> Result<Checked, ValidationError> {
+    let mut error = None;
+    match walk(de, out, &mut error) {
+        Ok(checked) => checked,
+        Err(e) => Err(error.unwrap_or_else(|| ValidationError::new("properties", format!("is not valid JSON: {e}")))),
+    }
+}
+
+/// Reads `properties` inside a larger value (the client event), keeping its compact text. A
+/// broken rule inside the object is stored in `error` and stops the parser (the rest of the
+/// event cannot be read past it); a wrong kind or size is an inner `Err` and does not.
+pub struct PropertiesSeed<'e> {
+    pub error: &'e mut Option<ValidationError>,
+}
+
+impl<'de> DeserializeSeed<'de> for PropertiesSeed<'_> {
+    type Value = Result<Option<Properties>, ValidationError>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        let mut text = Vec::with_capacity(128);
+        Ok(match walk(d, &mut text, self.error)? {
+            Ok(Checked::Null) => Ok(None),
+            Ok(Checked::Object(_)) => Ok(Some(Properties::from_checked(text))),
+            Err(e) => Err(e),
+        })
+    }
+}
+
+fn walk<'de, D: Deserializer<'de>>(
+    de: D,
+    out: &mut impl Write,
+    error: &mut Option<ValidationError>,
+) -> Result<Result<Checked, ValidationError>, D::Error> {
+    let mut counted = Counted { inner: out, bytes: 0 };
+    let mut walk = Walk { out: &mut counted, path: String::from("properties"), error: None };
+    let shape = (TopSeed { walk: &mut walk }).deserialize(de);
+    if walk.error.is_some() {
+        *error = walk.error.take();
+    }
+    Ok(match shape? {
+        Top::Null => Ok(Checked::Null),
+        Top::NotObject(kind) => Err(ValidationError::new("properties", format!("must be an object, got {kind}"))),
+        Top::Object => {
+            let size = counted.bytes;
+            if size > MAX_PROPERTIES_BYTES {
+                Err(ValidationError::new("properties", format!("is {size} bytes, the limit is {MAX_PROPERTIES_BYTES}")))
+            } else {
+                Ok(Checked::Object(size))
+            }
+        }
+    })
+}
+
+struct Counted<'a, W> {
+    inner: &'a mut W,
+    bytes: usize,
+}
+
+impl<W: Write> Write for Counted<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.bytes += n;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// The walk's state: the writer, the dotted path of the value being read, and the rule broken.
+struct Walk<'o, W> {
+    out: &'o mut W,
+    path: String,
+    error: Option<ValidationError>,
+}
+
+impl<W: Write> Walk<'_, W> {
+    /// Records the broken rule and returns the error that stops the parser.
+    fn fail<E: de::Error>(&mut self, reason: String) -> E {
+        self.error = Some(ValidationError::new(self.path.clone(), reason));
+        E::custom("properties rule")
+    }
+
+    fn put<E: de::Error>(&mut self, bytes: &[u8]) -> Result<(), E> {
+        self.out.write_all(bytes).map_err(E::custom)
+    }
+
+    /// A JSON string, escaped exactly as serde_json writes it.
+    fn put_str<E: de::Error>(&mut self, s: &str) -> Result<(), E> {
+        serde_json::to_writer(&mut *self.out, s).map_err(E::custom)
+    }
+
+    fn put_json<E: de::Error, T: Serialize>(&mut self, v: &T) -> Result<(), E> {
+        serde_json::to_writer(&mut *self.out, v).map_err(E::custom)
+    }
+
+    fn object<'de, A: MapAccess<'de>>(&mut self, mut map: A, depth: usize) -> Result<(), A::Error> {
+        self.put(b"{")?;
+        let mut keys = 0;
+        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+            keys += 1;
+            if keys > MAX_PROPERTIES_KEYS {
+                return Err(
+                    self.fail(format!("has more than {MAX_PROPERTIES_KEYS} keys, the limit is {MAX_PROPERTIES_KEYS}"))
+                );
+            }
+            if key.chars().count() > MAX_PROPERTY_KEY_LEN {
+                return Err(self.fail(format!("has a key longer than {MAX_PROPERTY_KEY_LEN} characters")));
+            }
+            if keys > 1 {
+                self.put(b",")?;
+            }
+            self.put_str(&key)?;
+            self.put(b":")?;
+            let len = self.path.len();
+            self.path.push('.');
+            self.path.push_str(&key);
+            map.next_value_seed(ValueSeed { walk: self, depth })?;
+            self.path.truncate(len);
+        }
+        self.put(b"}")
+    }
+}
+
+/// A map key, borrowed from the input when it has no escapes.
+struct Key<'de>(std::borrow::Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Borrowed<'a>(#[serde(borrow)] std::borrow::Cow<'a, str>);
+        Borrowed::deserialize(d).map(|b| Key(b.0))
+    }
+}
+
+enum Top {
+    Object,
+    Null,
+    NotObject(&'static str),
+}
+
+/// The `properties` value itself: an object (depth 1), `null`, or the wrong kind.
+struct TopSeed<'w, 'o, W> {
+    walk: &'w mut Walk<'o, W>,
+}
+
+impl<'de, W: Write> DeserializeSeed<'de> for TopSeed<'_, '_, W> {
+    type Value = Top;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Top, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de, W: Write> Visitor<'de> for TopSeed<'_, '_, W> {
+    type Value = Top;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Top, A::Error> {
+        self.walk.object(map, 1).map(|()| Top::Object)
+    }
+    fn visit_unit<E>(self) -> Result<Top, E> {
+        Ok(Top::Null)
+    }
+    fn visit_none<E>(self) -> Result<Top, E> {
+        Ok(Top::Null)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Top, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Top::NotObject("an array"))
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Top, E> {
+        Ok(Top::NotObject("a boolean"))
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Top, E> {
+        Ok(Top::NotObject("a number"))
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Top, E> {
+        Ok(Top::NotObject("a number"))
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Top, E> {
+        Ok(Top::NotObject("a number"))
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Top, E> {
+        Ok(Top::NotObject("a string"))
+    }
+}
+
+/// Any value inside `properties`; `depth` is the depth of the container holding it.
+struct ValueSeed<'w, 'o, W> {
+    walk: &'w mut Walk<'o, W>,
+    depth: usize,
+}
+
+impl<W: Write> ValueSeed<'_, '_, W> {
+    fn nested<E: de::Error>(&mut self) -> Result<(), E> {
+        if self.depth >= MAX_PROPERTIES_DEPTH {
+            Err(self.walk.fail(format!("nests deeper than {MAX_PROPERTIES_DEPTH} levels")))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl<'de, W: Write> DeserializeSeed<'de> for ValueSeed<'_, '_, W> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de, W: Write> Visitor<'de> for ValueSeed<'_, '_, W> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_map<A: MapAccess<'de>>(mut self, map: A) -> Result<(), A::Error> {
+        self.nested()?;
+        self.walk.object(map, self.depth + 1)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<(), A::Error> {
+        self.nested()?;
+        self.walk.put(b"[")?;
+        let mut items = 0;
+        loop {
+            let len = self.walk.path.len();
+            self.walk.path.push('.');
+            self.walk.path.push_str(itoa::Buffer::new().format(items));
+            let more =
+                seq.next_element_seed(ItemSeed { walk: &mut *self.walk, depth: self.depth + 1, first: items == 0 })?;
+            self.walk.path.truncate(len);
+            if more.is_none() {
+                break;
+            }
+            items += 1;
+            if items > MAX_PROPERTIES_ARRAY_ITEMS {
+                return Err(self.walk.fail(format!(
+                    "has more than {MAX_PROPERTIES_ARRAY_ITEMS} items, the limit is {MAX_PROPERTIES_ARRAY_ITEMS}"
+                )));
+            }
+        }
+        self.walk.put(b"]")
+    }
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<(), E> {
+        if s.chars().count() > MAX_PROPERTY_STRING_LEN {
+            return Err(self.walk.fail(format!("is longer than {MAX_PROPERTY_STRING_LEN} characters")));
+        }
+        self.walk.put_str(s)
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
+        self.walk.put(if v { b"true" } else { b"false" })
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
+        self.walk.put_json(&v)
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
+        self.walk.put_json(&v)
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
+        self.walk.put_json(&v)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        self.walk.put(b"null")
+    }
+    fn visit_none<E: de::Error>(self) -> Result<(), E> {
+        self.walk.put(b"null")
+    }
+}
+
+/// One array item: writes the separator, then the value, at the item's path.
+struct ItemSeed<'w, 'o, W> {
+    walk: &'w mut Walk<'o, W>,
+    depth: usize,
+    first: bool,
+}
+
+impl<'de, W: Write> DeserializeSeed<'de> for ItemSeed<'_, '_, W> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        if !self.first {
+            self.walk.put(b",")?;
+        }
+        ValueSeed { walk: self.walk, depth: self.depth }.deserialize(d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn from_text(text: &str) -> Result<Checked, ValidationError> {
+        check_properties(&mut serde_json::Deserializer::from_str(text), &mut std::io::sink())
+    }
+
+    /// Invariant: the text written is exactly serde_json's compact form of the object, in the
+    /// client's key order, and its size is what the size rule counts.
+    #[test]
+    fn writes_compact_json_in_client_order() {
+        let text = r#" { "z" : [1, -2, 3.5, true, null, "\u00e9\n"], "a": {"b": {}} } "#;
+        let mut out = Vec::new();
+        let checked = check_properties(&mut serde_json::Deserializer::from_str(text), &mut out).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        assert_eq!(out, "{\"z\":[1,-2,3.5,true,null,\"é\\n\"],\"a\":{\"b\":{}}}");
+        assert!(matches!(checked, Checked::Object(n) if n == out.len()));
+    }
+
+    /// Invariant: text and parsed value give the same verdict and the same path.
+    #[test]
+    fn rules_name_the_path_alike_for_text_and_value() {
+        let cases = [
+            (json!({"a": {"b": {"c": {"d": {"e": {"f": 1}}}}}}), "properties.a.b.c.d.e"),
+            (json!({"a": [[[[[1]]]]]}), "properties.a.0.0.0.0"),
+            (json!({"l": (0..101).collect::<Vec<_>>()}), "properties.l"),
+            (json!({"s": "x".repeat(1025)}), "properties.s"),
+            (json!({"k": ["ok", "y".repeat(1025)]}), "properties.k.1"),
+            (json!({"k".repeat(129): 1}), "properties"),
+            (json!((0..51).map(|i| (format!("k{i}"), json!(i))).collect::<Map<_, _>>()), "properties"),
+            (json!((0..9).map(|i| (format!("k{i}"), json!("x".repeat(1000)))).collect::<Map<_, _>>()), "properties"),
+            (json!([1]), "properties"),
+        ];
+        for (value, path) in cases {
+            let by_value = check_properties(&value, &mut std::io::sink()).unwrap_err();
+            let by_text = from_text(&value.to_string()).unwrap_err();
+            assert_eq!(by_value.field, path, "{value}: {by_value}");
+            assert_eq!(by_text, by_value, "{value}");
+        }
+        let ok = json!({"a": {"b": {"c": {"d": {"e": 1}}}}, "z": [[[[1]]]], "l": (0..100).collect::<Vec<_>>(), "s": "é".repeat(1024)});
+        assert!(matches!(from_text(&ok.to_string()), Ok(Checked::Object(_))));
+        assert!(matches!(from_text("null"), Ok(Checked::Null)));
+    }
+
+    /// Invariant: numbers JSON allows but a double cannot hold are refused, not stored as text
+    /// a reader would turn into infinity.
+    #[test]
+    fn out_of_range_numbers_are_refused() {
+        assert!(from_text(r#"{"n": 1e400}"#).is_err());
+        assert!(from_text(r#"{"n": 1e300}"#).is_ok());
+    }
+
+    #[test]
+    fn stored_properties_check_again() {
+        assert!(Properties::empty().check().is_ok());
+        let forged: Properties = serde_json::from_str(r#"{"a": [[[[[1]]]]]}"#).unwrap();
+        assert_eq!(forged.check().unwrap_err().field, "properties.a.0.0.0.0");
+        let array: Properties = serde_json::from_str("[1]").unwrap();
+        assert_eq!(array.check().unwrap_err().field, "properties");
+        assert_eq!(serde_json::from_str::<Properties>(r#"{"b":1}"#).unwrap().to_map()["b"], 1);
+    }
+}
