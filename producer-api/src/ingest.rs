@@ -3,6 +3,7 @@
 use std::io::Read;
 
 use bytes::Bytes;
+use schemas::event::BorrowedStr;
 use schemas::limits::{MAX_BATCH_EVENTS, MAX_REQUEST_BYTES};
 use schemas::{ServerFacts, ValidationError, encode_event, validate_json};
 use serde::Serialize;
@@ -81,7 +82,7 @@ pub fn parse_events(body: &[u8]) -> Result<Vec<&RawValue>, IngestError> {
     let events: Vec<&RawValue> = match text.trim_start().as_bytes().first() {
         Some(b'[') => serde_json::from_str(text).map_err(not_json)?,
         Some(b'{') => {
-            let fields: Vec<(FieldName<'_>, &RawValue)> =
+            let fields: Vec<(BorrowedStr<'_>, &RawValue)> =
                 serde_json::from_str::<TopObject<'_>>(text).map_err(not_json)?.0;
             match fields.as_slice() {
                 [(name, value)] if name.0 == "events" && value.get().starts_with('[') => {
@@ -111,7 +112,7 @@ pub fn parse_events(body: &[u8]) -> Result<Vec<&RawValue>, IngestError> {
 }
 
 /// A top-level object's fields, values left as raw JSON text.
-struct TopObject<'a>(Vec<(FieldName<'a>, &'a RawValue)>);
+struct TopObject<'a>(Vec<(BorrowedStr<'a>, &'a RawValue)>);
 
 impl<'de> serde::Deserialize<'de> for TopObject<'de> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -132,10 +133,6 @@ impl<'de> serde::Deserialize<'de> for TopObject<'de> {
         d.deserialize_map(V)
     }
 }
-
-/// A field name, borrowed from the body when it has no escapes.
-#[derive(serde::Deserialize)]
-struct FieldName<'a>(#[serde(borrow)] std::borrow::Cow<'a, str>);
 
 /// Validates and enriches each event and encodes the valid ones as stream records.
 pub fn prepare_events(events: &[&RawValue], facts: &ServerFacts) -> Prepared {

@@ -474,7 +474,7 @@ impl<'de> Visitor<'de> for EventVisitor<'_> {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Shape<'de>, A::Error> {
         let mut f = Fields::default();
-        while let Some(FieldName(key)) = map.next_key()? {
+        while let Some(BorrowedStr(key)) = map.next_key()? {
             match CLIENT_FIELDS.iter().position(|c| *c == key) {
                 Some(9) => {
                     // Absent and null are the same; a repeated key keeps the last value, as a
@@ -520,16 +520,10 @@ impl<'de> Visitor<'de> for EventVisitor<'_> {
     }
 }
 
-/// A field name, borrowed from the input when it has no escapes.
-struct FieldName<'de>(Cow<'de, str>);
-
-impl<'de> Deserialize<'de> for FieldName<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        struct Borrowed<'a>(#[serde(borrow)] Cow<'a, str>);
-        Borrowed::deserialize(d).map(|b| FieldName(b.0))
-    }
-}
+/// A JSON string (a field name, say), borrowed from the input when it has no escapes: serde's
+/// `Cow<str>` alone always copies.
+#[derive(Debug, Deserialize)]
+pub struct BorrowedStr<'a>(#[serde(borrow)] pub Cow<'a, str>);
 
 /// One top-level field's value: a string (borrowed when it can be), null, or the kind of anything else.
 struct SlotValue<'de>(Slot<'de>);

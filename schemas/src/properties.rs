@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use crate::event::ValidationError;
+use crate::event::{BorrowedStr, ValidationError};
 use crate::limits::*;
 
 /// Most items in any array inside `properties`.
@@ -190,7 +190,7 @@ impl<W: Write> Walk<'_, W> {
     fn object<'de, A: MapAccess<'de>>(&mut self, mut map: A, depth: usize) -> Result<(), A::Error> {
         self.put(b"{")?;
         let mut keys = 0;
-        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+        while let Some(BorrowedStr(key)) = map.next_key::<BorrowedStr<'de>>()? {
             keys += 1;
             if keys > MAX_PROPERTIES_KEYS {
                 return Err(
@@ -212,17 +212,6 @@ impl<W: Write> Walk<'_, W> {
             self.path.truncate(len);
         }
         self.put(b"}")
-    }
-}
-
-/// A map key, borrowed from the input when it has no escapes.
-struct Key<'de>(std::borrow::Cow<'de, str>);
-
-impl<'de> Deserialize<'de> for Key<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        struct Borrowed<'a>(#[serde(borrow)] std::borrow::Cow<'a, str>);
-        Borrowed::deserialize(d).map(|b| Key(b.0))
     }
 }
 
