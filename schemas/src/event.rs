@@ -5,7 +5,7 @@ use std::fmt;
 use std::net::IpAddr;
 
 use chrono::{DateTime, Utc};
-use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
@@ -306,7 +306,7 @@ pub fn validate_from<'de, D: Deserializer<'de>>(de: D, now: DateTime<Utc>) -> Re
 
     let event_id = match f.take("event_id") {
         None => None,
-        Some(v) => Some(parse_uuid(&v)?),
+        Some(v) => Some(parse_uuid(&v.text("event_id")?)?),
     };
     let event_type = match f.take("event_type") {
         None => return Err(ValidationError::new("event_type", "is required")),
@@ -319,7 +319,7 @@ pub fn validate_from<'de, D: Deserializer<'de>>(de: D, now: DateTime<Utc>) -> Re
     let occurred_at = match f.take("occurred_at") {
         None => None,
         Some(v) => {
-            let at = parse_timestamp("occurred_at", &v)?;
+            let at = parse_timestamp("occurred_at", &v.text("occurred_at")?)?;
             if (at - now).num_seconds() > MAX_FUTURE_SKEW_SECS {
                 return Err(ValidationError::new(
                     "occurred_at",
@@ -364,6 +364,31 @@ pub fn validate_from<'de, D: Deserializer<'de>>(de: D, now: DateTime<Utc>) -> Re
     })
 }
 
+/// The `visit_*` methods for the kinds of value that a visitor only reports by name — booleans,
+/// numbers and arrays (read to their end) — as `$wrap(name)`. Three visitors share them: the
+/// event itself, a top-level field and `properties`, each of which wants an object or a string.
+macro_rules! visit_as_kind {
+    ($de:lifetime, $value:ty, $wrap:expr) => {
+        fn visit_bool<E>(self, _: bool) -> Result<$value, E> {
+            Ok($wrap("a boolean"))
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<$value, E> {
+            Ok($wrap("a number"))
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<$value, E> {
+            Ok($wrap("a number"))
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<$value, E> {
+            Ok($wrap("a number"))
+        }
+        fn visit_seq<A: serde::de::SeqAccess<$de>>(self, mut seq: A) -> Result<$value, A::Error> {
+            while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+            Ok($wrap("an array"))
+        }
+    };
+}
+pub(crate) use visit_as_kind;
+
 /// A top-level field as read: only strings are ever valid, so anything else keeps just its kind.
 #[derive(Debug, Default)]
 enum Slot<'de> {
@@ -400,10 +425,13 @@ enum PropertiesSlot {
     Invalid(ValidationError),
 }
 
-/// The client fields of one event, by position in [`CLIENT_FIELDS`] (`properties` apart).
+/// The client fields whose values are strings: all but `properties`, which is last.
+const TEXT_FIELDS: &[&str] = CLIENT_FIELDS.split_last().expect("client fields").1;
+
+/// The client fields of one event: one slot per [`TEXT_FIELDS`] entry, and `properties`.
 #[derive(Debug, Default)]
 struct Fields<'de> {
-    slots: [Slot<'de>; 9],
+    slots: [Slot<'de>; CLIENT_FIELDS.len() - 1],
     properties: PropertiesSlot,
     /// The first field that is not a client field.
     unknown: Option<String>,
@@ -412,7 +440,7 @@ struct Fields<'de> {
 impl<'de> Fields<'de> {
     /// The field's value; absent and `null` are both `None` (the contract treats them alike).
     fn take(&mut self, name: &str) -> Option<Slot<'de>> {
-        let i = CLIENT_FIELDS.iter().position(|f| *f == name)?;
+        let i = TEXT_FIELDS.iter().position(|f| *f == name)?;
         match std::mem::take(&mut self.slots[i]) {
             Slot::Absent | Slot::Null => None,
             v => Some(v),
@@ -424,7 +452,7 @@ impl<'de> Fields<'de> {
     fn compact_size(&self) -> usize {
         let mut fields = 0usize;
         let mut size = 2;
-        for (name, slot) in CLIENT_FIELDS.iter().zip(&self.slots) {
+        for (name, slot) in TEXT_FIELDS.iter().zip(&self.slots) {
             let value = match slot {
                 Slot::Absent => continue,
                 Slot::Null => 4,
@@ -475,16 +503,16 @@ impl<'de> Visitor<'de> for EventVisitor<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Shape<'de>, A::Error> {
         let mut f = Fields::default();
         while let Some(BorrowedStr(key)) = map.next_key()? {
-            match CLIENT_FIELDS.iter().position(|c| *c == key) {
-                Some(9) => {
-                    // Absent and null are the same; a repeated key keeps the last value, as a
-                    // JSON object parsed into a map would.
-                    f.properties = match map.next_value_seed(PropertiesSeed { error: self.properties_error })? {
-                        Ok(Some(p)) => PropertiesSlot::Checked(p),
-                        Ok(None) => PropertiesSlot::Null,
-                        Err(e) => PropertiesSlot::Invalid(e),
-                    };
-                }
+            // A repeated key keeps the last value, as a JSON object parsed into a map would.
+            if key == "properties" {
+                f.properties = match map.next_value_seed(PropertiesSeed { error: self.properties_error })? {
+                    Ok(Some(p)) => PropertiesSlot::Checked(p),
+                    Ok(None) => PropertiesSlot::Null,
+                    Err(e) => PropertiesSlot::Invalid(e),
+                };
+                continue;
+            }
+            match TEXT_FIELDS.iter().position(|c| *c == key) {
                 Some(i) => f.slots[i] = map.next_value::<SlotValue<'de>>()?.0,
                 None => {
                     if f.unknown.is_none() {
@@ -496,24 +524,9 @@ impl<'de> Visitor<'de> for EventVisitor<'_> {
         }
         Ok(Shape::Object(f))
     }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Shape<'de>, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(Shape::NotObject("an array"))
-    }
+    visit_as_kind!('de, Shape<'de>, Shape::NotObject);
     fn visit_unit<E>(self) -> Result<Shape<'de>, E> {
         Ok(Shape::NotObject("null"))
-    }
-    fn visit_bool<E>(self, _: bool) -> Result<Shape<'de>, E> {
-        Ok(Shape::NotObject("a boolean"))
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<Shape<'de>, E> {
-        Ok(Shape::NotObject("a number"))
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<Shape<'de>, E> {
-        Ok(Shape::NotObject("a number"))
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<Shape<'de>, E> {
-        Ok(Shape::NotObject("a number"))
     }
     fn visit_str<E>(self, _: &str) -> Result<Shape<'de>, E> {
         Ok(Shape::NotObject("a string"))
@@ -551,22 +564,7 @@ impl<'de> Deserialize<'de> for SlotValue<'de> {
             fn visit_none<E>(self) -> Result<Slot<'de>, E> {
                 Ok(Slot::Null)
             }
-            fn visit_bool<E>(self, _: bool) -> Result<Slot<'de>, E> {
-                Ok(Slot::Other("a boolean"))
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<Slot<'de>, E> {
-                Ok(Slot::Other("a number"))
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<Slot<'de>, E> {
-                Ok(Slot::Other("a number"))
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<Slot<'de>, E> {
-                Ok(Slot::Other("a number"))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Slot<'de>, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(Slot::Other("an array"))
-            }
+            visit_as_kind!('de, Slot<'de>, Slot::Other);
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Slot<'de>, A::Error> {
                 while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
                 Ok(Slot::Other("an object"))
@@ -618,10 +616,7 @@ fn is_forbidden_control(c: char) -> bool {
     c <= '\u{1f}' || c == '\u{7f}'
 }
 
-fn parse_uuid(v: &Slot<'_>) -> Result<Uuid, ValidationError> {
-    let Slot::Str(s) = v else {
-        return Err(ValidationError::new("event_id", format!("must be a string, got {}", v.kind())));
-    };
+fn parse_uuid(s: &str) -> Result<Uuid, ValidationError> {
     // Only the canonical hyphenated form: the same ID must not arrive in two spellings and
     // escape deduplication.
     if s.len() != 36 {
@@ -631,10 +626,7 @@ fn parse_uuid(v: &Slot<'_>) -> Result<Uuid, ValidationError> {
 }
 
 /// RFC 3339 with an upper-case `T` and an explicit offset, exactly what the JSON Schema pattern allows.
-fn parse_timestamp(field: &str, v: &Slot<'_>) -> Result<DateTime<Utc>, ValidationError> {
-    let Slot::Str(s) = v else {
-        return Err(ValidationError::new(field, format!("must be a string, got {}", v.kind())));
-    };
+fn parse_timestamp(field: &str, s: &str) -> Result<DateTime<Utc>, ValidationError> {
     let bad = || ValidationError::new(field, "must be an RFC 3339 timestamp such as 2024-05-01T12:00:00Z");
     if !is_timestamp_shape(s.as_bytes()) {
         return Err(bad());

@@ -7,12 +7,12 @@
 use std::fmt;
 use std::io::Write;
 
-use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use crate::event::{BorrowedStr, ValidationError};
+use crate::event::{BorrowedStr, ValidationError, visit_as_kind};
 use crate::limits::*;
 
 /// Most items in any array inside `properties`.
@@ -247,22 +247,7 @@ impl<'de, W: Write> Visitor<'de> for TopSeed<'_, '_, W> {
     fn visit_none<E>(self) -> Result<Top, E> {
         Ok(Top::Null)
     }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Top, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(Top::NotObject("an array"))
-    }
-    fn visit_bool<E>(self, _: bool) -> Result<Top, E> {
-        Ok(Top::NotObject("a boolean"))
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<Top, E> {
-        Ok(Top::NotObject("a number"))
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<Top, E> {
-        Ok(Top::NotObject("a number"))
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<Top, E> {
-        Ok(Top::NotObject("a number"))
-    }
+    visit_as_kind!('de, Top, Top::NotObject);
     fn visit_str<E>(self, _: &str) -> Result<Top, E> {
         Ok(Top::NotObject("a string"))
     }

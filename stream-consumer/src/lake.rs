@@ -12,7 +12,7 @@ use parquet::file::metadata::SortingColumn;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 use schemas::dynamo::iso_millis;
-use schemas::lake::{COLUMNS, arrow_schema};
+use schemas::lake::arrow_schema;
 
 use crate::decode::{DecodedEvent, Quarantined};
 use crate::enrich::AgentFacts;
@@ -21,6 +21,11 @@ use crate::error::ConsumerError;
 /// Rows per row group. Large groups keep Athena's per-group overhead low; 128k rows of ~600
 /// bytes is ~20–40 MB compressed, near the 64–128 MB Athena guidance once files are compacted.
 pub const ROW_GROUP_ROWS: usize = 128 * 1024;
+
+/// Column positions in the lake schema of the sort key (and, for the compactor, the dedup key).
+pub const EVENT_ID: usize = 0;
+pub const EVENT_TYPE: usize = 1;
+pub const OCCURRED_AT: usize = 2;
 
 /// One lake row: the event, its stream position and the user-agent facts.
 pub struct LakeRow<'a> {
@@ -120,16 +125,12 @@ pub fn encode_parquet(rows: &mut [LakeRow<'_>]) -> Result<Bytes, ConsumerError> 
 /// that read it know the file is sorted), and no dictionary for the columns that are unique or
 /// nearly so per row, where a dictionary only costs time before the writer gives it up.
 pub fn writer_properties(group_rows: usize) -> WriterProperties {
-    let sorted = |name: &str| SortingColumn {
-        column_idx: COLUMNS.iter().position(|(c, _)| *c == name).unwrap_or(0) as i32,
-        descending: false,
-        nulls_first: false,
-    };
+    let sorted = |column: usize| SortingColumn { column_idx: column as i32, descending: false, nulls_first: false };
     let mut builder = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         .set_max_row_group_row_count(Some(group_rows))
         .set_statistics_enabled(EnabledStatistics::Page)
-        .set_sorting_columns(Some(vec![sorted("event_type"), sorted("occurred_at"), sorted("event_id")]));
+        .set_sorting_columns(Some(vec![sorted(EVENT_TYPE), sorted(OCCURRED_AT), sorted(EVENT_ID)]));
     for unique in ["event_id", "occurred_at", "received_at", "properties", "source_sequence"] {
         builder = builder.set_column_dictionary_enabled(ColumnPath::from(unique), false);
     }
@@ -153,4 +154,18 @@ pub fn encode_dead_letter(rows: &[Quarantined]) -> Bytes {
         out.push(b'\n');
     }
     Bytes::from(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Invariant: the sort-key positions name the schema's columns.
+    #[test]
+    fn sort_key_positions_match_the_schema() {
+        let schema = arrow_schema();
+        let names: Vec<&str> =
+            [EVENT_ID, EVENT_TYPE, OCCURRED_AT].iter().map(|&i| schema.field(i).name().as_str()).collect();
+        assert_eq!(names, ["event_id", "event_type", "occurred_at"]);
+    }
 }

@@ -22,7 +22,7 @@ use schemas::lake::arrow_schema;
 use uuid::Uuid;
 
 use crate::error::ConsumerError;
-use crate::lake::{ROW_GROUP_ROWS, writer_properties};
+use crate::lake::{EVENT_ID, EVENT_TYPE, OCCURRED_AT, ROW_GROUP_ROWS, writer_properties};
 
 /// Rows decoded per Arrow batch while reading.
 const READ_BATCH_ROWS: usize = 8192;
@@ -42,11 +42,6 @@ pub struct Merged {
     /// The holder (see [`Seen`]) of the first duplicate dropped.
     pub duplicate_holder: Option<usize>,
 }
-
-/// Column positions in the lake schema that the sort and deduplication use.
-const EVENT_ID: usize = 0;
-const EVENT_TYPE: usize = 1;
-const OCCURRED_AT: usize = 2;
 
 fn decode_error(key: &str, e: impl std::fmt::Display) -> ConsumerError {
     // ConsumerError has no decode variant; `Encode` is the Parquet one ("encoding Parquet failed").
