@@ -129,12 +129,14 @@ impl Harness {
 
     /// Asserts the stream holds exactly the control events, each record decodes (passes the
     /// consumer's checks) and no record holds the client's full address. Returns the records.
-    async fn assert_stream_is_controls_only(&self, case: &str) -> HashMap<String, schemas::EnrichedEvent> {
+    async fn assert_stream_is_controls_only(&self, case: &str) -> HashMap<String, schemas::EnrichedEvent<'static>> {
         let mut stored = HashMap::new();
         for data in kinesis::read_all(&self.client, &self.stream).await {
             let text = String::from_utf8_lossy(&data);
             assert!(!text.contains("127.0.0.77"), "{case}: the full client address was stored: {text}");
-            let event = schemas::decode_record(&data).unwrap_or_else(|e| panic!("{case}: poison record {e}: {text}"));
+            let event = schemas::decode_record(&data)
+                .unwrap_or_else(|e| panic!("{case}: poison record {e}: {text}"))
+                .into_owned();
             assert_eq!(event.client_ip.as_deref(), Some("127.0.0.0"), "{case}");
             assert!(stored.insert(event.event_id.to_string(), event).is_none(), "{case}: a record twice");
         }

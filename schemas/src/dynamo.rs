@@ -20,10 +20,10 @@ pub enum ItemValue {
 /// The attributes of the item for `event`. Optional fields are omitted rather than stored empty
 /// (DynamoDB rejects empty key attributes and charges for every byte). Timestamps are ISO 8601
 /// strings (sortable, readable); `expires_at` is `received_at + ttl_days`.
-pub fn item(event: &EnrichedEvent, ttl_days: u32) -> Vec<(&'static str, ItemValue)> {
+pub fn item(event: &EnrichedEvent<'_>, ttl_days: u32) -> Vec<(&'static str, ItemValue)> {
     let mut out = Vec::with_capacity(14);
     out.push((PARTITION_KEY, ItemValue::S(event.event_id.to_string())));
-    out.push(("event_type", ItemValue::S(event.event_type.clone())));
+    out.push(("event_type", ItemValue::S(event.event_type.to_string())));
     out.push(("occurred_at", ItemValue::S(iso_millis(event.occurred_at))));
     out.push(("received_at", ItemValue::S(iso_millis(event.received_at))));
     for (name, value) in [
@@ -36,7 +36,7 @@ pub fn item(event: &EnrichedEvent, ttl_days: u32) -> Vec<(&'static str, ItemValu
         ("client_ip", &event.client_ip),
     ] {
         if let Some(v) = value.as_ref().filter(|v| !v.is_empty()) {
-            out.push((name, ItemValue::S(v.clone())));
+            out.push((name, ItemValue::S(v.to_string())));
         }
     }
     if !event.properties.is_empty() {

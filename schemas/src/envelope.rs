@@ -16,9 +16,10 @@ pub const MAX_RECORD_BYTES: usize = MAX_EVENT_BYTES + 4 * 1024;
 /// One record on the stream: `{"v": 1, "event": {...}}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Envelope {
+pub struct Envelope<'a> {
     pub v: u32,
-    pub event: EnrichedEvent,
+    #[serde(borrow)]
+    pub event: EnrichedEvent<'a>,
 }
 
 /// Why a stream record could not be turned into an event. Each variant has a stable
@@ -57,7 +58,7 @@ impl DecodeError {
 }
 
 /// Serializes one event as a stream record.
-pub fn encode_record(event: &EnrichedEvent) -> Vec<u8> {
+pub fn encode_record(event: &EnrichedEvent<'_>) -> Vec<u8> {
     encode_event(&event.record())
 }
 
@@ -77,7 +78,7 @@ pub fn encode_event(event: &EventRecord<'_>) -> Vec<u8> {
 }
 
 /// Reads one stream record: size, UTF-8, JSON, version, shape, then the client rules again.
-pub fn decode_record(bytes: &[u8]) -> Result<EnrichedEvent, DecodeError> {
+pub fn decode_record(bytes: &[u8]) -> Result<EnrichedEvent<'_>, DecodeError> {
     if bytes.len() > MAX_RECORD_BYTES {
         return Err(DecodeError::TooLarge(bytes.len()));
     }
@@ -126,7 +127,7 @@ mod tests {
     use crate::event::{ServerFacts, validate_event};
     use serde_json::json;
 
-    fn sample() -> EnrichedEvent {
+    fn sample() -> EnrichedEvent<'static> {
         let now = "2024-05-01T12:00:00Z".parse().unwrap();
         validate_event(&json!({"event_type": "click", "properties": {"a": [1, {"b": null}]}}), now)
             .unwrap()
@@ -137,6 +138,24 @@ mod tests {
     fn round_trip_is_exact() {
         let e = sample();
         assert_eq!(decode_record(&encode_record(&e)).unwrap(), e);
+    }
+
+    /// Invariant: a decoded event borrows the record's text (no copy per field), except where
+    /// the JSON escaped something, which is decoded into an owned string with the same meaning.
+    #[test]
+    fn decoded_text_borrows_the_record_unless_escaped() {
+        use std::borrow::Cow;
+        let mut e = sample();
+        e.url = Some("https://shop.example/a".into());
+        e.referrer = Some("https://shop.example/\"quoted\"".into());
+        let record = encode_record(&e);
+        let decoded = decode_record(&record).unwrap();
+        assert!(matches!(decoded.event_type, Cow::Borrowed("click")));
+        assert!(matches!(decoded.url, Some(Cow::Borrowed("https://shop.example/a"))));
+        assert!(matches!(decoded.referrer, Some(Cow::Owned(ref r)) if r == "https://shop.example/\"quoted\""));
+        assert_eq!(decoded.properties.json(), r#"{"a":[1,{"b":null}]}"#);
+        assert!(record.as_ptr_range().contains(&decoded.properties.json().as_ptr()), "properties were copied");
+        assert_eq!(decoded.into_owned(), e);
     }
 
     #[test]

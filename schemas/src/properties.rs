@@ -4,6 +4,7 @@
 //! built into a `serde_json::Value` tree on the hot paths; the producer checks them while
 //! writing their compact form, and the consumer checks that text again without allocating.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::io::Write;
 
@@ -18,15 +19,29 @@ use crate::limits::*;
 /// Most items in any array inside `properties`.
 pub const MAX_PROPERTIES_ARRAY_ITEMS: usize = 100;
 
-/// A `properties` object as compact JSON text that passed [`check_properties`]. Compared by text.
-#[derive(Clone, Serialize, Deserialize)]
+/// A `properties` object as JSON text; compared by text. The producer's is the compact text that
+/// passed [`check_properties`]; the consumer's borrows the stream record (see [`Properties::check`]),
+/// so a batch never copies it before it is written out.
+#[derive(Clone, Serialize)]
 #[serde(transparent)]
-pub struct Properties(Box<RawValue>);
+pub struct Properties<'a>(Cow<'a, RawValue>);
 
-impl Properties {
+impl<'de: 'a, 'a> Deserialize<'de> for Properties<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        <&'a RawValue>::deserialize(d).map(|raw| Properties(Cow::Borrowed(raw)))
+    }
+}
+
+impl Properties<'_> {
     /// `{}`: what an event without properties carries.
-    pub fn empty() -> Self {
-        Properties(RawValue::from_string("{}".to_owned()).expect("{} is JSON"))
+    pub fn empty() -> Properties<'static> {
+        static EMPTY: std::sync::OnceLock<&'static RawValue> = std::sync::OnceLock::new();
+        Properties(Cow::Borrowed(EMPTY.get_or_init(|| serde_json::from_str("{}").expect("{} is JSON"))))
+    }
+
+    /// The same text, owned.
+    pub fn into_owned(self) -> Properties<'static> {
+        Properties(Cow::Owned(self.0.into_owned()))
     }
 
     /// The JSON text, as stored in the lake and in DynamoDB.
@@ -54,27 +69,27 @@ impl Properties {
     }
 
     /// Wraps compact JSON text written by [`check_properties`].
-    fn from_checked(text: Vec<u8>) -> Self {
+    fn from_checked(text: Vec<u8>) -> Properties<'static> {
         // The text was written by this module from a parsed object, so it is UTF-8 JSON; the
         // fallback only exists so that a bug here surfaces as an empty object in a test, not a panic.
         let text = String::from_utf8(text).unwrap_or_else(|_| "{}".to_owned());
-        Properties(RawValue::from_string(text).unwrap_or_else(|_| Properties::empty().0))
+        RawValue::from_string(text).map_or_else(|_| Properties::empty(), |raw| Properties(Cow::Owned(raw)))
     }
 }
 
-impl Default for Properties {
+impl Default for Properties<'_> {
     fn default() -> Self {
         Properties::empty()
     }
 }
 
-impl PartialEq for Properties {
+impl PartialEq for Properties<'_> {
     fn eq(&self, other: &Self) -> bool {
         self.json() == other.json()
     }
 }
 
-impl fmt::Debug for Properties {
+impl fmt::Debug for Properties<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.json())
     }
@@ -108,7 +123,7 @@ pub struct PropertiesSeed<'e> {
 }
 
 impl<'de> DeserializeSeed<'de> for PropertiesSeed<'_> {
-    type Value = Result<Option<Properties>, ValidationError>;
+    type Value = Result<Option<Properties<'static>>, ValidationError>;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         let mut text = Vec::with_capacity(128);
         Ok(match walk(d, &mut text, self.error)? {
@@ -125,10 +140,11 @@ fn walk<'de, D: Deserializer<'de>>(
     error: &mut Option<ValidationError>,
 ) -> Result<Result<Checked, ValidationError>, D::Error> {
     let mut counted = Counted { inner: out, bytes: 0 };
-    let mut walk = Walk { out: &mut counted, path: String::from("properties"), error: None };
+    let mut walk = Walk { out: &mut counted, error: None };
     let shape = (TopSeed { walk: &mut walk }).deserialize(de);
-    if walk.error.is_some() {
-        *error = walk.error.take();
+    if let Some(mut e) = walk.error.take() {
+        e.field.insert_str(0, "properties");
+        *error = Some(e);
     }
     Ok(match shape? {
         Top::Null => Ok(Checked::Null),
@@ -160,18 +176,27 @@ impl<W: Write> Write for Counted<'_, W> {
     }
 }
 
-/// The walk's state: the writer, the dotted path of the value being read, and the rule broken.
+/// The walk's state: the writer and the rule broken. The broken rule's path is built only when
+/// there is one: each container on the way back out puts its key or index in front (keeping a
+/// running path would cost a push and a truncate per key of every valid object).
 struct Walk<'o, W> {
     out: &'o mut W,
-    path: String,
     error: Option<ValidationError>,
 }
 
 impl<W: Write> Walk<'_, W> {
-    /// Records the broken rule and returns the error that stops the parser.
+    /// Records the broken rule (its path relative to the value being read) and returns the
+    /// error that stops the parser.
     fn fail<E: de::Error>(&mut self, reason: String) -> E {
-        self.error = Some(ValidationError::new(self.path.clone(), reason));
+        self.error = Some(ValidationError::new(String::new(), reason));
         E::custom("properties rule")
+    }
+
+    /// On the way out of a failed value: prefixes the broken rule's path with `.segment`.
+    fn within(&mut self, segment: &dyn fmt::Display) {
+        if let Some(e) = &mut self.error {
+            e.field.insert_str(0, &format!(".{segment}"));
+        }
     }
 
     fn put<E: de::Error>(&mut self, bytes: &[u8]) -> Result<(), E> {
@@ -205,11 +230,10 @@ impl<W: Write> Walk<'_, W> {
             }
             self.put_str(&key)?;
             self.put(b":")?;
-            let len = self.path.len();
-            self.path.push('.');
-            self.path.push_str(&key);
-            map.next_value_seed(ValueSeed { walk: self, depth })?;
-            self.path.truncate(len);
+            if let Err(e) = map.next_value_seed(ValueSeed { walk: self, depth }) {
+                self.within(&key);
+                return Err(e);
+            }
         }
         self.put(b"}")
     }
@@ -290,12 +314,17 @@ impl<'de, W: Write> Visitor<'de> for ValueSeed<'_, '_, W> {
         self.walk.put(b"[")?;
         let mut items = 0;
         loop {
-            let len = self.walk.path.len();
-            self.walk.path.push('.');
-            self.walk.path.push_str(itoa::Buffer::new().format(items));
-            let more =
-                seq.next_element_seed(ItemSeed { walk: &mut *self.walk, depth: self.depth + 1, first: items == 0 })?;
-            self.walk.path.truncate(len);
+            let more = match seq.next_element_seed(ItemSeed {
+                walk: &mut *self.walk,
+                depth: self.depth + 1,
+                first: items == 0,
+            }) {
+                Ok(more) => more,
+                Err(e) => {
+                    self.walk.within(&items);
+                    return Err(e);
+                }
+            };
             if more.is_none() {
                 break;
             }

@@ -13,12 +13,12 @@ pub struct InputRecord {
     pub data: Bytes,
 }
 
-/// A decoded event and the record that carried it.
+/// A decoded event and the record that carried it, borrowing the record's bytes and position.
 #[derive(Debug, Clone)]
-pub struct DecodedEvent {
-    pub event: EnrichedEvent,
-    pub shard_id: String,
-    pub sequence_number: String,
+pub struct DecodedEvent<'a> {
+    pub event: EnrichedEvent<'a>,
+    pub shard_id: &'a str,
+    pub sequence_number: &'a str,
 }
 
 /// A record that cannot become an event, with its reason; it goes to the dead-letter prefix.
@@ -36,16 +36,16 @@ pub struct Quarantined {
 
 /// The result of decoding one batch.
 #[derive(Debug, Default)]
-pub struct DecodedBatch {
+pub struct DecodedBatch<'a> {
     /// Unique by `event_id`, in stream order (the first record carrying an ID wins).
-    pub events: Vec<DecodedEvent>,
+    pub events: Vec<DecodedEvent<'a>>,
     pub quarantined: Vec<Quarantined>,
     /// Events dropped because an earlier record in this batch had the same `event_id`.
     pub duplicates_in_batch: usize,
 }
 
 /// Decodes every record; never fails as a whole, so one poison record cannot block a shard.
-pub fn decode_batch(records: &[InputRecord]) -> DecodedBatch {
+pub fn decode_batch(records: &[InputRecord]) -> DecodedBatch<'_> {
     let mut out = DecodedBatch { events: Vec::with_capacity(records.len()), ..Default::default() };
     let mut seen = foldhash::HashSet::with_capacity_and_hasher(records.len(), Default::default());
     for record in records {
@@ -54,8 +54,8 @@ pub fn decode_batch(records: &[InputRecord]) -> DecodedBatch {
                 if seen.insert(event.event_id) {
                     out.events.push(DecodedEvent {
                         event,
-                        shard_id: record.shard_id.clone(),
-                        sequence_number: record.sequence_number.clone(),
+                        shard_id: &record.shard_id,
+                        sequence_number: &record.sequence_number,
                     });
                 } else {
                     out.duplicates_in_batch += 1;

@@ -80,7 +80,7 @@ impl<O: ObjectStore, D: ItemStore> Pipeline<O, D> {
         let DecodedBatch { events, quarantined, duplicates_in_batch } = decode_batch(records);
         report.duplicates_in_batch = duplicates_in_batch;
         report.quarantined = quarantined.len();
-        let agents = self.agents.lookup_all(events.iter().filter_map(|d| d.event.user_agent.as_deref()));
+        let agents = self.agents.lookup_all(events.iter().map(|d| d.event.user_agent.as_deref()));
 
         // 1. The ledger decides, transactionally, which events are ours and counts the new ones.
         let (claims, objects) = plan_claims(&events, first_seq, last_seq);
@@ -90,7 +90,7 @@ impl<O: ObjectStore, D: ItemStore> Pipeline<O, D> {
         } else {
             self.ledger
                 .claim(&claims, &objects, |new| {
-                    Counts::of(new.iter().map(|&i| (events[i].event.event_type.as_str(), events[i].event.received_at)))
+                    Counts::of(new.iter().map(|&i| (&*events[i].event.event_type, events[i].event.received_at)))
                 })
                 .await?
         };
@@ -111,15 +111,10 @@ impl<O: ObjectStore, D: ItemStore> Pipeline<O, D> {
         // 2. Encode everything before any write, so an encoding bug fails before side effects.
         let mut lake_files = Vec::with_capacity(plan.lake.len());
         for (key, indices) in &plan.lake {
-            let mut rows: Vec<LakeRow<'_>> = indices
-                .iter()
-                .map(|&i| LakeRow {
-                    decoded: &events[i],
-                    agent: events[i].event.user_agent.as_deref().and_then(|ua| agents.get(ua)).map(|a| a.as_ref()),
-                })
-                .collect();
+            let rows: Vec<LakeRow<'_>> =
+                indices.iter().map(|&i| LakeRow { decoded: &events[i], agent: agents.get(i) }).collect();
             report.lake_rows += rows.len();
-            lake_files.push((key.clone(), encode_parquet(&mut rows)?));
+            lake_files.push((key.clone(), encode_parquet(&rows)?));
         }
         let items: Vec<_> = plan
             .dynamo

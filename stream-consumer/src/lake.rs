@@ -29,87 +29,99 @@ pub const OCCURRED_AT: usize = 2;
 
 /// One lake row: the event, its stream position and the user-agent facts.
 pub struct LakeRow<'a> {
-    pub decoded: &'a DecodedEvent,
+    pub decoded: &'a DecodedEvent<'a>,
     pub agent: Option<&'a AgentFacts>,
+}
+
+/// The text columns of the lake schema, in schema order, as [`text_values`] returns them.
+const TEXT_COLUMNS: usize = 14;
+
+/// A row's text columns (all but `event_id`, which is formatted from the UUID).
+fn text_values<'r>(r: &LakeRow<'r>) -> [Option<&'r str>; TEXT_COLUMNS] {
+    let (d, agent) = (r.decoded, r.agent);
+    let e = &d.event;
+    [
+        Some(&e.event_type),
+        e.anonymous_id.as_deref(),
+        e.user_id.as_deref(),
+        e.session_id.as_deref(),
+        e.url.as_deref(),
+        e.referrer.as_deref(),
+        e.user_agent.as_deref(),
+        e.client_ip.as_deref(),
+        Some(e.properties.json()),
+        agent.and_then(|a| a.browser.as_deref()),
+        agent.and_then(|a| a.os.as_deref()),
+        Some(agent.map_or("other", |a| a.device_class.as_str())),
+        Some(d.shard_id),
+        Some(d.sequence_number),
+    ]
 }
 
 /// Encodes rows as one Parquet file. Rows are sorted by event type (then time and ID) so
 /// row-group and page statistics on `event_type` let Athena skip data; the sort also makes the
 /// bytes deterministic, so a retried batch writes the identical object.
-pub fn encode_parquet(rows: &mut [LakeRow<'_>]) -> Result<Bytes, ConsumerError> {
-    // Unstable is enough: event IDs are unique in a batch, so no two keys are equal.
-    rows.sort_unstable_by(|a, b| {
-        let (a, b) = (&a.decoded.event, &b.decoded.event);
-        (&a.event_type, a.occurred_at, a.event_id).cmp(&(&b.event_type, b.occurred_at, b.event_id))
-    });
+pub fn encode_parquet(rows: &[LakeRow<'_>]) -> Result<Bytes, ConsumerError> {
     let n = rows.len();
-    // Each column's bytes are counted first, so its buffer is allocated once at its final size.
-    let s = |f: &dyn for<'r> Fn(&'r LakeRow<'r>) -> Option<&'r str>| -> ArrayRef {
-        let bytes = rows.iter().map(|r| f(r).map_or(0, str::len)).sum();
-        let mut b = StringBuilder::with_capacity(n, bytes);
-        for r in rows.iter() {
-            b.append_option(f(r));
+    // One pass in stream order (sequential in memory) computes each row's sort key and every
+    // column's byte total; the rows are then visited once more, in sorted order, to fill all
+    // columns at once. Sorting small keys with the event type as a rank (a batch has a handful
+    // of types) avoids chasing each event's strings for every comparison.
+    let mut ranks: foldhash::HashMap<&str, u32> = foldhash::HashMap::default();
+    let mut keys: Vec<(u32, i64, u32, u128, u32)> = Vec::with_capacity(n);
+    let mut bytes = [0usize; TEXT_COLUMNS];
+    for (i, r) in rows.iter().enumerate() {
+        let e = &r.decoded.event;
+        let next = ranks.len() as u32;
+        let rank = *ranks.entry(&e.event_type).or_insert(next);
+        let t = e.occurred_at;
+        keys.push((rank, t.timestamp(), t.timestamp_subsec_nanos(), e.event_id.as_u128(), i as u32));
+        for (total, value) in bytes.iter_mut().zip(text_values(r)) {
+            *total += value.map_or(0, str::len);
         }
-        Arc::new(b.finish())
-    };
-    let event_id: ArrayRef = {
-        let mut b = StringBuilder::with_capacity(n, n * 36);
-        let mut text = uuid::Uuid::encode_buffer();
-        for r in rows.iter() {
-            b.append_value(r.decoded.event.event_id.hyphenated().encode_lower(&mut text));
-        }
-        Arc::new(b.finish())
-    };
-    let event_type = s(&|r| Some(&r.decoded.event.event_type));
-    let anonymous_id = s(&|r| r.decoded.event.anonymous_id.as_deref());
-    let user_id = s(&|r| r.decoded.event.user_id.as_deref());
-    let session_id = s(&|r| r.decoded.event.session_id.as_deref());
-    let url = s(&|r| r.decoded.event.url.as_deref());
-    let referrer = s(&|r| r.decoded.event.referrer.as_deref());
-    let user_agent = s(&|r| r.decoded.event.user_agent.as_deref());
-    let client_ip = s(&|r| r.decoded.event.client_ip.as_deref());
-    let properties = s(&|r| Some(r.decoded.event.properties.json()));
-    let browser = s(&|r| r.agent.and_then(|a| a.browser.as_deref()));
-    let os = s(&|r| r.agent.and_then(|a| a.os.as_deref()));
-    let device_class = s(&|r| Some(r.agent.map_or("other", |a| a.device_class.as_str())));
-    let source_shard = s(&|r| Some(&r.decoded.shard_id));
-    let source_sequence = s(&|r| Some(&r.decoded.sequence_number));
-    let ts = |f: &dyn Fn(&LakeRow<'_>) -> i64| -> ArrayRef {
-        let mut b = TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC");
-        for r in rows.iter() {
-            b.append_value(f(r));
-        }
-        Arc::new(b.finish())
-    };
-    let occurred_at = ts(&|r| r.decoded.event.occurred_at.timestamp_millis());
-    let received_at = ts(&|r| r.decoded.event.received_at.timestamp_millis());
-    let mut bot = BooleanBuilder::with_capacity(n);
-    for r in rows.iter() {
-        bot.append_value(r.agent.is_some_and(|a| a.is_bot));
     }
-    let is_bot: ArrayRef = Arc::new(bot.finish());
+    // Ranks were handed out in order of appearance; renumber them in name order.
+    let mut names: Vec<(&str, u32)> = ranks.into_iter().collect();
+    names.sort_unstable();
+    let mut order = vec![0u32; names.len()];
+    for (sorted, (_, rank)) in names.iter().enumerate() {
+        order[*rank as usize] = sorted as u32;
+    }
+    for key in &mut keys {
+        key.0 = order[key.0 as usize];
+    }
+    // Unstable is enough: event IDs are unique in a batch, so no two keys are equal.
+    keys.sort_unstable();
+
+    let mut text: Vec<StringBuilder> = bytes.iter().map(|&b| StringBuilder::with_capacity(n, b)).collect();
+    let mut event_id = StringBuilder::with_capacity(n, n * 36);
+    let mut occurred_at = TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC");
+    let mut received_at = TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC");
+    let mut is_bot = BooleanBuilder::with_capacity(n);
+    let mut uuid_text = uuid::Uuid::encode_buffer();
+    for &(.., i) in &keys {
+        let r = &rows[i as usize];
+        let e = &r.decoded.event;
+        event_id.append_value(e.event_id.hyphenated().encode_lower(&mut uuid_text));
+        occurred_at.append_value(e.occurred_at.timestamp_millis());
+        received_at.append_value(e.received_at.timestamp_millis());
+        is_bot.append_value(r.agent.is_some_and(|a| a.is_bot));
+        for (builder, value) in text.iter_mut().zip(text_values(r)) {
+            builder.append_option(value);
+        }
+    }
+    let mut text = text.into_iter().map(|mut b| Arc::new(b.finish()) as ArrayRef);
+    let mut next_text = || text.next().expect("TEXT_COLUMNS text columns");
+    // Schema order: event_id, event_type, occurred_at, received_at, then the text columns up to
+    // the user-agent facts, is_bot, and the stream position.
+    let event_type = next_text();
+    let mut columns: Vec<ArrayRef> =
+        vec![Arc::new(event_id.finish()), event_type, Arc::new(occurred_at.finish()), Arc::new(received_at.finish())];
+    columns.extend((0..11).map(|_| next_text()));
+    let (source_shard, source_sequence) = (next_text(), next_text());
+    columns.extend([Arc::new(is_bot.finish()) as ArrayRef, source_shard, source_sequence]);
 
     let schema = arrow_schema();
-    let columns = vec![
-        event_id,
-        event_type,
-        occurred_at,
-        received_at,
-        anonymous_id,
-        user_id,
-        session_id,
-        url,
-        referrer,
-        user_agent,
-        client_ip,
-        properties,
-        browser,
-        os,
-        device_class,
-        is_bot,
-        source_shard,
-        source_sequence,
-    ];
     let batch = RecordBatch::try_new(schema.clone(), columns).map_err(|e| ConsumerError::Encode(e.to_string()))?;
     let props = writer_properties(ROW_GROUP_ROWS);
     let mut buf = Vec::with_capacity(n * 200);
@@ -123,7 +135,9 @@ pub fn encode_parquet(rows: &mut [LakeRow<'_>]) -> Result<Bytes, ConsumerError> 
 /// The writer settings of every event file, from the consumer and the compactor alike: Snappy,
 /// `group_rows` per row group, page statistics, the sort order declared in the footer (engines
 /// that read it know the file is sorted), and no dictionary for the columns that are unique or
-/// nearly so per row, where a dictionary only costs time before the writer gives it up.
+/// nearly so per row, where a dictionary only costs time before the writer gives it up. Long
+/// free text gets no statistics: the min and max of URLs or JSON prune nothing, and computing
+/// them compares every value.
 pub fn writer_properties(group_rows: usize) -> WriterProperties {
     let sorted = |column: usize| SortingColumn { column_idx: column as i32, descending: false, nulls_first: false };
     let mut builder = WriterProperties::builder()
@@ -133,6 +147,9 @@ pub fn writer_properties(group_rows: usize) -> WriterProperties {
         .set_sorting_columns(Some(vec![sorted(EVENT_TYPE), sorted(OCCURRED_AT), sorted(EVENT_ID)]));
     for unique in ["event_id", "occurred_at", "received_at", "properties", "source_sequence"] {
         builder = builder.set_column_dictionary_enabled(ColumnPath::from(unique), false);
+    }
+    for free_text in ["url", "referrer", "user_agent", "properties"] {
+        builder = builder.set_column_statistics_enabled(ColumnPath::from(free_text), EnabledStatistics::None);
     }
     builder.build()
 }
@@ -159,6 +176,69 @@ pub fn encode_dead_letter(rows: &[Quarantined]) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::TimestampMillisecondType;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    use crate::decode::decode_batch;
+    use crate::enrich::parse_agent;
+    use crate::testing::{record_of, sample_event, seq};
+
+    /// Invariant: a file holds every row once, sorted by (event_type, occurred_at, event_id),
+    /// with each row's columns kept together through the sort; the bytes do not depend on the
+    /// order the rows came in (a retried batch writes the identical object); free text carries no
+    /// statistics while the sort key does.
+    #[test]
+    fn rows_are_sorted_whole_and_bytes_are_deterministic() {
+        let start = chrono::Utc::now();
+        let types = ["search", "click", "page_view", "click"];
+        let records: Vec<_> = (0..40)
+            .map(|i| {
+                // Occurrence times go back and forth, so time order is not stream order.
+                let at = start + chrono::Duration::milliseconds(((i * 7) % 11) as i64 * 250);
+                record_of(&seq(i), &sample_event(types[i % types.len()], None, at))
+            })
+            .collect();
+        let decoded = decode_batch(&records).events;
+        let bot = parse_agent("Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)");
+        let rows: Vec<LakeRow<'_>> = decoded
+            .iter()
+            .enumerate()
+            .map(|(i, d)| LakeRow { decoded: d, agent: i.is_multiple_of(3).then_some(&bot) })
+            .collect();
+        let body = encode_parquet(&rows).unwrap();
+        let mut reversed: Vec<LakeRow<'_>> =
+            rows.iter().map(|r| LakeRow { decoded: r.decoded, agent: r.agent }).collect();
+        reversed.reverse();
+        assert_eq!(encode_parquet(&reversed).unwrap(), body, "the input order leaked into the file");
+
+        let builder = ParquetRecordBatchReaderBuilder::try_new(body.clone()).unwrap();
+        let meta = builder.metadata().clone();
+        let batch = builder.build().unwrap().next().unwrap().unwrap();
+        assert_eq!(batch.num_rows(), rows.len());
+        let text = |name: &str| batch.column_by_name(name).unwrap().as_string::<i32>().clone();
+        let (ids, kinds, seqs) = (text("event_id"), text("event_type"), text("source_sequence"));
+        let occurred = batch.column_by_name("occurred_at").unwrap().as_primitive::<TimestampMillisecondType>().clone();
+        let is_bot = batch.column_by_name("is_bot").unwrap().as_boolean().clone();
+        let keys: Vec<(String, i64, String)> =
+            (0..rows.len()).map(|i| (kinds.value(i).to_owned(), occurred.value(i), ids.value(i).to_owned())).collect();
+        assert!(keys.windows(2).all(|w| w[0] < w[1]), "rows are not sorted by the key: {keys:?}");
+        for i in 0..rows.len() {
+            // Each row's position in the stream names the event it must hold.
+            let d = decoded.iter().find(|d| d.sequence_number == seqs.value(i)).unwrap();
+            assert_eq!(ids.value(i), d.event.event_id.to_string());
+            assert_eq!(kinds.value(i), &*d.event.event_type);
+            assert_eq!(occurred.value(i), d.event.occurred_at.timestamp_millis());
+            let index: usize = seqs.value(i).parse().unwrap();
+            assert_eq!(is_bot.value(i), index.is_multiple_of(3), "row {i} lost its agent facts");
+        }
+        let stats = |name: &str| {
+            let column = meta.row_group(0).columns().iter().find(|c| c.column_path().string() == name).unwrap();
+            column.statistics().is_some()
+        };
+        assert!(stats("event_type") && stats("occurred_at"));
+        assert!(!stats("url") && !stats("properties"));
+    }
 
     /// Invariant: the sort-key positions name the schema's columns.
     #[test]

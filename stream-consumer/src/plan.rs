@@ -61,22 +61,22 @@ pub enum ClaimStatus {
 }
 
 /// Claims and lake objects for one batch; `first_seq`/`last_seq` span the whole batch.
-pub fn plan_claims(events: &[DecodedEvent], first_seq: &str, last_seq: &str) -> (Vec<Claim>, Vec<LakeObject>) {
+pub fn plan_claims(events: &[DecodedEvent<'_>], first_seq: &str, last_seq: &str) -> (Vec<Claim>, Vec<LakeObject>) {
     let mut objects: BTreeMap<String, i64> = BTreeMap::new();
     let claims = events
         .iter()
         .map(|d| {
             let key = object_key_for(d, first_seq, last_seq);
             let lake_object = *objects.entry(key).or_insert_with_key(|k| fnv1a64(&[k]));
-            Claim { event_id: d.event.event_id, owner: fnv1a64(&[&d.shard_id, &d.sequence_number]), lake_object }
+            Claim { event_id: d.event.event_id, owner: fnv1a64(&[d.shard_id, d.sequence_number]), lake_object }
         })
         .collect();
     (claims, objects.into_iter().map(|(key, id)| LakeObject { id, key }).collect())
 }
 
 /// The lake object key an event goes to in this attempt.
-pub fn object_key_for(d: &DecodedEvent, first_seq: &str, last_seq: &str) -> String {
-    events_object_key(&Partition::of(d.event.received_at), &d.shard_id, first_seq, last_seq)
+pub fn object_key_for(d: &DecodedEvent<'_>, first_seq: &str, last_seq: &str) -> String {
+    events_object_key(&Partition::of(d.event.received_at), d.shard_id, first_seq, last_seq)
 }
 
 /// Keys of objects that earlier attempts assigned some of our events to; the caller checks
@@ -117,7 +117,7 @@ pub struct WritePlan {
 /// Decides what to write. `existing` holds the keys (from [`objects_to_check`]) that exist in
 /// the lake: events already in one of those are not written again.
 pub fn resolve(
-    events: &[DecodedEvent],
+    events: &[DecodedEvent<'_>],
     claims: &[Claim],
     statuses: &[ClaimStatus],
     existing: &HashSet<String>,
@@ -161,9 +161,10 @@ mod tests {
     use crate::decode::decode_batch;
     use crate::testing::event_record;
 
-    fn decoded(n: usize) -> Vec<DecodedEvent> {
+    /// Events decoded from `n` fresh records (leaked: a few per test, and the events borrow them).
+    fn decoded(n: usize) -> Vec<DecodedEvent<'static>> {
         let records: Vec<_> = (1..=n).map(|i| event_record(&i.to_string(), "a", None)).collect();
-        decode_batch(&records).events
+        decode_batch(records.leak()).events
     }
 
     #[test]

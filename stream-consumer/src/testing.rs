@@ -11,7 +11,7 @@ use crate::decode::InputRecord;
 pub const SHARD: &str = "shardId-000000000000";
 
 /// A realistic (~600 byte) event of `event_type`, with `id` or a fresh one.
-pub fn sample_event(event_type: &str, id: Option<Uuid>, received_at: DateTime<Utc>) -> EnrichedEvent {
+pub fn sample_event(event_type: &str, id: Option<Uuid>, received_at: DateTime<Utc>) -> EnrichedEvent<'static> {
     let raw = serde_json::json!({
         "event_id": id.unwrap_or_else(Uuid::new_v4).to_string(),
         "event_type": event_type,
@@ -30,7 +30,7 @@ pub fn sample_event(event_type: &str, id: Option<Uuid>, received_at: DateTime<Ut
 }
 
 /// A stream record carrying `event` at sequence number `seq` on [`SHARD`].
-pub fn record_of(seq: &str, event: &EnrichedEvent) -> InputRecord {
+pub fn record_of(seq: &str, event: &EnrichedEvent<'_>) -> InputRecord {
     raw_record(seq, &encode_record(event))
 }
 

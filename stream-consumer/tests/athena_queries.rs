@@ -38,7 +38,7 @@ fn hours() -> [DateTime<Utc>; 4] {
 
 /// A deterministic, varied event set: several types, anonymous IDs (some missing), URLs with
 /// query strings, a bot user agent, late and early `occurred_at`.
-fn events(n: usize) -> Vec<EnrichedEvent> {
+fn events(n: usize) -> Vec<EnrichedEvent<'static>> {
     let mut rng = fastrand::Rng::with_seed(20240501);
     (0..n)
         .map(|i| {
@@ -96,7 +96,7 @@ fn record(shard: &str, seq: usize, data: Vec<u8>) -> InputRecord {
 
 /// Batches of the events, alternating shards, with poison records and client re-sends mixed in.
 /// Returns the batches and the (reason code, shard) of each poison record.
-fn batches(events: &[EnrichedEvent]) -> (Vec<Vec<InputRecord>>, Vec<(&'static str, &'static str)>) {
+fn batches(events: &[EnrichedEvent<'_>]) -> (Vec<Vec<InputRecord>>, Vec<(&'static str, &'static str)>) {
     let poison: [(&[u8], &str); 4] = [
         (b"not json at all", "not_json"),
         (br#"{"v": 9, "event": {}}"#, "unknown_version"),
@@ -147,9 +147,9 @@ fn url_path(url: &str) -> String {
 }
 
 /// The answer every query must give, computed from the events sent (each once).
-fn expected(events: &[EnrichedEvent], quarantined: &[(&str, &str)], dead_letter_days: (String, String)) -> Value {
+fn expected(events: &[EnrichedEvent<'_>], quarantined: &[(&str, &str)], dead_letter_days: (String, String)) -> Value {
     let days = json!([dt(hours()[0]), dt(hours()[3])]);
-    let is_bot = |e: &EnrichedEvent| e.user_agent.as_deref().is_some_and(|ua| parse_agent(ua).is_bot);
+    let is_bot = |e: &EnrichedEvent<'_>| e.user_agent.as_deref().is_some_and(|ua| parse_agent(ua).is_bot);
     let mut out = serde_json::Map::new();
     let mut entry = |name: &str, params: Value, columns: &[&str], rows: Vec<Value>| {
         out.insert(name.into(), json!({"params": params, "columns": columns, "rows": rows}));
@@ -161,10 +161,10 @@ fn expected(events: &[EnrichedEvent], quarantined: &[(&str, &str)], dead_letter_
     let mut bots: BTreeMap<String, (i64, i64)> = BTreeMap::new();
     for e in events {
         let (d, h) = (dt(e.received_at), e.received_at.format("%H").to_string());
-        *by_hour.entry((d.clone(), h, e.event_type.clone())).or_default() += 1;
-        *by_day.entry((d.clone(), e.event_type.clone())).or_default() += 1;
+        *by_hour.entry((d.clone(), h, e.event_type.to_string())).or_default() += 1;
+        *by_day.entry((d.clone(), e.event_type.to_string())).or_default() += 1;
         let day_users = users.entry(d.clone()).or_default();
-        day_users.extend(e.anonymous_id.clone());
+        day_users.extend(e.anonymous_id.as_deref().map(str::to_owned));
         let b = bots.entry(d).or_default();
         b.0 += 1;
         b.1 += i64::from(is_bot(e));
@@ -193,7 +193,7 @@ fn expected(events: &[EnrichedEvent], quarantined: &[(&str, &str)], dead_letter_
         if let Some(url) = &e.url {
             let p = pages.entry(url_path(url)).or_default();
             p.0 += 1;
-            p.1.extend(e.anonymous_id.clone());
+            p.1.extend(e.anonymous_id.as_deref().map(str::to_owned));
         }
     }
     let mut pages: Vec<(String, i64, usize)> = pages.into_iter().map(|(p, (v, u))| (p, v, u.len())).collect();
@@ -212,7 +212,7 @@ fn expected(events: &[EnrichedEvent], quarantined: &[(&str, &str)], dead_letter_
     for e in events {
         let Some(anon) = e.anonymous_id.as_deref() else { continue };
         let f = funnel.entry(anon).or_default();
-        match e.event_type.as_str() {
+        match &*e.event_type {
             "page_view" => f.0 = Some(f.0.map_or(e.occurred_at, |t| t.min(e.occurred_at))),
             "purchase" => f.1 = Some(f.1.map_or(e.occurred_at, |t| t.max(e.occurred_at))),
             _ => {}

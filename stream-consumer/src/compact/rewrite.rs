@@ -325,8 +325,8 @@ mod tests {
             types.iter().zip(ids).enumerate().map(|(i, (t, id))| event_record(&i.to_string(), t, *id)).collect();
         let decoded = decode_batch(&records).events;
         let agent = parse_agent("Mozilla/5.0");
-        let mut rows: Vec<LakeRow<'_>> = decoded.iter().map(|d| LakeRow { decoded: d, agent: Some(&agent) }).collect();
-        encode_parquet(&mut rows).unwrap()
+        let rows: Vec<LakeRow<'_>> = decoded.iter().map(|d| LakeRow { decoded: d, agent: Some(&agent) }).collect();
+        encode_parquet(&rows).unwrap()
     }
 
     fn column(body: &Bytes, name: &str) -> Vec<String> {
