@@ -9,10 +9,6 @@ use stream_consumer::enrich::AgentCache;
 use stream_consumer::lake::{LakeRow, encode_parquet};
 use stream_consumer::testing::{record_of, sample_event, seq};
 
-/// The allocator the consumer's binaries run on (see `src/main.rs`), so the numbers are theirs.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn bench(c: &mut Criterion) {
     let now = Utc::now();
     let types = ["page_view", "click", "add_to_cart", "purchase", "search", "signup"];

@@ -15,10 +15,6 @@ use stream_consumer::lake::{LakeRow, encode_parquet};
 use stream_consumer::sinks::dynamo::to_item;
 use stream_consumer::testing::{record_of, sample_event, seq};
 
-/// The allocator the consumer's binaries run on (see `src/main.rs`), so the numbers are theirs.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn vm_hwm_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .unwrap_or_default()

@@ -11,10 +11,6 @@ use stream_consumer::sinks::postgres::{PgLedger, connect_options};
 use stream_consumer::sinks::s3::S3Lake;
 use stream_consumer::{Config, Pipeline, handler_settings, lambda, s3_client, telemetry};
 
-/// Batches allocate and free tens of MB of column buffers; see the workspace `Cargo.toml`.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Latency buckets (seconds) for every `_seconds` histogram: 1 ms to 5 min, finer around the
 /// 2 s end-to-end target so a p99 read from them says on which side of it the run fell.
 const LATENCY_BUCKETS: [f64; 19] =

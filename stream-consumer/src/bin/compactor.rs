@@ -19,10 +19,6 @@ use stream_consumer::compact::{Compactor, PartitionReport};
 use stream_consumer::sinks::postgres::{PgLedger, connect_options};
 use stream_consumer::{Config, s3_client, telemetry};
 
-/// Batches allocate and free tens of MB of column buffers; see the workspace `Cargo.toml`.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// What to compact in a local run.
 #[derive(Debug, PartialEq, Eq)]
 enum Target {
