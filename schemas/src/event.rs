@@ -229,9 +229,24 @@ impl EnrichedEvent<'_> {
     }
 }
 
-/// An owned copy of an optional borrowed string.
-fn owned(s: Option<&str>) -> Option<Cow<'static, str>> {
-    s.map(|s| Cow::Owned(s.to_owned()))
+impl<'a> EventRecord<'a> {
+    /// The same event as an [`EnrichedEvent`], still borrowing.
+    pub fn event(&self) -> EnrichedEvent<'a> {
+        EnrichedEvent {
+            event_id: self.event_id,
+            event_type: Cow::Borrowed(self.event_type),
+            occurred_at: self.occurred_at,
+            received_at: self.received_at,
+            anonymous_id: self.anonymous_id.map(Cow::Borrowed),
+            user_id: self.user_id.map(Cow::Borrowed),
+            session_id: self.session_id.map(Cow::Borrowed),
+            url: self.url.map(Cow::Borrowed),
+            referrer: self.referrer.map(Cow::Borrowed),
+            user_agent: self.user_agent.map(Cow::Borrowed),
+            client_ip: self.client_ip.map(Cow::Borrowed),
+            properties: self.properties.borrowed(),
+        }
+    }
 }
 
 impl<'a> ValidEvent<'a> {
@@ -258,21 +273,7 @@ impl<'a> ValidEvent<'a> {
     /// [`ValidEvent::record`] as an owned event, with a new random ID when the client sent none.
     pub fn enrich(self, facts: &ServerFacts) -> EnrichedEvent<'static> {
         let stored = facts.stored();
-        let r = self.record(Uuid::new_v4(), &stored);
-        EnrichedEvent {
-            event_id: r.event_id,
-            event_type: Cow::Owned(r.event_type.to_owned()),
-            occurred_at: r.occurred_at,
-            received_at: r.received_at,
-            anonymous_id: owned(r.anonymous_id),
-            user_id: owned(r.user_id),
-            session_id: owned(r.session_id),
-            url: owned(r.url),
-            referrer: owned(r.referrer),
-            user_agent: owned(r.user_agent),
-            client_ip: owned(r.client_ip),
-            properties: r.properties.clone().into_owned(),
-        }
+        self.record(Uuid::new_v4(), &stored).event().into_owned()
     }
 }
 

@@ -39,6 +39,11 @@ impl Properties<'_> {
         Properties(Cow::Borrowed(EMPTY.get_or_init(|| serde_json::from_str("{}").expect("{} is JSON"))))
     }
 
+    /// The same text, borrowed from this one.
+    pub fn borrowed(&self) -> Properties<'_> {
+        Properties(Cow::Borrowed(&self.0))
+    }
+
     /// The same text, owned.
     pub fn into_owned(self) -> Properties<'static> {
         Properties(Cow::Owned(self.0.into_owned()))

@@ -110,18 +110,22 @@ pub fn encode_parquet(rows: &[LakeRow<'_>]) -> Result<Bytes, ConsumerError> {
             builder.append_option(value);
         }
     }
-    let mut text = text.into_iter().map(|mut b| Arc::new(b.finish()) as ArrayRef);
-    let mut next_text = || text.next().expect("TEXT_COLUMNS text columns");
-    // Schema order: event_id, event_type, occurred_at, received_at, then the text columns up to
-    // the user-agent facts, is_bot, and the stream position.
-    let event_type = next_text();
-    let mut columns: Vec<ArrayRef> =
-        vec![Arc::new(event_id.finish()), event_type, Arc::new(occurred_at.finish()), Arc::new(received_at.finish())];
-    columns.extend((0..11).map(|_| next_text()));
-    let (source_shard, source_sequence) = (next_text(), next_text());
-    columns.extend([Arc::new(is_bot.finish()) as ArrayRef, source_shard, source_sequence]);
-
     let schema = arrow_schema();
+    // The text columns come in schema order (see `text_values`); the others are named.
+    let mut text = text.into_iter();
+    let columns: Vec<ArrayRef> = schema
+        .fields()
+        .iter()
+        .map(|field| -> ArrayRef {
+            match field.name().as_str() {
+                "event_id" => Arc::new(event_id.finish()),
+                "occurred_at" => Arc::new(occurred_at.finish()),
+                "received_at" => Arc::new(received_at.finish()),
+                "is_bot" => Arc::new(is_bot.finish()),
+                _ => Arc::new(text.next().expect("one builder per text column").finish()),
+            }
+        })
+        .collect();
     let batch = RecordBatch::try_new(schema.clone(), columns).map_err(|e| ConsumerError::Encode(e.to_string()))?;
     let props = writer_properties(ROW_GROUP_ROWS);
     let mut buf = Vec::with_capacity(n * 200);
