@@ -5,7 +5,7 @@ use std::io::Read;
 use bytes::Bytes;
 use schemas::event::BorrowedStr;
 use schemas::limits::{MAX_BATCH_EVENTS, MAX_REQUEST_BYTES};
-use schemas::{ServerFacts, ValidationError, encode_event, validate_json};
+use schemas::{ServerFacts, ValidationError, encode_record, validate_json};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use uuid::Uuid;
@@ -144,7 +144,7 @@ pub fn prepare_events(events: &[&RawValue], facts: &ServerFacts) -> Prepared {
             Ok(valid) => {
                 let record = valid.record(Uuid::new_v4(), &stored);
                 let event_id = record.event_id;
-                let data = Bytes::from(encode_event(&record));
+                let data = Bytes::from(encode_record(&record));
                 prepared.records.push(PreparedRecord { index, event_id, partition_key: event_id.to_string(), data });
             }
             Err(ValidationError { field, reason }) => prepared.rejected.push(Rejected { index, field, reason }),

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::event::{EnrichedEvent, EventRecord, ValidationError};
+use crate::event::{EnrichedEvent, ValidationError};
 use crate::limits::MAX_EVENT_BYTES;
 
 /// The version this build writes. A consumer meeting any other version quarantines the record
@@ -57,18 +57,13 @@ impl DecodeError {
     }
 }
 
-/// Serializes one event as a stream record.
+/// Serializes one event as a stream record. The producer's events borrow the request body
+/// ([`crate::ValidEvent::record`]), so nothing is copied between validation and this text.
 pub fn encode_record(event: &EnrichedEvent<'_>) -> Vec<u8> {
-    encode_event(&event.record())
-}
-
-/// Serializes one borrowed event as a stream record: the producer's path, with no owned copy
-/// of the event in between.
-pub fn encode_event(event: &EventRecord<'_>) -> Vec<u8> {
     #[derive(Serialize)]
     struct EnvelopeRef<'a, 'e> {
         v: u32,
-        event: &'a EventRecord<'e>,
+        event: &'a EnrichedEvent<'e>,
     }
     // Room for a typical event without regrowing; the record is built once and sent as is.
     let mut out = Vec::with_capacity(768);

@@ -107,7 +107,8 @@ pub struct StoredFacts {
 /// An accepted event with the server facts: what travels on the stream and lands in every store.
 /// Read back from a record, its text borrows the record's bytes wherever the JSON had no
 /// escapes (a batch of 10,000 events would otherwise make ~90,000 small copies and frees);
-/// built by [`ValidEvent::enrich`], it owns them (`EnrichedEvent<'static>`).
+/// built by [`ValidEvent::record`], it borrows the request body until it is encoded; built by
+/// [`ValidEvent::enrich`], it owns its text (`EnrichedEvent<'static>`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EnrichedEvent<'a> {
@@ -143,32 +144,6 @@ fn borrowed<'de: 'a, 'a, D: Deserializer<'de>>(d: D) -> Result<Option<Cow<'a, st
     Ok(Option::<BorrowedStr<'de>>::deserialize(d)?.map(|s| s.0))
 }
 
-/// The stream record's event, borrowed: what [`crate::encode_record`] and the producer's fast
-/// path serialize. Same fields and formats as [`EnrichedEvent`], which reads it back.
-#[derive(Debug, Serialize)]
-pub struct EventRecord<'a> {
-    pub event_id: Uuid,
-    pub event_type: &'a str,
-    pub occurred_at: DateTime<Utc>,
-    pub received_at: DateTime<Utc>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub anonymous_id: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub user_id: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub session_id: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub url: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub referrer: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub user_agent: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub client_ip: Option<&'a str>,
-    #[serde(skip_serializing_if = "Properties::is_empty")]
-    pub properties: &'a Properties<'a>,
-}
-
 impl EnrichedEvent<'_> {
     /// Re-applies the client rules to an event read back from the stream. The consumer does this
     /// because the stream can be written by anything holding the IAM permission, not only our API.
@@ -187,24 +162,6 @@ impl EnrichedEvent<'_> {
             }
         }
         self.properties.check()
-    }
-
-    /// The borrowed form that is serialized onto the stream.
-    pub fn record(&self) -> EventRecord<'_> {
-        EventRecord {
-            event_id: self.event_id,
-            event_type: &self.event_type,
-            occurred_at: self.occurred_at,
-            received_at: self.received_at,
-            anonymous_id: self.anonymous_id.as_deref(),
-            user_id: self.user_id.as_deref(),
-            session_id: self.session_id.as_deref(),
-            url: self.url.as_deref(),
-            referrer: self.referrer.as_deref(),
-            user_agent: self.user_agent.as_deref(),
-            client_ip: self.client_ip.as_deref(),
-            properties: &self.properties,
-        }
     }
 }
 
@@ -229,51 +186,32 @@ impl EnrichedEvent<'_> {
     }
 }
 
-impl<'a> EventRecord<'a> {
-    /// The same event as an [`EnrichedEvent`], still borrowing.
-    pub fn event(&self) -> EnrichedEvent<'a> {
-        EnrichedEvent {
-            event_id: self.event_id,
-            event_type: Cow::Borrowed(self.event_type),
-            occurred_at: self.occurred_at,
-            received_at: self.received_at,
-            anonymous_id: self.anonymous_id.map(Cow::Borrowed),
-            user_id: self.user_id.map(Cow::Borrowed),
-            session_id: self.session_id.map(Cow::Borrowed),
-            url: self.url.map(Cow::Borrowed),
-            referrer: self.referrer.map(Cow::Borrowed),
-            user_agent: self.user_agent.map(Cow::Borrowed),
-            client_ip: self.client_ip.map(Cow::Borrowed),
-            properties: self.properties.borrowed(),
-        }
-    }
-}
-
 impl<'a> ValidEvent<'a> {
     /// Adds the server facts, borrowing: `event_id` is the client's or `assigned`, `occurred_at`
     /// defaults to the receive time, the header user agent stands in when the event has none,
     /// and the address is the anonymised one (the full address never reaches this type).
-    pub fn record<'s>(&'s self, assigned: Uuid, facts: &'s StoredFacts) -> EventRecord<'s> {
-        EventRecord {
+    pub fn record<'s>(&'s self, assigned: Uuid, facts: &'s StoredFacts) -> EnrichedEvent<'s> {
+        let text = |s: &'s Option<Cow<'a, str>>| s.as_deref().map(Cow::Borrowed);
+        EnrichedEvent {
             event_id: self.event_id.unwrap_or(assigned),
-            event_type: &self.event_type,
+            event_type: Cow::Borrowed(&self.event_type),
             occurred_at: self.occurred_at.unwrap_or(facts.received_at),
             received_at: facts.received_at,
-            anonymous_id: self.anonymous_id.as_deref(),
-            user_id: self.user_id.as_deref(),
-            session_id: self.session_id.as_deref(),
-            url: self.url.as_deref(),
-            referrer: self.referrer.as_deref(),
-            user_agent: self.user_agent.as_deref().or(facts.header_user_agent.as_deref()),
-            client_ip: facts.client_ip.as_deref(),
-            properties: &self.properties,
+            anonymous_id: text(&self.anonymous_id),
+            user_id: text(&self.user_id),
+            session_id: text(&self.session_id),
+            url: text(&self.url),
+            referrer: text(&self.referrer),
+            user_agent: self.user_agent.as_deref().or(facts.header_user_agent.as_deref()).map(Cow::Borrowed),
+            client_ip: facts.client_ip.as_deref().map(Cow::Borrowed),
+            properties: self.properties.borrowed(),
         }
     }
 
     /// [`ValidEvent::record`] as an owned event, with a new random ID when the client sent none.
     pub fn enrich(self, facts: &ServerFacts) -> EnrichedEvent<'static> {
         let stored = facts.stored();
-        self.record(Uuid::new_v4(), &stored).event().into_owned()
+        self.record(Uuid::new_v4(), &stored).into_owned()
     }
 }
 

@@ -10,10 +10,9 @@ pub mod lake;
 pub mod limits;
 pub mod properties;
 
-pub use envelope::{DecodeError, ENVELOPE_VERSION, Envelope, decode_record, encode_event, encode_record};
+pub use envelope::{DecodeError, ENVELOPE_VERSION, Envelope, decode_record, encode_record};
 pub use event::{
-    EnrichedEvent, EventRecord, ServerFacts, StoredFacts, ValidEvent, ValidationError, anonymise_ip, validate_event,
-    validate_json,
+    EnrichedEvent, ServerFacts, StoredFacts, ValidEvent, ValidationError, anonymise_ip, validate_event, validate_json,
 };
 pub use properties::Properties;
 
