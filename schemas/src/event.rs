@@ -148,6 +148,14 @@ impl EnrichedEvent<'_> {
     /// Re-applies the client rules to an event read back from the stream. The consumer does this
     /// because the stream can be written by anything holding the IAM permission, not only our API.
     pub fn check(&self) -> Result<(), ValidationError> {
+        self.check_fields()?;
+        self.properties.check()
+    }
+
+    /// The rules of every field but `properties`, in the order [`EnrichedEvent::check`] applies
+    /// them (so the first broken rule is the same). The canonical record reader checks
+    /// `properties` while it reads them and then only needs these.
+    pub(crate) fn check_fields(&self) -> Result<(), ValidationError> {
         check_event_type(&self.event_type)?;
         for (name, value, max, min) in [
             ("anonymous_id", &self.anonymous_id, MAX_ID_LEN, 1),
@@ -161,7 +169,7 @@ impl EnrichedEvent<'_> {
                 check_text(name, s, min, max)?;
             }
         }
-        self.properties.check()
+        Ok(())
     }
 }
 
@@ -621,7 +629,7 @@ fn rfc3339<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
 }
 
 /// `YYYY-MM-DDTHH:MM:SS[.f{1,9}]Z`, or `None` for any other form.
-fn parse_utc_fast(b: &[u8]) -> Option<DateTime<Utc>> {
+pub(crate) fn parse_utc_fast(b: &[u8]) -> Option<DateTime<Utc>> {
     if !is_timestamp_shape(b) || b.last() != Some(&b'Z') {
         return None;
     }

@@ -3,6 +3,7 @@
 //! Everything here is pure data and pure functions so that the producer, the consumer, the
 //! verifier and the tests agree by construction rather than by convention.
 
+mod canonical;
 pub mod dynamo;
 pub mod envelope;
 pub mod event;

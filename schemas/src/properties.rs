@@ -22,36 +22,75 @@ pub const MAX_PROPERTIES_ARRAY_ITEMS: usize = 100;
 /// A `properties` object as JSON text; compared by text. The producer's is the compact text that
 /// passed [`check_properties`]; the consumer's borrows the stream record (see [`Properties::check`]),
 /// so a batch never copies it before it is written out.
-#[derive(Clone, Serialize)]
-#[serde(transparent)]
-pub struct Properties<'a>(Cow<'a, RawValue>);
+#[derive(Clone)]
+pub struct Properties<'a>(Text<'a>);
+
+#[derive(Clone)]
+enum Text<'a> {
+    /// Raw JSON as serde_json holds it: written by the producer, or read by the general
+    /// record decoder.
+    Raw(Cow<'a, RawValue>),
+    /// Borrowed from a stream record by the canonical reader (`crate::canonical`), which
+    /// checked its syntax and rules while finding its end. serde_json offers no way to borrow a
+    /// `RawValue` without parsing the text again, which is the cost this variant exists to save.
+    Checked(&'a str),
+}
 
 impl<'de: 'a, 'a> Deserialize<'de> for Properties<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        <&'a RawValue>::deserialize(d).map(|raw| Properties(Cow::Borrowed(raw)))
+        <&'a RawValue>::deserialize(d).map(|raw| Properties(Text::Raw(Cow::Borrowed(raw))))
+    }
+}
+
+impl Serialize for Properties<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match &self.0 {
+            Text::Raw(raw) => raw.serialize(s),
+            // Only tests and tools serialize an event read back from the stream; the text was
+            // checked as JSON, so this parse (borrowing, no copy) cannot fail.
+            Text::Checked(text) => {
+                serde_json::from_str::<&RawValue>(text).map_err(serde::ser::Error::custom)?.serialize(s)
+            }
+        }
+    }
+}
+
+impl<'a> Properties<'a> {
+    /// Wraps text the canonical reader has checked against every rule (see `crate::canonical`).
+    pub(crate) fn checked(text: &'a str) -> Properties<'a> {
+        Properties(Text::Checked(text))
     }
 }
 
 impl Properties<'_> {
     /// `{}`: what an event without properties carries.
     pub fn empty() -> Properties<'static> {
-        static EMPTY: std::sync::OnceLock<&'static RawValue> = std::sync::OnceLock::new();
-        Properties(Cow::Borrowed(EMPTY.get_or_init(|| serde_json::from_str("{}").expect("{} is JSON"))))
+        Properties(Text::Checked("{}"))
     }
 
     /// The same text, borrowed from this one.
     pub fn borrowed(&self) -> Properties<'_> {
-        Properties(Cow::Borrowed(&self.0))
+        match &self.0 {
+            Text::Raw(raw) => Properties(Text::Raw(Cow::Borrowed(raw))),
+            Text::Checked(text) => Properties(Text::Checked(text)),
+        }
     }
 
     /// The same text, owned.
     pub fn into_owned(self) -> Properties<'static> {
-        Properties(Cow::Owned(self.0.into_owned()))
+        match self.0 {
+            Text::Raw(raw) => Properties(Text::Raw(Cow::Owned(raw.into_owned()))),
+            Text::Checked("{}") => Properties::empty(),
+            Text::Checked(text) => Properties::from_checked(text.as_bytes().to_vec()),
+        }
     }
 
     /// The JSON text, as stored in the lake and in DynamoDB.
     pub fn json(&self) -> &str {
-        self.0.get()
+        match &self.0 {
+            Text::Raw(raw) => raw.get(),
+            Text::Checked(text) => text,
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -78,7 +117,7 @@ impl Properties<'_> {
         // The text was written by this module from a parsed object, so it is UTF-8 JSON; the
         // fallback only exists so that a bug here surfaces as an empty object in a test, not a panic.
         let text = String::from_utf8(text).unwrap_or_else(|_| "{}".to_owned());
-        RawValue::from_string(text).map_or_else(|_| Properties::empty(), |raw| Properties(Cow::Owned(raw)))
+        RawValue::from_string(text).map_or_else(|_| Properties::empty(), |raw| Properties(Text::Raw(Cow::Owned(raw))))
     }
 }
 

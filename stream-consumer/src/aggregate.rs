@@ -3,7 +3,8 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use schemas::lake::Partition;
+
+const SECONDS_PER_HOUR: i64 = 3600;
 
 /// Counts to add in PostgreSQL; sorted, so statements touch rows in a stable order (no deadlocks
 /// between concurrent batches upserting the same types).
@@ -14,13 +15,19 @@ pub struct Counts {
 }
 
 impl Counts {
-    /// Aggregates `(event_type, received_at)` pairs.
+    /// Aggregates `(event_type, received_at)` pairs. A batch holds a handful of types and one or
+    /// two hours, so the events are counted under borrowed keys (the hour as a number) and each
+    /// distinct key is turned into a `String` and a time once, not once per event.
     pub fn of<'a>(events: impl Iterator<Item = (&'a str, DateTime<Utc>)>) -> Counts {
-        let mut counts = Counts::default();
+        let mut hourly: foldhash::HashMap<(&str, i64), i64> = foldhash::HashMap::default();
         for (event_type, received_at) in events {
-            *counts.totals.entry(event_type.to_owned()).or_default() += 1;
-            let hour = Partition::of(received_at).hour_start();
-            *counts.hourly.entry((event_type.to_owned(), hour)).or_default() += 1;
+            *hourly.entry((event_type, received_at.timestamp().div_euclid(SECONDS_PER_HOUR))).or_default() += 1;
+        }
+        let mut counts = Counts::default();
+        for ((event_type, hour), n) in hourly {
+            *counts.totals.entry(event_type.to_owned()).or_default() += n;
+            let hour = DateTime::from_timestamp(hour * SECONDS_PER_HOUR, 0).unwrap_or_default();
+            *counts.hourly.entry((event_type.to_owned(), hour)).or_default() += n;
         }
         counts
     }
@@ -76,5 +83,17 @@ mod tests {
             [t("2024-05-01T10:00:00Z"), t("2024-05-01T10:00:00Z"), t("2024-05-01T11:00:00Z")]
         );
         assert_eq!(cols.hourly_counts, [1, 1, 2]);
+    }
+
+    /// Invariant: an event is counted in the hour of its lake partition (the hours agree with
+    /// `Partition::hour_start`, before 1970 too).
+    #[test]
+    fn hours_are_the_lake_partitions_hours() {
+        for at in ["2024-05-01T10:59:59.999Z", "2024-05-01T11:00:00Z", "1969-12-31T23:59:59.5Z", "1960-03-01T00:00:00Z"]
+        {
+            let counts = Counts::of([("a", t(at))].into_iter());
+            let hour = counts.hourly.keys().next().unwrap().1;
+            assert_eq!(hour, schemas::lake::Partition::of(t(at)).hour_start(), "{at}");
+        }
     }
 }

@@ -1,0 +1,403 @@
+//! The fast path of [`crate::decode_record`]: a record in the exact form [`crate::encode_record`] writes, read in one pass.
+//!
+//! Nearly every record on the stream was written by our producer, so nearly every record has one
+//! form: compact JSON, the fields in declaration order, strings without escapes. This reader
+//! accepts that form only. It borrows every string from the record, and checks the `properties`
+//! rules while it finds the object's end, so the object is scanned once instead of being skipped
+//! by serde_json and then parsed again to check it.
+//!
+//! It never decides that a record is bad. Whatever it does not recognise — another field order,
+//! whitespace, an escape, a number whose compact form differs from its text, a broken rule — makes
+//! it answer `None`, and the general serde path reads the record and names precisely what is
+//! wrong. A property test holds it to that path on random and on mangled records
+//! (`tests/proptest_decode.rs`).
+
+use std::borrow::Cow;
+
+use uuid::Uuid;
+
+use crate::event::{EnrichedEvent, parse_utc_fast};
+use crate::limits::{
+    MAX_PROPERTIES_BYTES, MAX_PROPERTIES_DEPTH, MAX_PROPERTIES_KEYS, MAX_PROPERTY_KEY_LEN, MAX_PROPERTY_STRING_LEN,
+};
+use crate::properties::{MAX_PROPERTIES_ARRAY_ITEMS, Properties};
+
+/// The optional text fields, in the order `EnrichedEvent` declares (and serde writes) them, each
+/// with the separator and key that come before its value.
+const OPTIONAL_TEXT: [&str; 7] = [
+    r#","anonymous_id":"#,
+    r#","user_id":"#,
+    r#","session_id":"#,
+    r#","url":"#,
+    r#","referrer":"#,
+    r#","user_agent":"#,
+    r#","client_ip":"#,
+];
+
+/// Reads `text` if it is a canonical version-1 record, with `properties` checked against every
+/// rule (the other fields still need [`EnrichedEvent::check_fields`]); `None` for anything else.
+pub(crate) fn read(text: &str) -> Option<EnrichedEvent<'_>> {
+    // A canonical record has no whitespace between tokens, and JSON allows no raw control
+    // character inside a string, so one scan for bytes below 0x20 rules both out up front and no
+    // string below needs its own.
+    if has_byte_below_space(text.as_bytes()) {
+        return None;
+    }
+    let mut r = Reader { text, pos: 0 };
+    r.expect(r#"{"v":1,"event":{"event_id":"#)?;
+    let event_id = Uuid::try_parse(r.string()?).ok()?;
+    r.expect(r#","event_type":"#)?;
+    let event_type = Cow::Borrowed(r.string()?);
+    r.expect(r#","occurred_at":"#)?;
+    let occurred_at = parse_utc_fast(r.string()?.as_bytes())?;
+    r.expect(r#","received_at":"#)?;
+    let received_at = parse_utc_fast(r.string()?.as_bytes())?;
+    let mut text_fields: [Option<Cow<'_, str>>; OPTIONAL_TEXT.len()] = Default::default();
+    for (slot, key) in text_fields.iter_mut().zip(OPTIONAL_TEXT) {
+        if r.eat(key) {
+            *slot = Some(Cow::Borrowed(r.string()?));
+        }
+    }
+    let properties = if r.eat(r#","properties":"#) {
+        let start = r.pos;
+        if r.peek()? != b'{' {
+            return None;
+        }
+        r.value(0)?;
+        let json = &text[start..r.pos];
+        // Every number was checked to be in its compact form and no string has an escape, so the
+        // text is exactly as long as the compact JSON the size rule counts.
+        if json.len() > MAX_PROPERTIES_BYTES {
+            return None;
+        }
+        Properties::checked(json)
+    } else {
+        Properties::empty()
+    };
+    r.expect("}}")?;
+    if r.pos != text.len() {
+        return None;
+    }
+    let [anonymous_id, user_id, session_id, url, referrer, user_agent, client_ip] = text_fields;
+    Some(EnrichedEvent {
+        event_id,
+        event_type,
+        occurred_at,
+        received_at,
+        anonymous_id,
+        user_id,
+        session_id,
+        url,
+        referrer,
+        user_agent,
+        client_ip,
+        properties,
+    })
+}
+
+/// A branch-free scan per chunk, which the compiler vectorises.
+fn has_byte_below_space(bytes: &[u8]) -> bool {
+    bytes.chunks(64).any(|chunk| chunk.iter().fold(false, |any, &b| any | (b < 0x20)))
+}
+
+/// More than `max` characters (counted only when the bytes say it could be).
+fn longer_than(s: &str, max: usize) -> bool {
+    s.len() > max && s.chars().count() > max
+}
+
+struct Reader<'t> {
+    text: &'t str,
+    pos: usize,
+}
+
+impl<'t> Reader<'t> {
+    fn rest(&self) -> &'t [u8] {
+        &self.text.as_bytes()[self.pos..]
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.rest().first().copied()
+    }
+
+    /// Consumes `token` if the input continues with it.
+    fn eat(&mut self, token: &str) -> bool {
+        let found = self.rest().starts_with(token.as_bytes());
+        if found {
+            self.pos += token.len();
+        }
+        found
+    }
+
+    fn expect(&mut self, token: &str) -> Option<()> {
+        self.eat(token).then_some(())
+    }
+
+    /// A string without escapes, borrowed; the input must be at its opening quote.
+    fn string(&mut self) -> Option<&'t str> {
+        self.expect("\"")?;
+        let len = memchr::memchr2(b'"', b'\\', self.rest())?;
+        let s = &self.text[self.pos..self.pos + len];
+        if self.rest()[len] != b'"' {
+            return None;
+        }
+        self.pos += len + 1;
+        Some(s)
+    }
+
+    /// A value inside `properties`, checked against the rules; `depth` is the depth of the
+    /// container holding it (0 for the `properties` object itself, whose own depth is 1), as in
+    /// `properties::check_properties`.
+    fn value(&mut self, depth: usize) -> Option<()> {
+        match self.peek()? {
+            b'{' if depth < MAX_PROPERTIES_DEPTH => self.object(depth + 1),
+            b'[' if depth < MAX_PROPERTIES_DEPTH => self.array(depth + 1),
+            b'"' => (!longer_than(self.string()?, MAX_PROPERTY_STRING_LEN)).then_some(()),
+            b't' => self.expect("true"),
+            b'f' => self.expect("false"),
+            b'n' => self.expect("null"),
+            b'-' | b'0'..=b'9' => self.number(),
+            _ => None,
+        }
+    }
+
+    fn object(&mut self, depth: usize) -> Option<()> {
+        self.expect("{")?;
+        if self.eat("}") {
+            return Some(());
+        }
+        for _ in 0..MAX_PROPERTIES_KEYS {
+            if longer_than(self.string()?, MAX_PROPERTY_KEY_LEN) {
+                return None;
+            }
+            self.expect(":")?;
+            self.value(depth)?;
+            if self.eat("}") {
+                return Some(());
+            }
+            self.expect(",")?;
+        }
+        None
+    }
+
+    fn array(&mut self, depth: usize) -> Option<()> {
+        self.expect("[")?;
+        if self.eat("]") {
+            return Some(());
+        }
+        for _ in 0..MAX_PROPERTIES_ARRAY_ITEMS {
+            self.value(depth)?;
+            if self.eat("]") {
+                return Some(());
+            }
+            self.expect(",")?;
+        }
+        None
+    }
+
+    /// A number in the form the producer writes it, so that the record's text is the compact
+    /// text the size rule counts: an integer of up to 18 digits (serde_json reads it as an
+    /// integer and writes the same digits back), or a decimal without exponent that serde_json
+    /// reads as a finite double and writes back unchanged. Anything else (an exponent, a longer
+    /// integer, `-0`, `1.50`) goes to the general path.
+    fn number(&mut self) -> Option<()> {
+        let rest = self.rest();
+        let sign = usize::from(rest.first() == Some(&b'-'));
+        let int = rest[sign..].iter().take_while(|b| b.is_ascii_digit()).count();
+        let digits = &rest[sign..sign + int];
+        if int == 0 || (int > 1 && digits[0] == b'0') {
+            return None;
+        }
+        let mut len = sign + int;
+        if rest.get(len) == Some(&b'.') {
+            let fraction = rest[len + 1..].iter().take_while(|b| b.is_ascii_digit()).count();
+            if fraction == 0 {
+                return None;
+            }
+            len += 1 + fraction;
+        }
+        if matches!(rest.get(len), Some(b'e' | b'E')) {
+            return None;
+        }
+        let token = &self.text[self.pos..self.pos + len];
+        let canonical = if len == sign + int { int <= 18 && token != "-0" } else { writes_back_unchanged(token) };
+        self.pos += len;
+        canonical.then_some(())
+    }
+}
+
+/// Whether serde_json reads `token` as a finite double and writes it back as the same text (what
+/// the producer's properties walker does with every decimal).
+fn writes_back_unchanged(token: &str) -> bool {
+    let Ok(value) = serde_json::from_str::<f64>(token) else { return false };
+    let mut buf = [0u8; 32];
+    let mut out = std::io::Cursor::new(&mut buf[..]);
+    if serde_json::to_writer(&mut out, &value).is_err() {
+        return false;
+    }
+    let written = out.position() as usize;
+    &buf[..written] == token.as_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{ServerFacts, validate_event};
+    use serde_json::json;
+
+    /// A record as the producer writes it, with `properties` in their compact form whether or not
+    /// the producer would have accepted them (a forged record).
+    fn record(properties: serde_json::Value) -> Vec<u8> {
+        let now = "2024-05-01T12:00:00.250Z".parse().unwrap();
+        let raw = json!({"event_type": "click", "url": "https://shop.example/a", "properties": {"__": 0}});
+        let event = validate_event(&raw, now).unwrap().enrich(&ServerFacts {
+            received_at: now,
+            client_ip: Some("10.1.2.3".parse().unwrap()),
+            user_agent: Some("curl/8".into()),
+        });
+        let text = String::from_utf8(crate::encode_record(&event)).unwrap();
+        text.replacen(r#"{"__":0}"#, &properties.to_string(), 1).replacen(r#","properties":{}"#, "", 1).into_bytes()
+    }
+
+    fn read_bytes(bytes: &[u8]) -> Option<EnrichedEvent<'_>> {
+        read(std::str::from_utf8(bytes).unwrap())
+    }
+
+    /// Invariant: a record the producer writes is read here, whole and borrowed, with the same
+    /// result as the general path.
+    #[test]
+    fn reads_what_the_producer_writes() {
+        let bytes =
+            record(json!({"sku": "EM-1", "price": 349.99, "n": -12, "tags": ["a", true, null], "x": {"y": []}}));
+        let fast = read_bytes(&bytes).expect("canonical");
+        assert!(matches!(fast.url, Some(Cow::Borrowed(_))));
+        assert!(bytes.as_ptr_range().contains(&fast.properties.json().as_ptr()), "properties were copied");
+        let general: crate::Envelope = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(fast, general.event);
+        assert!(read_bytes(&record(json!({}))).is_some_and(|e| e.properties.is_empty()));
+    }
+
+    /// Invariant: anything outside the canonical form is left to the general path, which then
+    /// decides (and names the reason) — the rules at their limits included.
+    #[test]
+    fn hands_back_what_it_does_not_recognise() {
+        let depth_5 = json!({"a": {"b": {"c": {"d": {"e": 1}}}}});
+        let depth_6 = json!({"a": {"b": {"c": {"d": {"e": {"f": 1}}}}}});
+        assert!(read_bytes(&record(depth_5)).is_some());
+        assert!(read_bytes(&record(depth_6)).is_none());
+        let items = |n: usize| json!({"l": (0..n).collect::<Vec<_>>()});
+        assert!(read_bytes(&record(items(100))).is_some());
+        assert!(read_bytes(&record(items(101))).is_none());
+        let keys = |n: usize| json!((0..n).map(|i| (format!("k{i}"), json!(i))).collect::<serde_json::Map<_, _>>());
+        assert!(read_bytes(&record(keys(50))).is_some());
+        assert!(read_bytes(&record(keys(51))).is_none());
+        assert!(read_bytes(&record(json!({"s": "é".repeat(1024)}))).is_some());
+        assert!(read_bytes(&record(json!({"s": "é".repeat(1025)}))).is_none());
+        assert!(read_bytes(&record(json!({"k".repeat(129): 1}))).is_none());
+        assert!(read_bytes(&record(json!({"q": "say \"hi\""}))).is_none(), "escapes go to the general path");
+
+        let canonical = String::from_utf8(record(json!({"n": 1.5}))).unwrap();
+        for (from, to) in [
+            ("1.5", "1.50"),
+            ("1.5", "15e-1"),
+            ("1.5", "-0"),
+            ("1.5", "1234567890123456789"),
+            (r#"{"v":1,"#, r#"{"v": 1,"#),
+            (r#"{"v":1,"#, r#"{"v":2,"#),
+            ("}}", "}} "),
+            ("}}", "},\"x\":1}"),
+        ] {
+            let mangled = canonical.replacen(from, to, 1);
+            assert_ne!(mangled, canonical);
+            assert!(read(&mangled).is_none(), "{mangled}");
+        }
+        let event = canonical.strip_prefix(r#"{"v":1,"event":"#).and_then(|s| s.strip_suffix('}')).unwrap();
+        let reordered = format!(r#"{{"event":{event},"v":1}}"#);
+        assert!(read(&reordered).is_none());
+        assert!(crate::decode_record(reordered.as_bytes()).is_ok(), "the general path still reads it");
+    }
+
+    /// A JSON value inside `properties`. Plain ones are in the producer's form (so that the
+    /// reader takes them, and edits of them test it); exotic ones add numbers of every kind (the
+    /// decimals a double prints, huge integers), strings with quotes, backslashes and controls,
+    /// and nesting past the depth limit.
+    fn any_property(exotic: bool) -> proptest::strategy::BoxedStrategy<serde_json::Value> {
+        use proptest::prelude::*;
+        use serde_json::Value;
+        let plain = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            (-100_000i64..100_000).prop_map(Value::from),
+            (-100_000i64..100_000).prop_map(|cents| Value::from(cents as f64 / 100.0)),
+            "[a-zé0-9 /-]{0,12}".prop_map(Value::String),
+        ];
+        let leaf = if exotic {
+            prop_oneof![
+                3 => plain,
+                1 => any::<i64>().prop_map(Value::from),
+                1 => any::<u64>().prop_map(Value::from),
+                1 => any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
+                1 => "(?s)[a-zé\"\\\\\u{7f}\u{1}/ ]{0,12}".prop_map(Value::String),
+            ]
+            .boxed()
+        } else {
+            plain.boxed()
+        };
+        let key = if exotic { "[a-z\"é]{1,6}" } else { "[a-z]{1,6}" };
+        leaf.prop_recursive(7, 64, 6, move |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                proptest::collection::vec((key, inner), 0..6).prop_map(|kv| Value::Object(kv.into_iter().collect())),
+            ]
+        })
+        .boxed()
+    }
+
+    /// One random edit of a record: a byte replaced by, or an insertion of, a byte that matters
+    /// to JSON or to the rules; or a byte removed.
+    fn mangle(record: &[u8], at: usize, edit: u8, byte: u8) -> Vec<u8> {
+        const BYTES: &[u8] = b"\"\\{}[],:0-.eE 1a\x7f\x01tnf";
+        let mut out = record.to_vec();
+        let at = at % (out.len() + 1);
+        let byte = BYTES[byte as usize % BYTES.len()];
+        match edit % 3 {
+            0 if at < out.len() => out[at] = byte,
+            1 if at < out.len() => {
+                out.remove(at);
+            }
+            _ => out.insert(at, byte),
+        }
+        out
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(3000))]
+
+        /// Invariant: whenever the canonical reader takes a record, the general path reads it
+        /// to the same event (or fails it with the same reason) — on the producer's records and
+        /// on every one-byte edit of them.
+        #[test]
+        fn canonical_reader_agrees_with_the_general_path(
+            (properties, url) in proptest::strategy::Strategy::prop_flat_map(proptest::bool::weighted(0.3), |exotic| (
+                proptest::collection::vec(("[a-z]{1,6}", any_property(exotic)), 0..8),
+                proptest::option::of(if exotic { "(?s)[a-z:/.\"\\\\é?=&\u{7f}]{1,30}" } else { "https://[a-z]{1,8}\\.example/[a-z0-9/?=&é-]{0,20}" }),
+            )),
+            at in proptest::prelude::any::<usize>(),
+            edit in proptest::prelude::any::<u8>(),
+            byte in proptest::prelude::any::<u8>(),
+        ) {
+            let now: chrono::DateTime<chrono::Utc> = "2024-05-01T12:00:00.250Z".parse().unwrap();
+            let properties: serde_json::Map<_, _> = properties.into_iter().collect();
+            let raw = json!({"event_type": "click", "url": url, "properties": properties});
+            let Ok(valid) = validate_event(&raw, now) else { return Ok(()) };
+            let event = valid.enrich(&ServerFacts { received_at: now, client_ip: None, user_agent: Some("ua".into()) });
+            let record = crate::encode_record(&event);
+            for bytes in [record.clone(), mangle(&record, at, edit, byte)] {
+                let Ok(text) = std::str::from_utf8(&bytes) else { continue };
+                if let Some(fast) = read(text) {
+                    let fast = fast.check_fields().map(|()| fast).map_err(crate::DecodeError::Invalid);
+                    proptest::prop_assert_eq!(fast, crate::envelope::decode_general(text), "{}", text);
+                }
+            }
+        }
+    }
+}
