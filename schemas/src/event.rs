@@ -153,18 +153,11 @@ impl EnrichedEvent<'_> {
     }
 
     /// The rules of every field but `properties`, in the order [`EnrichedEvent::check`] applies
-    /// them (so the first broken rule is the same). The canonical record reader checks
-    /// `properties` while it reads them and then only needs these.
-    pub(crate) fn check_fields(&self) -> Result<(), ValidationError> {
+    /// them (so the first broken rule is the same).
+    fn check_fields(&self) -> Result<(), ValidationError> {
         check_event_type(&self.event_type)?;
-        for (name, value, max, min) in [
-            ("anonymous_id", &self.anonymous_id, MAX_ID_LEN, 1),
-            ("user_id", &self.user_id, MAX_ID_LEN, 1),
-            ("session_id", &self.session_id, MAX_ID_LEN, 1),
-            ("url", &self.url, MAX_URL_LEN, 1),
-            ("referrer", &self.referrer, MAX_URL_LEN, 0),
-            ("user_agent", &self.user_agent, MAX_USER_AGENT_LEN, 0),
-        ] {
+        let values = [&self.anonymous_id, &self.user_id, &self.session_id, &self.url, &self.referrer, &self.user_agent];
+        for ((name, min, max), value) in TEXT_LIMITS.into_iter().zip(values) {
             if let Some(s) = value {
                 check_text(name, s, min, max)?;
             }
@@ -172,6 +165,17 @@ impl EnrichedEvent<'_> {
         Ok(())
     }
 }
+
+/// The length rules of the optional text fields, in the order `EnrichedEvent` declares them:
+/// (field, fewest characters, most characters).
+pub(crate) const TEXT_LIMITS: [(&str, usize, usize); 6] = [
+    ("anonymous_id", 1, MAX_ID_LEN),
+    ("user_id", 1, MAX_ID_LEN),
+    ("session_id", 1, MAX_ID_LEN),
+    ("url", 1, MAX_URL_LEN),
+    ("referrer", 0, MAX_URL_LEN),
+    ("user_agent", 0, MAX_USER_AGENT_LEN),
+];
 
 impl EnrichedEvent<'_> {
     /// The same event owning all its text, e.g. to keep it past the record it was read from.
@@ -652,25 +656,15 @@ pub(crate) fn parse_utc_fast(b: &[u8]) -> Option<DateTime<Utc>> {
 /// minus and leap seconds, which the pattern (and so the API description) does not; the value
 /// ranges (month 01-12, hour 00-23, …) are left to chrono.
 fn is_timestamp_shape(b: &[u8]) -> bool {
-    let digits = |range: std::ops::Range<usize>| range.into_iter().all(|i| b.get(i).is_some_and(u8::is_ascii_digit));
-    let at = |i: usize, c: u8| b.get(i) == Some(&c);
-    let date_time = digits(0..4)
-        && at(4, b'-')
-        && digits(5..7)
-        && at(7, b'-')
-        && digits(8..10)
-        && at(10, b'T')
-        && digits(11..13)
-        && at(13, b':')
-        && digits(14..16)
-        && at(16, b':')
-        && digits(17..19)
-        && b[17] <= b'5';
-    if !date_time {
+    // `d` stands for a digit; a plain loop over the pattern is what the stream's hot path can afford.
+    const DATE_TIME: &[u8; 19] = b"dddd-dd-ddTdd:dd:dd";
+    let Some(date_time) = b.get(..DATE_TIME.len()) else { return false };
+    let shape = date_time.iter().zip(DATE_TIME).all(|(&c, &p)| if p == b'd' { c.is_ascii_digit() } else { c == p });
+    if !shape || b[17] > b'5' {
         return false;
     }
-    let mut i = 19;
-    if at(i, b'.') {
+    let mut i = DATE_TIME.len();
+    if b.get(i) == Some(&b'.') {
         let fraction = b[i + 1..].iter().take_while(|c| c.is_ascii_digit()).count();
         if !(1..=9).contains(&fraction) {
             return false;

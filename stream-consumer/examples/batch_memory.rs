@@ -3,17 +3,20 @@
 //! them before writing. Prints the process's peak RSS (VmHWM).
 //!
 //!     cargo run --release -p stream-consumer --example batch_memory
+//!
+//! With `--repeat N` it runs the CPU path N more times, for an instruction count that does not
+//! depend on the machine's speed:
+//!
+//!     valgrind --tool=callgrind --toggle-collect='stream_consumer::testing::cpu_path' \
+//!         target/profiling/examples/batch_memory --repeat 3
 
 #![allow(clippy::print_stdout)]
 
-use chrono::Utc;
 use schemas::dynamo;
-use stream_consumer::aggregate::Counts;
 use stream_consumer::decode::decode_batch;
 use stream_consumer::enrich::AgentCache;
-use stream_consumer::lake::{LakeRow, encode_parquet};
 use stream_consumer::sinks::dynamo::to_item;
-use stream_consumer::testing::{record_of, sample_event, seq};
+use stream_consumer::testing::{bench_records, cpu_path};
 
 fn vm_hwm_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -24,21 +27,17 @@ fn vm_hwm_kib() -> u64 {
 }
 
 fn main() {
+    let repeat: usize = match std::env::args().skip(1).collect::<Vec<_>>().as_slice() {
+        [flag, n] if flag == "--repeat" => n.parse().expect("--repeat takes a number"),
+        _ => 0,
+    };
     let before = vm_hwm_kib();
-    let now = Utc::now();
-    let types = ["page_view", "click", "add_to_cart", "purchase", "search", "signup"];
-    // A batch spans time: events arrive 0.1 ms apart (10,000 events/s on the shard).
-    let received = |i: usize| now + chrono::Duration::microseconds(100 * i as i64);
-    let records: Vec<_> =
-        (0..10_000).map(|i| record_of(&seq(i), &sample_event(types[i % types.len()], None, received(i)))).collect();
+    let records = bench_records(10_000);
     let bytes: usize = records.iter().map(|r| r.data.len()).sum();
-    let decoded = decode_batch(&records);
     let agents = AgentCache::default();
-    let facts = agents.lookup_all(decoded.events.iter().map(|d| d.event.user_agent.as_deref()));
-    let counts = Counts::of(decoded.events.iter().map(|d| (&*d.event.event_type, d.event.received_at)));
-    let rows: Vec<LakeRow<'_>> =
-        decoded.events.iter().enumerate().map(|(i, d)| LakeRow { decoded: d, agent: facts.get(i) }).collect();
-    let parquet = encode_parquet(&rows).expect("encode");
+    let (counts, parquet) = cpu_path(&records, &agents).expect("encode");
+    // The DynamoDB items are built from the same decoded batch while the Parquet bytes are held.
+    let decoded = decode_batch(&records);
     let items: Vec<_> = decoded.events.iter().map(|d| to_item(dynamo::item(&d.event, 30))).collect();
     println!(
         "records={} input_bytes={} parquet_bytes={} dynamo_items={} event_types={} peak_rss_mib={:.1} (baseline {:.1})",
@@ -50,4 +49,14 @@ fn main() {
         vm_hwm_kib() as f64 / 1024.0,
         before as f64 / 1024.0
     );
+    if std::env::var_os("LAKE_COLUMN_SIZES").is_some() {
+        let meta = parquet::file::serialized_reader::SerializedFileReader::new(parquet.clone()).expect("read back");
+        use parquet::file::reader::FileReader;
+        for c in meta.metadata().row_group(0).columns() {
+            println!("{:20} {:>9} {:>9} {:?}", c.column_path().string(), c.uncompressed_size(), c.compressed_size(), c.compression());
+        }
+    }
+    for _ in 0..repeat {
+        cpu_path(&records, &agents).expect("encode");
+    }
 }

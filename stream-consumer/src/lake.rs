@@ -80,18 +80,7 @@ pub fn encode_parquet(rows: &[LakeRow<'_>]) -> Result<Bytes, ConsumerError> {
             *total += value.map_or(0, str::len);
         }
     }
-    // Ranks were handed out in order of appearance; renumber them in name order.
-    let mut names: Vec<(&str, u32)> = ranks.into_iter().collect();
-    names.sort_unstable();
-    let mut order = vec![0u32; names.len()];
-    for (sorted, (_, rank)) in names.iter().enumerate() {
-        order[*rank as usize] = sorted as u32;
-    }
-    for key in &mut keys {
-        key.0 = order[key.0 as usize];
-    }
-    // Unstable is enough: event IDs are unique in a batch, so no two keys are equal.
-    keys.sort_unstable();
+    let order = sorted_by_type(ranks, keys);
 
     let mut text: Vec<StringBuilder> = bytes.iter().map(|&b| StringBuilder::with_capacity(n, b)).collect();
     let mut event_id = StringBuilder::with_capacity(n, n * 36);
@@ -99,7 +88,7 @@ pub fn encode_parquet(rows: &[LakeRow<'_>]) -> Result<Bytes, ConsumerError> {
     let mut received_at = TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC");
     let mut is_bot = BooleanBuilder::with_capacity(n);
     let mut uuid_text = uuid::Uuid::encode_buffer();
-    for &(.., i) in &keys {
+    for &i in &order {
         let r = &rows[i as usize];
         let e = &r.decoded.event;
         event_id.append_value(e.event_id.hyphenated().encode_lower(&mut uuid_text));
@@ -136,12 +125,51 @@ pub fn encode_parquet(rows: &[LakeRow<'_>]) -> Result<Bytes, ConsumerError> {
     Ok(Bytes::from(buf))
 }
 
+/// The row order of a file: by event type, then occurrence time and event ID (each key is
+/// `(rank of the type in order of appearance, seconds, nanoseconds, event ID, row)`). A counting
+/// sort puts the rows in type order first; within a type, rows arrive nearly in time order, and
+/// the run-adaptive merge sort finishes that in close to one pass. The same order as sorting the
+/// whole keys (event IDs are unique in a batch, so no two keys are equal).
+fn sorted_by_type(ranks: foldhash::HashMap<&str, u32>, keys: Vec<(u32, i64, u32, u128, u32)>) -> Vec<u32> {
+    // Ranks were handed out in order of appearance; renumber them in name order.
+    let mut names: Vec<(&str, u32)> = ranks.into_iter().collect();
+    names.sort_unstable();
+    let mut order = vec![0usize; names.len()];
+    for (sorted, (_, rank)) in names.iter().enumerate() {
+        order[*rank as usize] = sorted;
+    }
+    let mut starts = vec![0usize; names.len() + 1];
+    for key in &keys {
+        starts[order[key.0 as usize] + 1] += 1;
+    }
+    for i in 1..starts.len() {
+        starts[i] += starts[i - 1];
+    }
+    let mut next = starts.clone();
+    let mut by_type = vec![(0i64, 0u32, 0u128, 0u32); keys.len()];
+    for (rank, secs, nanos, id, row) in keys {
+        let slot = &mut next[order[rank as usize]];
+        by_type[*slot] = (secs, nanos, id, row);
+        *slot += 1;
+    }
+    for bounds in starts.windows(2) {
+        by_type[bounds[0]..bounds[1]].sort();
+    }
+    by_type.into_iter().map(|(.., row)| row).collect()
+}
+
+/// The columns without statistics: free text and random identifiers. Their values are spread
+/// over every file and page alike (the files are sorted by type and time, not by these), so their
+/// min and max prune nothing, and computing them compares every value. The sort key, the times,
+/// the agent facts and the stream position keep theirs.
+pub const UNPRUNED_COLUMNS: [&str; 9] =
+    ["event_id", "anonymous_id", "user_id", "session_id", "url", "referrer", "user_agent", "client_ip", "properties"];
+
 /// The writer settings of every event file, from the consumer and the compactor alike: Snappy,
 /// `group_rows` per row group, page statistics, the sort order declared in the footer (engines
-/// that read it know the file is sorted), and no dictionary for the columns that are unique or
-/// nearly so per row, where a dictionary only costs time before the writer gives it up. Long
-/// free text gets no statistics: the min and max of URLs or JSON prune nothing, and computing
-/// them compares every value.
+/// that read it know the file is sorted), no dictionary for the columns that are unique or
+/// nearly so per row, where a dictionary only costs time before the writer gives it up, and no
+/// statistics for [`UNPRUNED_COLUMNS`].
 pub fn writer_properties(group_rows: usize) -> WriterProperties {
     let sorted = |column: usize| SortingColumn { column_idx: column as i32, descending: false, nulls_first: false };
     let mut builder = WriterProperties::builder()
@@ -152,8 +180,8 @@ pub fn writer_properties(group_rows: usize) -> WriterProperties {
     for unique in ["event_id", "occurred_at", "received_at", "properties", "source_sequence"] {
         builder = builder.set_column_dictionary_enabled(ColumnPath::from(unique), false);
     }
-    for free_text in ["url", "referrer", "user_agent", "properties"] {
-        builder = builder.set_column_statistics_enabled(ColumnPath::from(free_text), EnabledStatistics::None);
+    for unordered in UNPRUNED_COLUMNS {
+        builder = builder.set_column_statistics_enabled(ColumnPath::from(unordered), EnabledStatistics::None);
     }
     builder.build()
 }
@@ -240,8 +268,12 @@ mod tests {
             let column = meta.row_group(0).columns().iter().find(|c| c.column_path().string() == name).unwrap();
             column.statistics().is_some()
         };
-        assert!(stats("event_type") && stats("occurred_at"));
-        assert!(!stats("url") && !stats("properties"));
+        for pruned in ["event_type", "occurred_at", "received_at", "source_sequence"] {
+            assert!(stats(pruned), "{pruned} lost its statistics");
+        }
+        for unpruned in UNPRUNED_COLUMNS {
+            assert!(!stats(unpruned), "{unpruned} has statistics");
+        }
     }
 
     /// Invariant: the sort-key positions name the schema's columns.
@@ -251,5 +283,27 @@ mod tests {
         let names: Vec<&str> =
             [EVENT_ID, EVENT_TYPE, OCCURRED_AT].iter().map(|&i| schema.field(i).name().as_str()).collect();
         assert_eq!(names, ["event_id", "event_type", "occurred_at"]);
+    }
+
+    /// Invariant: the counting sort by type and the merge within each type give the order of
+    /// sorting whole keys, for any arrival order (ties in time included).
+    #[test]
+    fn type_buckets_sort_like_whole_keys() {
+        let names = ["purchase", "click", "page_view"];
+        let mut ranks: foldhash::HashMap<&str, u32> = foldhash::HashMap::default();
+        let mut keys = Vec::new();
+        for row in 0..500u32 {
+            let name = names[fastrand::usize(..names.len())];
+            let next = ranks.len() as u32;
+            let rank = *ranks.entry(name).or_insert(next);
+            keys.push((rank, fastrand::i64(-5..5), fastrand::u32(..3), fastrand::u128(..), row));
+        }
+        let mut whole: Vec<(&str, i64, u32, u128, u32)> = keys
+            .iter()
+            .map(|&(rank, s, n, id, row)| (*ranks.iter().find(|(_, r)| **r == rank).unwrap().0, s, n, id, row))
+            .collect();
+        whole.sort();
+        let want: Vec<u32> = whole.iter().map(|k| k.4).collect();
+        assert_eq!(sorted_by_type(ranks, keys), want);
     }
 }
