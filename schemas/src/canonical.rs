@@ -14,6 +14,7 @@
 
 use std::borrow::Cow;
 
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::event::{EnrichedEvent, TEXT_LIMITS, check_event_type, parse_utc_fast};
@@ -21,19 +22,6 @@ use crate::limits::{
     MAX_PROPERTIES_BYTES, MAX_PROPERTIES_DEPTH, MAX_PROPERTIES_KEYS, MAX_PROPERTY_KEY_LEN, MAX_PROPERTY_STRING_LEN,
 };
 use crate::properties::{MAX_PROPERTIES_ARRAY_ITEMS, Properties};
-
-/// The optional text fields, in the order `EnrichedEvent` declares (and serde writes) them, each
-/// with the separator and key that come before its value; the first six are those of
-/// [`TEXT_LIMITS`], `client_ip` has no client rule.
-const OPTIONAL_TEXT: [&str; 7] = [
-    r#","anonymous_id":"#,
-    r#","user_id":"#,
-    r#","session_id":"#,
-    r#","url":"#,
-    r#","referrer":"#,
-    r#","user_agent":"#,
-    r#","client_ip":"#,
-];
 
 /// Reads `text` if it is a canonical version-1 record that passes every rule
 /// ([`EnrichedEvent::check`]); `None` for anything else.
@@ -43,26 +31,24 @@ pub(crate) fn read(text: &str) -> Option<EnrichedEvent<'_>> {
     }
     let mut r = Reader { text, pos: 0 };
     r.expect(r#"{"v":1,"event":{"event_id":"#)?;
-    let event_id = Uuid::try_parse(r.string()?).ok()?;
+    let event_id = Uuid::try_parse(r.uuid()?).ok()?;
     r.expect(r#","event_type":"#)?;
-    let event_type = r.string()?;
+    let event_type = r.string(Scan::Short)?;
     check_event_type(event_type).ok()?;
     r.expect(r#","occurred_at":"#)?;
-    let occurred_at = parse_utc_fast(r.string()?.as_bytes())?;
+    let occurred_at = r.timestamp()?;
     r.expect(r#","received_at":"#)?;
-    let received_at = parse_utc_fast(r.string()?.as_bytes())?;
-    let mut text_fields: [Option<Cow<'_, str>>; OPTIONAL_TEXT.len()] = Default::default();
-    for (i, (slot, key)) in text_fields.iter_mut().zip(OPTIONAL_TEXT).enumerate() {
-        if r.eat(key) {
-            let s = r.string()?;
-            if let Some(&(_, min, max)) = TEXT_LIMITS.get(i)
-                && ((s.is_empty() && min > 0) || longer_than(s, max))
-            {
-                return None;
-            }
-            *slot = Some(Cow::Borrowed(s));
-        }
-    }
+    let received_at = r.timestamp()?;
+    // The optional fields in the order `EnrichedEvent` declares (and serde writes) them; the
+    // first six with the limits of `TEXT_LIMITS`, `client_ip` without a client rule.
+    let [anonymous_id, user_id, session_id, url, referrer, user_agent] = TEXT_LIMITS;
+    let anonymous_id = r.text(r#","anonymous_id":"#, Scan::Short, anonymous_id)?;
+    let user_id = r.text(r#","user_id":"#, Scan::Short, user_id)?;
+    let session_id = r.text(r#","session_id":"#, Scan::Short, session_id)?;
+    let url = r.text(r#","url":"#, Scan::Long, url)?;
+    let referrer = r.text(r#","referrer":"#, Scan::Long, referrer)?;
+    let user_agent = r.text(r#","user_agent":"#, Scan::Long, user_agent)?;
+    let client_ip = r.text(r#","client_ip":"#, Scan::Short, ("client_ip", 0, usize::MAX))?;
     let properties = if r.eat(r#","properties":"#) {
         let start = r.pos;
         if r.peek()? != b'{' {
@@ -83,7 +69,6 @@ pub(crate) fn read(text: &str) -> Option<EnrichedEvent<'_>> {
     if r.pos != text.len() {
         return None;
     }
-    let [anonymous_id, user_id, session_id, url, referrer, user_agent, client_ip] = text_fields;
     Some(EnrichedEvent {
         event_id,
         event_type: Cow::Borrowed(event_type),
@@ -98,6 +83,16 @@ pub(crate) fn read(text: &str) -> Option<EnrichedEvent<'_>> {
         client_ip,
         properties,
     })
+}
+
+/// How to find a string's closing quote: identifiers and keys end within a few bytes, where a
+/// plain loop beats memchr's set-up; URLs and agents run to a hundred bytes and more.
+#[derive(Clone, Copy)]
+enum Scan {
+    Short,
+    Long,
+    /// Either; a plain loop for the first bytes, then memchr.
+    Unknown,
 }
 
 /// One scan, up front, for the bytes that would each need care further on: a canonical record
@@ -128,12 +123,11 @@ impl<'t> Reader<'t> {
         self.rest().first().copied()
     }
 
-    /// Consumes `token` if the input continues with it. Compared byte by byte: the tokens are a
-    /// few bytes long, shorter than a call to `memcmp` costs.
+    /// Consumes `token` if the input continues with it. Inlined, so that each comparison with a
+    /// constant key compiles to a few word compares instead of a call to `memcmp`.
+    #[inline(always)]
     fn eat(&mut self, token: &str) -> bool {
-        let token = token.as_bytes();
-        let rest = self.rest();
-        let found = rest.len() >= token.len() && rest.iter().zip(token).all(|(a, b)| a == b);
+        let found = self.rest().starts_with(token.as_bytes());
         if found {
             self.pos += token.len();
         }
@@ -146,27 +140,72 @@ impl<'t> Reader<'t> {
         found
     }
 
+    #[inline(always)]
     fn expect(&mut self, token: &str) -> Option<()> {
         self.eat(token).then_some(())
     }
 
     /// A string, borrowed; the input must be at its opening quote. There are no escapes (see
     /// [`has_special_byte`]), so it ends at the next quote.
-    fn string(&mut self) -> Option<&'t str> {
+    fn string(&mut self, scan: Scan) -> Option<&'t str> {
         if !self.eat_byte(b'"') {
             return None;
         }
         let rest = self.rest();
-        // Keys, types and IDs end within a few bytes, where a plain loop beats memchr's set-up;
-        // URLs, agents and long values go to memchr.
-        const SHORT: usize = 16;
-        let len = match rest.iter().take(SHORT).position(|&b| b == b'"') {
-            Some(len) => len,
-            None => SHORT + memchr::memchr(b'"', rest.get(SHORT..)?)?,
+        let quote = |b: &u8| *b == b'"';
+        let len = match scan {
+            Scan::Short => rest.iter().position(quote)?,
+            Scan::Long => memchr::memchr(b'"', rest)?,
+            Scan::Unknown => {
+                const SHORT: usize = 16;
+                match rest.iter().take(SHORT).position(quote) {
+                    Some(len) => len,
+                    None => SHORT + memchr::memchr(b'"', rest.get(SHORT..)?)?,
+                }
+            }
         };
         let s = &self.text[self.pos..self.pos + len];
         self.pos += len + 1;
         Some(s)
+    }
+
+    /// The event ID: hyphenated, so 36 characters (any other spelling goes to the general path).
+    fn uuid(&mut self) -> Option<&'t str> {
+        const LEN: usize = 36;
+        let rest = self.rest();
+        if rest.first() != Some(&b'"') || rest.get(LEN + 1) != Some(&b'"') {
+            return None;
+        }
+        let s = self.text.get(self.pos + 1..self.pos + 1 + LEN)?;
+        self.pos += LEN + 2;
+        Some(s)
+    }
+
+    /// A timestamp as chrono writes it: `YYYY-MM-DDTHH:MM:SS` with 0, 3, 6 or 9 fraction digits
+    /// and `Z`, so the closing quote is at one of four places. They are tried shortest first: a
+    /// place before the real end is inside the timestamp, which holds no quote.
+    fn timestamp(&mut self) -> Option<DateTime<Utc>> {
+        let rest = self.rest();
+        if rest.first() != Some(&b'"') {
+            return None;
+        }
+        let len = [20, 24, 27, 30].into_iter().find(|&len| rest.get(len + 1) == Some(&b'"'))?;
+        let at = parse_utc_fast(&rest[1..=len])?;
+        self.pos += len + 2;
+        Some(at)
+    }
+
+    /// An optional text field: absent, or `key` and a string within the field's length rule.
+    #[inline(always)]
+    fn text(&mut self, key: &str, scan: Scan, (_, min, max): (&str, usize, usize)) -> Option<Option<Cow<'t, str>>> {
+        if !self.eat(key) {
+            return Some(None);
+        }
+        let s = self.string(scan)?;
+        if (s.is_empty() && min > 0) || longer_than(s, max) {
+            return None;
+        }
+        Some(Some(Cow::Borrowed(s)))
     }
 
     /// A value inside `properties`, checked against the rules; `depth` is the depth of the
@@ -176,7 +215,7 @@ impl<'t> Reader<'t> {
         match self.peek()? {
             b'{' if depth < MAX_PROPERTIES_DEPTH => self.object(depth + 1),
             b'[' if depth < MAX_PROPERTIES_DEPTH => self.array(depth + 1),
-            b'"' => (!longer_than(self.string()?, MAX_PROPERTY_STRING_LEN)).then_some(()),
+            b'"' => (!longer_than(self.string(Scan::Unknown)?, MAX_PROPERTY_STRING_LEN)).then_some(()),
             b't' => self.expect("true"),
             b'f' => self.expect("false"),
             b'n' => self.expect("null"),
@@ -193,7 +232,7 @@ impl<'t> Reader<'t> {
             return Some(());
         }
         for _ in 0..MAX_PROPERTIES_KEYS {
-            if longer_than(self.string()?, MAX_PROPERTY_KEY_LEN) {
+            if longer_than(self.string(Scan::Short)?, MAX_PROPERTY_KEY_LEN) {
                 return None;
             }
             if !self.eat_byte(b':') {
@@ -430,10 +469,14 @@ mod tests {
             at in proptest::prelude::any::<usize>(),
             edit in proptest::prelude::any::<u8>(),
             byte in proptest::prelude::any::<u8>(),
+            // Each precision chrono writes (0, 3, 6 or 9 fraction digits), for both timestamps.
+            received_nanos in proptest::sample::select(vec![0u32, 250_000_000, 123_456_000, 123_456_789]),
+            occurred_nanos in proptest::sample::select(vec![0u32, 250_000_000, 123_456_000, 123_456_789]),
         ) {
-            let now: chrono::DateTime<chrono::Utc> = "2024-05-01T12:00:00.250Z".parse().unwrap();
+            let time = |nanos| chrono::DateTime::<chrono::Utc>::from_timestamp(1_714_564_800, nanos).unwrap();
+            let (now, occurred) = (time(received_nanos), time(occurred_nanos) - chrono::Duration::seconds(2));
             let properties: serde_json::Map<_, _> = properties.into_iter().collect();
-            let raw = json!({"event_type": "click", "url": url, "properties": properties});
+            let raw = json!({"event_type": "click", "url": url, "occurred_at": occurred.to_rfc3339(), "properties": properties});
             let Ok(valid) = validate_event(&raw, now) else { return Ok(()) };
             let event = valid.enrich(&ServerFacts { received_at: now, client_ip: None, user_agent: Some("ua".into()) });
             let record = crate::encode_record(&event);

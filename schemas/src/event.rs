@@ -632,22 +632,30 @@ fn rfc3339<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
     text.parse::<DateTime<chrono::FixedOffset>>().map(|t| t.with_timezone(&Utc)).map_err(serde::de::Error::custom)
 }
 
-/// `YYYY-MM-DDTHH:MM:SS[.f{1,9}]Z`, or `None` for any other form.
+/// `YYYY-MM-DDTHH:MM:SS[.f{1,9}]Z`, or `None` for any other form (the same shape as
+/// [`is_timestamp_shape`] with a `Z`, read in one pass: every record carries two).
 pub(crate) fn parse_utc_fast(b: &[u8]) -> Option<DateTime<Utc>> {
-    if !is_timestamp_shape(b) || b.last() != Some(&b'Z') {
+    let (date_time, rest) = b.split_at_checked(19)?;
+    let &[y1, y2, y3, y4, b'-', m1, m2, b'-', d1, d2, b'T', h1, h2, b':', i1, i2, b':', s1 @ b'0'..=b'5', s2] =
+        date_time
+    else {
         return None;
-    }
-    let num = |r: std::ops::Range<usize>| b[r].iter().fold(0u32, |n, d| n * 10 + u32::from(d - b'0'));
-    let fraction = &b[19..b.len() - 1];
-    let nanos = match fraction {
-        [] => 0,
-        [b'.', digits @ ..] => {
-            digits.iter().fold(0u32, |n, d| n * 10 + u32::from(d - b'0')) * 10u32.pow(9 - digits.len() as u32)
+    };
+    let digit = |c: u8| {
+        let v = c.wrapping_sub(b'0');
+        (v < 10).then_some(u32::from(v))
+    };
+    let two = |a: u8, b: u8| Some(digit(a)? * 10 + digit(b)?);
+    let year = two(y1, y2)? * 100 + two(y3, y4)?;
+    let nanos = match rest {
+        [b'Z'] => 0,
+        [b'.', fraction @ .., b'Z'] if (1..=9).contains(&fraction.len()) => {
+            fraction.iter().try_fold(0u32, |n, &c| Some(n * 10 + digit(c)?))? * 10u32.pow(9 - fraction.len() as u32)
         }
         _ => return None,
     };
-    let date = chrono::NaiveDate::from_ymd_opt(num(0..4) as i32, num(5..7), num(8..10))?;
-    let time = date.and_hms_nano_opt(num(11..13), num(14..16), num(17..19), nanos)?;
+    let date = chrono::NaiveDate::from_ymd_opt(year as i32, two(m1, m2)?, two(d1, d2)?)?;
+    let time = date.and_hms_nano_opt(two(h1, h2)?, two(i1, i2)?, two(s1, s2)?, nanos)?;
     Some(time.and_utc())
 }
 
@@ -799,8 +807,38 @@ mod tests {
             let slow = text.parse::<DateTime<chrono::FixedOffset>>().unwrap().with_timezone(&Utc);
             assert_eq!(parse_utc_fast(text.as_bytes()), Some(slow), "{text}");
         }
-        for other in ["2024-05-01T11:59:58+02:00", "2023-02-29T00:00:00Z", "2024-05-01T11:59:60Z", "2024-05-01"] {
+        for other in [
+            "2024-05-01T11:59:58+02:00",
+            "2023-02-29T00:00:00Z",
+            "2024-05-01T11:59:60Z",
+            "2024-05-01",
+            "2024-05-01T11:59:58",
+            "2024-05-01T11:59:58.Z",
+            "2024-05-01T11:59:58.1234567890Z",
+            "2024-05-01T11:59:58.12a4Z",
+            "2024-05-01 11:59:58Z",
+            "2024-05-01T11:5a:58Z",
+            "2024-13-01T11:59:58Z",
+            "2024-05-01T24:00:00Z",
+            "+024-05-01T11:59:58Z",
+        ] {
             assert_eq!(parse_utc_fast(other.as_bytes()), None, "{other}");
+        }
+        // Every one-character edit of a stream timestamp: the fast reader takes exactly what the
+        // published shape with a `Z` and chrono take.
+        let base = "2024-02-29T23:59:58.123Z";
+        for at in 0..=base.len() {
+            for c in ['0', '5', '6', '9', 'a', '-', ':', '.', 'T', 'Z', '+', ' '] {
+                for edited in [
+                    format!("{}{c}{}", &base[..at], &base[at..]),
+                    format!("{}{c}{}", &base[..at], base.get(at + 1..).unwrap_or("")),
+                ] {
+                    let slow = (is_timestamp_shape(edited.as_bytes()) && edited.ends_with('Z'))
+                        .then(|| edited.parse::<DateTime<chrono::FixedOffset>>().ok().map(|t| t.with_timezone(&Utc)))
+                        .flatten();
+                    assert_eq!(parse_utc_fast(edited.as_bytes()), slow, "{edited}");
+                }
+            }
         }
         let e: EnrichedEvent = serde_json::from_str(
             r#"{"event_id":"0b6f9e7c-3f0e-4d7e-9a55-6d1f3f9b2a10","event_type":"a","occurred_at":"2024-05-01T13:59:58+02:00","received_at":"2024-05-01T12:00:00.5Z"}"#,

@@ -53,7 +53,13 @@ fn main() {
         let meta = parquet::file::serialized_reader::SerializedFileReader::new(parquet.clone()).expect("read back");
         use parquet::file::reader::FileReader;
         for c in meta.metadata().row_group(0).columns() {
-            println!("{:20} {:>9} {:>9} {:?}", c.column_path().string(), c.uncompressed_size(), c.compressed_size(), c.compression());
+            println!(
+                "{:20} {:>9} {:>9} {:?}",
+                c.column_path().string(),
+                c.uncompressed_size(),
+                c.compressed_size(),
+                c.compression()
+            );
         }
     }
     for _ in 0..repeat {
