@@ -86,12 +86,12 @@ pub(crate) fn read(text: &str) -> Option<EnrichedEvent<'_>> {
 }
 
 /// How to find a string's closing quote: identifiers and keys end within a few bytes, where a
-/// plain loop beats memchr's set-up; URLs and agents run to a hundred bytes and more.
+/// word-at-a-time scan beats memchr's set-up; URLs and agents run to a hundred bytes and more.
 #[derive(Clone, Copy)]
 enum Scan {
     Short,
     Long,
-    /// Either; a plain loop for the first bytes, then memchr.
+    /// Either: a word-at-a-time scan of the first bytes, then memchr.
     Unknown,
 }
 
@@ -102,6 +102,26 @@ enum Scan {
 /// Branch-free per chunk, so the compiler vectorises it.
 fn has_special_byte(bytes: &[u8]) -> bool {
     bytes.chunks(64).any(|chunk| chunk.iter().fold(false, |any, &b| any | (b < 0x20) | (b == b'\\') | (b == 0x7f)))
+}
+
+/// The first quote in `bytes`, eight bytes at a time (SWAR): in each word, the bytes equal to
+/// `"` become zero, and a carry-free zero-byte test marks exactly those. For the few to few dozen
+/// bytes of identifiers and keys this is several times faster than a byte loop, and has none of
+/// memchr's set-up per call.
+fn find_quote(bytes: &[u8]) -> Option<usize> {
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    const QUOTES: u64 = 0x2222_2222_2222_2222;
+    let mut words = bytes.chunks_exact(8);
+    let mut at = 0;
+    for word in &mut words {
+        let x = u64::from_le_bytes(word.try_into().expect("eight bytes")) ^ QUOTES;
+        let zero = !(((x & !HIGH) + !HIGH) | x) & HIGH;
+        if zero != 0 {
+            return Some(at + zero.trailing_zeros() as usize / 8);
+        }
+        at += 8;
+    }
+    words.remainder().iter().position(|&b| b == b'"').map(|i| at + i)
 }
 
 /// More than `max` characters (counted only when the bytes say it could be).
@@ -152,13 +172,12 @@ impl<'t> Reader<'t> {
             return None;
         }
         let rest = self.rest();
-        let quote = |b: &u8| *b == b'"';
         let len = match scan {
-            Scan::Short => rest.iter().position(quote)?,
+            Scan::Short => find_quote(rest)?,
             Scan::Long => memchr::memchr(b'"', rest)?,
             Scan::Unknown => {
-                const SHORT: usize = 16;
-                match rest.iter().take(SHORT).position(quote) {
+                const SHORT: usize = 32;
+                match find_quote(&rest[..rest.len().min(SHORT)]) {
                     Some(len) => len,
                     None => SHORT + memchr::memchr(b'"', rest.get(SHORT..)?)?,
                 }
@@ -334,6 +353,27 @@ mod tests {
 
     fn read_bytes(bytes: &[u8]) -> Option<EnrichedEvent<'_>> {
         read(std::str::from_utf8(bytes).unwrap())
+    }
+
+    /// Invariant: the word-at-a-time scan finds the first quote wherever it is, next to any byte.
+    #[test]
+    fn find_quote_finds_the_first_quote() {
+        for len in 0..40 {
+            for filler in [b'a', b'"' ^ 0x80, 0x21, 0x23, 0xa2, 0x02, 0xff] {
+                let mut bytes = vec![filler; len];
+                assert_eq!(find_quote(&bytes), None);
+                for at in 0..len {
+                    bytes[at] = b'"';
+                    assert_eq!(find_quote(&bytes), Some(at), "{len} {filler} {at}");
+                    bytes[at] = filler;
+                }
+                if len > 1 {
+                    bytes[len - 1] = b'"';
+                    bytes[len / 2] = b'"';
+                    assert_eq!(find_quote(&bytes), Some(len / 2));
+                }
+            }
+        }
     }
 
     /// Invariant: a record the producer writes is read here, whole and borrowed, with the same
