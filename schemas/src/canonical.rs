@@ -312,10 +312,31 @@ impl<'t> Reader<'t> {
             return None;
         }
         let token = &self.text[self.pos..self.pos + len];
-        let canonical = if len == sign + int { int <= 18 && token != "-0" } else { writes_back_unchanged(token) };
+        let canonical = if len == sign + int {
+            int <= 18 && token != "-0"
+        } else {
+            let fraction = &rest[sign + int + 1..len];
+            is_short_decimal(digits, fraction) || writes_back_unchanged(token)
+        };
         self.pos += len;
         canonical.then_some(())
     }
+}
+
+/// A decimal that serde_json certainly writes back digit for digit, decided without parsing it:
+/// at most 15 significant digits (so it names one double, which serde_json's parser reaches
+/// exactly, and no other decimal of as few digits names the same double, so the shortest form
+/// printed is these digits), no trailing zero, and a magnitude from 0.1 to below 10^7, well
+/// inside the range serde_json prints without an exponent. Prices and rates are such numbers;
+/// anything else is asked of serde_json itself ([`writes_back_unchanged`]). A test holds the two
+/// to the same answer.
+fn is_short_decimal(int: &[u8], fraction: &[u8]) -> bool {
+    let significant = match int {
+        [b'0'] => (fraction.first() != Some(&b'0')).then_some(fraction.len()),
+        [b'1'..=b'9', ..] if int.len() <= 7 => Some(int.len() + fraction.len()),
+        _ => None,
+    };
+    significant.is_some_and(|n| n <= 15) && fraction.last().is_some_and(|&d| d != b'0')
 }
 
 /// Whether serde_json reads `token` as a finite double and writes it back as the same text (what
@@ -353,6 +374,32 @@ mod tests {
 
     fn read_bytes(bytes: &[u8]) -> Option<EnrichedEvent<'_>> {
         read(std::str::from_utf8(bytes).unwrap())
+    }
+
+    /// Invariant: a decimal taken as short is one serde_json writes back unchanged — over every
+    /// digit count and position of the point it allows, and its edges.
+    #[test]
+    fn short_decimals_write_back_unchanged() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        for _ in 0..200_000 {
+            let int_len = rng.usize(1..=8);
+            let int: String =
+                (0..int_len).map(|i| char::from(b'0' + rng.u8(u8::from(i == 0 && int_len > 1)..10))).collect();
+            let fraction: String = (0..rng.usize(1..=16)).map(|_| char::from(b'0' + rng.u8(0..10))).collect();
+            let token = format!("{}{int}.{fraction}", if rng.bool() { "-" } else { "" });
+            if is_short_decimal(int.as_bytes(), fraction.as_bytes()) {
+                assert!(writes_back_unchanged(&token), "{token}");
+            }
+        }
+        for short in ["0.1", "9999999.99999999", "0.123456789012345", "349.99", "-0.5"] {
+            let (int, fraction) = short.trim_start_matches('-').split_once('.').unwrap();
+            assert!(is_short_decimal(int.as_bytes(), fraction.as_bytes()), "{short}");
+            assert!(writes_back_unchanged(short), "{short}");
+        }
+        for other in ["0.01", "10000000.5", "0.1234567890123456", "1.50", "1.0"] {
+            let (int, fraction) = other.split_once('.').unwrap();
+            assert!(!is_short_decimal(int.as_bytes(), fraction.as_bytes()), "{other}");
+        }
     }
 
     /// Invariant: the word-at-a-time scan finds the first quote wherever it is, next to any byte.
