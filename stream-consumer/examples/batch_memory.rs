@@ -9,9 +9,12 @@
 //!
 //!     valgrind --tool=callgrind --toggle-collect='stream_consumer::testing::cpu_path' \
 //!         target/profiling/examples/batch_memory --repeat 3
+//!
+//! With `LAKE_COLUMN_SIZES=1` it prints each lake column's size before and after compression.
 
 #![allow(clippy::print_stdout)]
 
+use parquet::file::reader::{FileReader, SerializedFileReader};
 use schemas::dynamo;
 use stream_consumer::decode::decode_batch;
 use stream_consumer::enrich::AgentCache;
@@ -50,9 +53,8 @@ fn main() {
         before as f64 / 1024.0
     );
     if std::env::var_os("LAKE_COLUMN_SIZES").is_some() {
-        let meta = parquet::file::serialized_reader::SerializedFileReader::new(parquet.clone()).expect("read back");
-        use parquet::file::reader::FileReader;
-        for c in meta.metadata().row_group(0).columns() {
+        let file = SerializedFileReader::new(parquet.clone()).expect("read the file back");
+        for c in file.metadata().row_group(0).columns() {
             println!(
                 "{:20} {:>9} {:>9} {:?}",
                 c.column_path().string(),
