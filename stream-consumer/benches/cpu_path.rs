@@ -6,6 +6,9 @@ use stream_consumer::enrich::AgentCache;
 use stream_consumer::testing::{bench_records, cpu_path};
 
 fn bench(c: &mut Criterion) {
+    // As the consumer's `main` does: the batches after the first reuse the first one's memory.
+    let kept = stream_consumer::memory::keep_freed_memory();
+    eprintln!("allocator keeps freed memory between batches: {kept}");
     let records = bench_records(10_000);
     let bytes: usize = records.iter().map(|r| r.data.len()).sum();
     eprintln!("average record size: {} bytes", bytes / records.len());

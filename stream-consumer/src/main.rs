@@ -19,6 +19,8 @@ const LATENCY_BUCKETS: [f64; 19] =
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     telemetry::init_tracing();
+    let kept = stream_consumer::memory::keep_freed_memory();
+    tracing::debug!(kept, "allocator keeps freed memory between batches");
     let config = Config::from_env()?;
     let aws = aws_config::load_from_env().await;
     let secrets = matches!(config.database, stream_consumer::config::DatabaseSource::Secret { .. })
