@@ -21,13 +21,9 @@ pub const TRIM_THRESHOLD_BYTES: usize = 64 << 20;
 /// Keeps memory freed by one batch in the process for the next (see the module docs). Call it
 /// once at start-up, before the first batch. Returns whether the allocator took the settings:
 /// `false` off glibc (musl, macOS), where the defaults stay.
-pub fn keep_freed_memory() -> bool {
-    set_thresholds()
-}
-
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)]
-fn set_thresholds() -> bool {
+pub fn keep_freed_memory() -> bool {
     // SAFETY: mallopt only changes glibc's allocator parameters, under the allocator's own
     // lock; it touches no memory of ours and any thread may call it at any time.
     unsafe {
@@ -36,7 +32,8 @@ fn set_thresholds() -> bool {
     }
 }
 
+/// Off glibc there is no `mallopt`: the allocator's defaults stay.
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn set_thresholds() -> bool {
+pub fn keep_freed_memory() -> bool {
     false
 }
