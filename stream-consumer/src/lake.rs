@@ -26,6 +26,30 @@ pub const ROW_GROUP_ROWS: usize = 128 * 1024;
 pub const EVENT_ID: usize = 0;
 pub const EVENT_TYPE: usize = 1;
 pub const OCCURRED_AT: usize = 2;
+pub const SOURCE_SHARD: usize = 16;
+pub const SOURCE_SEQUENCE: usize = 17;
+
+/// The two kinds of event file. Their settings differ where their sizes make a difference: a
+/// batch file holds about a second of one shard, a compacted file an hour of the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventFile {
+    /// One batch and partition, written by the consumer ([`encode_parquet`]).
+    Batch,
+    /// One hour's batch files merged by the compactor.
+    Compacted,
+}
+
+impl EventFile {
+    /// The row order, declared in the footer: for batch files event type, then stream position
+    /// (shard and sequence number, compared as text, as Parquet compares them); for compacted
+    /// files event type, then occurrence time, then event ID.
+    pub fn order(self) -> [usize; 3] {
+        match self {
+            EventFile::Batch => [EVENT_TYPE, SOURCE_SHARD, SOURCE_SEQUENCE],
+            EventFile::Compacted => [EVENT_TYPE, OCCURRED_AT, EVENT_ID],
+        }
+    }
+}
 
 /// One lake row: the event, its stream position and the user-agent facts.
 pub struct LakeRow<'a> {
@@ -58,104 +82,121 @@ fn text_values<'r>(r: &LakeRow<'r>) -> [Option<&'r str>; TEXT_COLUMNS] {
     ]
 }
 
-/// Encodes rows as one Parquet file. Rows are sorted by event type (then time and ID) so
-/// row-group and page statistics on `event_type` let Athena skip data; the sort also makes the
-/// bytes deterministic, so a retried batch writes the identical object.
-pub fn encode_parquet(rows: &[LakeRow<'_>]) -> Result<Bytes, ConsumerError> {
-    let n = rows.len();
-    // One pass in stream order (sequential in memory) computes each row's sort key and every
-    // column's byte total; the rows are then visited once more, in sorted order, to fill all
-    // columns at once. Sorting small keys with the event type as a rank (a batch has a handful
-    // of types) avoids chasing each event's strings for every comparison.
-    let mut ranks: foldhash::HashMap<&str, u32> = foldhash::HashMap::default();
-    let mut keys: Vec<(u32, i64, u32, u128, u32)> = Vec::with_capacity(n);
-    let mut bytes = [0usize; TEXT_COLUMNS];
-    for (i, r) in rows.iter().enumerate() {
-        let e = &r.decoded.event;
-        let next = ranks.len() as u32;
-        let rank = *ranks.entry(&e.event_type).or_insert(next);
-        let t = e.occurred_at;
-        keys.push((rank, t.timestamp(), t.timestamp_subsec_nanos(), e.event_id.as_u128(), i as u32));
-        for (total, value) in bytes.iter_mut().zip(text_values(r)) {
-            *total += value.map_or(0, str::len);
+/// The columns of one event type's rows, as the writer takes them.
+struct Columns {
+    text: Vec<StringBuilder>,
+    event_id: StringBuilder,
+    occurred_at: TimestampMillisecondBuilder,
+    received_at: TimestampMillisecondBuilder,
+    is_bot: BooleanBuilder,
+}
+
+impl Columns {
+    /// Room for `rows` rows whose text columns hold `bytes` bytes each, allocated once.
+    fn with_capacity(rows: usize, bytes: &[usize; TEXT_COLUMNS]) -> Self {
+        Columns {
+            text: bytes.iter().map(|&b| StringBuilder::with_capacity(rows, b)).collect(),
+            event_id: StringBuilder::with_capacity(rows, rows * EVENT_ID_LEN),
+            occurred_at: TimestampMillisecondBuilder::with_capacity(rows).with_timezone("UTC"),
+            received_at: TimestampMillisecondBuilder::with_capacity(rows).with_timezone("UTC"),
+            is_bot: BooleanBuilder::with_capacity(rows),
         }
     }
-    let order = sorted_by_type(ranks, keys);
 
-    let mut text: Vec<StringBuilder> = bytes.iter().map(|&b| StringBuilder::with_capacity(n, b)).collect();
-    let mut event_id = StringBuilder::with_capacity(n, n * 36);
-    let mut occurred_at = TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC");
-    let mut received_at = TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC");
-    let mut is_bot = BooleanBuilder::with_capacity(n);
-    let mut uuid_text = uuid::Uuid::encode_buffer();
-    for &i in &order {
-        let r = &rows[i as usize];
+    fn append(&mut self, r: &LakeRow<'_>, uuid_text: &mut [u8]) {
         let e = &r.decoded.event;
-        event_id.append_value(e.event_id.hyphenated().encode_lower(&mut uuid_text));
-        occurred_at.append_value(e.occurred_at.timestamp_millis());
-        received_at.append_value(e.received_at.timestamp_millis());
-        is_bot.append_value(r.agent.is_some_and(|a| a.is_bot));
-        for (builder, value) in text.iter_mut().zip(text_values(r)) {
+        self.event_id.append_value(e.event_id.hyphenated().encode_lower(uuid_text));
+        self.occurred_at.append_value(e.occurred_at.timestamp_millis());
+        self.received_at.append_value(e.received_at.timestamp_millis());
+        self.is_bot.append_value(r.agent.is_some_and(|a| a.is_bot));
+        for (builder, value) in self.text.iter_mut().zip(text_values(r)) {
             builder.append_option(value);
         }
     }
-    let schema = arrow_schema();
-    // The text columns come in schema order (see `text_values`); the others are named.
-    let mut text = text.into_iter();
-    let columns: Vec<ArrayRef> = schema
-        .fields()
-        .iter()
-        .map(|field| -> ArrayRef {
-            match field.name().as_str() {
-                "event_id" => Arc::new(event_id.finish()),
-                "occurred_at" => Arc::new(occurred_at.finish()),
-                "received_at" => Arc::new(received_at.finish()),
-                "is_bot" => Arc::new(is_bot.finish()),
-                _ => Arc::new(text.next().expect("one builder per text column").finish()),
-            }
-        })
-        .collect();
-    let batch = RecordBatch::try_new(schema.clone(), columns).map_err(|e| ConsumerError::Encode(e.to_string()))?;
-    let props = writer_properties(ROW_GROUP_ROWS);
-    let mut buf = Vec::with_capacity(n * 200);
-    let mut writer =
-        ArrowWriter::try_new(&mut buf, schema, Some(props)).map_err(|e| ConsumerError::Encode(e.to_string()))?;
-    writer.write(&batch).map_err(|e| ConsumerError::Encode(e.to_string()))?;
-    writer.close().map_err(|e| ConsumerError::Encode(e.to_string()))?;
-    Ok(Bytes::from(buf))
+
+    fn finish(self) -> Result<RecordBatch, ConsumerError> {
+        let Columns { text, mut event_id, mut occurred_at, mut received_at, mut is_bot } = self;
+        let schema = arrow_schema();
+        // The text columns come in schema order (see `text_values`); the others are named.
+        let mut text = text.into_iter();
+        let columns: Vec<ArrayRef> = schema
+            .fields()
+            .iter()
+            .map(|field| -> ArrayRef {
+                match field.name().as_str() {
+                    "event_id" => Arc::new(event_id.finish()),
+                    "occurred_at" => Arc::new(occurred_at.finish()),
+                    "received_at" => Arc::new(received_at.finish()),
+                    "is_bot" => Arc::new(is_bot.finish()),
+                    _ => Arc::new(text.next().expect("one builder per text column").finish()),
+                }
+            })
+            .collect();
+        RecordBatch::try_new(schema, columns).map_err(|e| ConsumerError::Encode(e.to_string()))
+    }
 }
 
-/// The row order of a file: by event type, then occurrence time and event ID (each key is
-/// `(rank of the type in order of appearance, seconds, nanoseconds, event ID, row)`). A counting
-/// sort puts the rows in type order first; within a type, rows arrive nearly in time order, and
-/// the run-adaptive merge sort finishes that in close to one pass. The same order as sorting the
-/// whole keys (event IDs are unique in a batch, so no two keys are equal).
-fn sorted_by_type(ranks: foldhash::HashMap<&str, u32>, keys: Vec<(u32, i64, u32, u128, u32)>) -> Vec<u32> {
-    // Ranks were handed out in order of appearance; renumber them in name order.
-    let mut names: Vec<(&str, u32)> = ranks.into_iter().collect();
-    names.sort_unstable();
-    let mut order = vec![0usize; names.len()];
-    for (sorted, (_, rank)) in names.iter().enumerate() {
-        order[*rank as usize] = sorted;
+/// Length of a hyphenated UUID.
+const EVENT_ID_LEN: usize = uuid::fmt::Hyphenated::LENGTH;
+
+/// Encodes the rows of one batch file as Parquet, sorted as [`EventFile::Batch`] says: event type,
+/// then stream position. Row-group and page statistics on `event_type` let Athena skip data;
+/// the sort makes the bytes deterministic, so a retried batch writes the identical object.
+///
+/// Rows come in stream order (the handler keeps it), which is then the order within each type
+/// as well: the columns are filled in one pass in that order, one set of columns per type, each
+/// record read once, right after its neighbour. Sorting each type by time instead visited the
+/// records far apart and made filling the columns a third slower, for nothing: a batch file
+/// spans about a second of the stream, so a time order inside it prunes nothing the file's own
+/// statistics do not. (The compactor's hour files are sorted by time within each type,
+/// [`EventFile::Compacted`].) Rows that come in another order are sorted first.
+pub fn encode_parquet(rows: &[LakeRow<'_>]) -> Result<Bytes, ConsumerError> {
+    let n = rows.len();
+    let position = |i: u32| {
+        let d = rows[i as usize].decoded;
+        (d.shard_id, d.sequence_number)
+    };
+    let mut order: Vec<u32> = (0..n as u32).collect();
+    if !order.windows(2).all(|w| position(w[0]) < position(w[1])) {
+        order.sort_by_key(|&i| position(i));
     }
-    let mut starts = vec![0usize; names.len() + 1];
-    for key in &keys {
-        starts[order[key.0 as usize] + 1] += 1;
+    // One pass for each row's type and each type's column sizes, so that every builder is
+    // allocated once at its final size. Types are numbered in order of appearance.
+    let mut index: foldhash::HashMap<&str, usize> = foldhash::HashMap::default();
+    let mut types: Vec<(&str, usize, [usize; TEXT_COLUMNS])> = Vec::new();
+    let mut type_of = Vec::with_capacity(n);
+    for &i in &order {
+        let r = &rows[i as usize];
+        let event_type = &*r.decoded.event.event_type;
+        let t = *index.entry(event_type).or_insert_with(|| {
+            types.push((event_type, 0, [0; TEXT_COLUMNS]));
+            types.len() - 1
+        });
+        let (_, count, bytes) = &mut types[t];
+        *count += 1;
+        for (total, value) in bytes.iter_mut().zip(text_values(r)) {
+            *total += value.map_or(0, str::len);
+        }
+        type_of.push(t);
     }
-    for i in 1..starts.len() {
-        starts[i] += starts[i - 1];
+    let mut columns: Vec<Columns> = types.iter().map(|(_, rows, bytes)| Columns::with_capacity(*rows, bytes)).collect();
+    let mut uuid_text = uuid::Uuid::encode_buffer();
+    for (&i, &t) in order.iter().zip(&type_of) {
+        columns[t].append(&rows[i as usize], &mut uuid_text);
     }
-    let mut next = starts.clone();
-    let mut by_type = vec![(0i64, 0u32, 0u128, 0u32); keys.len()];
-    for (rank, secs, nanos, id, row) in keys {
-        let slot = &mut next[order[rank as usize]];
-        by_type[*slot] = (secs, nanos, id, row);
-        *slot += 1;
+    let mut by_name: Vec<(&str, Columns)> = types.iter().map(|(name, ..)| *name).zip(columns).collect();
+    by_name.sort_unstable_by_key(|(name, _)| *name);
+
+    let props = writer_properties(EventFile::Batch, ROW_GROUP_ROWS);
+    let mut buf = Vec::with_capacity(n * 200);
+    let mut writer = ArrowWriter::try_new(&mut buf, arrow_schema(), Some(props))
+        .map_err(|e| ConsumerError::Encode(e.to_string()))?;
+    // One Arrow batch per type, in name order: the writer appends them to the same row group.
+    for (_, columns) in by_name {
+        writer.write(&columns.finish()?).map_err(|e| ConsumerError::Encode(e.to_string()))?;
     }
-    for bounds in starts.windows(2) {
-        by_type[bounds[0]..bounds[1]].sort();
-    }
-    by_type.into_iter().map(|(.., row)| row).collect()
+    writer.close().map_err(|e| ConsumerError::Encode(e.to_string()))?;
+    Ok(Bytes::from(buf))
 }
 
 /// The columns without statistics: free text and random identifiers. Their values are spread
@@ -165,20 +206,28 @@ fn sorted_by_type(ranks: foldhash::HashMap<&str, u32>, keys: Vec<(u32, i64, u32,
 pub const UNPRUNED_COLUMNS: [&str; 9] =
     ["event_id", "anonymous_id", "user_id", "session_id", "url", "referrer", "user_agent", "client_ip", "properties"];
 
+/// A visitor's identifiers. They recur within an hour but seldom within the second a batch
+/// spans, so only compacted files keep them in a dictionary: in a batch file the dictionary would
+/// hold nearly every value once, and interning each one cost more time than the file's plain
+/// values cost space (they came out smaller after Snappy).
+pub const PER_VISITOR_COLUMNS: [&str; 4] = ["anonymous_id", "user_id", "session_id", "client_ip"];
+
 /// The writer settings of every event file, from the consumer and the compactor alike: Snappy,
-/// `group_rows` per row group, page statistics, the sort order declared in the footer (engines
-/// that read it know the file is sorted), no dictionary for the columns that are unique or
-/// nearly so per row, where a dictionary only costs time before the writer gives it up, and no
-/// statistics for [`UNPRUNED_COLUMNS`].
-pub fn writer_properties(group_rows: usize) -> WriterProperties {
+/// `group_rows` per row group, page statistics, the kind's row order declared in the footer
+/// (engines that read it know the file is sorted), no dictionary for the columns that are unique
+/// or nearly so per row (nor, in batch files, for [`PER_VISITOR_COLUMNS`]), where a dictionary
+/// only costs time before the writer gives it up, and no statistics for [`UNPRUNED_COLUMNS`].
+pub fn writer_properties(kind: EventFile, group_rows: usize) -> WriterProperties {
     let sorted = |column: usize| SortingColumn { column_idx: column as i32, descending: false, nulls_first: false };
     let mut builder = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         .set_max_row_group_row_count(Some(group_rows))
         .set_statistics_enabled(EnabledStatistics::Page)
-        .set_sorting_columns(Some(vec![sorted(EVENT_TYPE), sorted(OCCURRED_AT), sorted(EVENT_ID)]));
-    for unique in ["event_id", "occurred_at", "received_at", "properties", "source_sequence"] {
-        builder = builder.set_column_dictionary_enabled(ColumnPath::from(unique), false);
+        .set_sorting_columns(Some(kind.order().into_iter().map(sorted).collect()));
+    let per_visitor: &[&str] = if kind == EventFile::Batch { &PER_VISITOR_COLUMNS } else { &[] };
+    for unique in ["event_id", "occurred_at", "received_at", "properties", "source_sequence"].iter().chain(per_visitor)
+    {
+        builder = builder.set_column_dictionary_enabled(ColumnPath::from(*unique), false);
     }
     for unordered in UNPRUNED_COLUMNS {
         builder = builder.set_column_statistics_enabled(ColumnPath::from(unordered), EnabledStatistics::None);
@@ -216,10 +265,11 @@ mod tests {
     use crate::enrich::parse_agent;
     use crate::testing::{record_of, sample_event, seq};
 
-    /// Invariant: a file holds every row once, sorted by (event_type, occurred_at, event_id),
-    /// with each row's columns kept together through the sort; the bytes do not depend on the
-    /// order the rows came in (a retried batch writes the identical object); free text carries no
-    /// statistics while the sort key does.
+    /// Invariant: a batch file holds every row once, sorted by (event_type, shard, sequence
+    /// number) as its footer declares, with each row's columns kept together through the sort;
+    /// the bytes do not depend on the order the rows came in (a retried batch writes the
+    /// identical object); free text carries no statistics while the sort key does; per-visitor
+    /// identifiers are stored without a dictionary, the agent facts with one.
     #[test]
     fn rows_are_sorted_whole_and_bytes_are_deterministic() {
         let start = chrono::Utc::now();
@@ -243,18 +293,29 @@ mod tests {
             rows.iter().map(|r| LakeRow { decoded: r.decoded, agent: r.agent }).collect();
         reversed.reverse();
         assert_eq!(encode_parquet(&reversed).unwrap(), body, "the input order leaked into the file");
+        let mut shuffled: Vec<LakeRow<'_>> =
+            rows.iter().map(|r| LakeRow { decoded: r.decoded, agent: r.agent }).collect();
+        fastrand::Rng::with_seed(3).shuffle(&mut shuffled);
+        assert_eq!(encode_parquet(&shuffled).unwrap(), body, "the input order leaked into the file");
 
         let builder = ParquetRecordBatchReaderBuilder::try_new(body.clone()).unwrap();
         let meta = builder.metadata().clone();
         let batch = builder.build().unwrap().next().unwrap().unwrap();
         assert_eq!(batch.num_rows(), rows.len());
         let text = |name: &str| batch.column_by_name(name).unwrap().as_string::<i32>().clone();
-        let (ids, kinds, seqs) = (text("event_id"), text("event_type"), text("source_sequence"));
+        let (ids, kinds, shards, seqs) =
+            (text("event_id"), text("event_type"), text("source_shard"), text("source_sequence"));
         let occurred = batch.column_by_name("occurred_at").unwrap().as_primitive::<TimestampMillisecondType>().clone();
         let is_bot = batch.column_by_name("is_bot").unwrap().as_boolean().clone();
-        let keys: Vec<(String, i64, String)> =
-            (0..rows.len()).map(|i| (kinds.value(i).to_owned(), occurred.value(i), ids.value(i).to_owned())).collect();
+        let keys: Vec<(&str, &str, &str)> =
+            (0..rows.len()).map(|i| (kinds.value(i), shards.value(i), seqs.value(i))).collect();
         assert!(keys.windows(2).all(|w| w[0] < w[1]), "rows are not sorted by the key: {keys:?}");
+        let declared: Vec<(i32, bool)> =
+            meta.row_group(0).sorting_columns().unwrap().iter().map(|c| (c.column_idx, c.descending)).collect();
+        assert_eq!(
+            declared,
+            [(EVENT_TYPE as i32, false), (SOURCE_SHARD as i32, false), (SOURCE_SEQUENCE as i32, false)]
+        );
         for i in 0..rows.len() {
             // Each row's position in the stream names the event it must hold.
             let d = decoded.iter().find(|d| d.sequence_number == seqs.value(i)).unwrap();
@@ -274,36 +335,26 @@ mod tests {
         for unpruned in UNPRUNED_COLUMNS {
             assert!(!stats(unpruned), "{unpruned} has statistics");
         }
+        let dictionary = |name: &str| {
+            let column = meta.row_group(0).columns().iter().find(|c| c.column_path().string() == name).unwrap();
+            column.dictionary_page_offset().is_some()
+        };
+        for per_visitor in PER_VISITOR_COLUMNS {
+            assert!(!dictionary(per_visitor), "{per_visitor} has a dictionary");
+        }
+        for repeated in ["event_type", "user_agent", "browser", "device_class", "source_shard"] {
+            assert!(dictionary(repeated), "{repeated} has no dictionary");
+        }
     }
 
     /// Invariant: the sort-key positions name the schema's columns.
     #[test]
     fn sort_key_positions_match_the_schema() {
         let schema = arrow_schema();
-        let names: Vec<&str> =
-            [EVENT_ID, EVENT_TYPE, OCCURRED_AT].iter().map(|&i| schema.field(i).name().as_str()).collect();
-        assert_eq!(names, ["event_id", "event_type", "occurred_at"]);
-    }
-
-    /// Invariant: the counting sort by type and the merge within each type give the order of
-    /// sorting whole keys, for any arrival order (ties in time included).
-    #[test]
-    fn type_buckets_sort_like_whole_keys() {
-        let names = ["purchase", "click", "page_view"];
-        let mut ranks: foldhash::HashMap<&str, u32> = foldhash::HashMap::default();
-        let mut keys = Vec::new();
-        for row in 0..500u32 {
-            let name = names[fastrand::usize(..names.len())];
-            let next = ranks.len() as u32;
-            let rank = *ranks.entry(name).or_insert(next);
-            keys.push((rank, fastrand::i64(-5..5), fastrand::u32(..3), fastrand::u128(..), row));
-        }
-        let mut whole: Vec<(&str, i64, u32, u128, u32)> = keys
+        let names: Vec<&str> = [EVENT_ID, EVENT_TYPE, OCCURRED_AT, SOURCE_SHARD, SOURCE_SEQUENCE]
             .iter()
-            .map(|&(rank, s, n, id, row)| (*ranks.iter().find(|(_, r)| **r == rank).unwrap().0, s, n, id, row))
+            .map(|&i| schema.field(i).name().as_str())
             .collect();
-        whole.sort();
-        let want: Vec<u32> = whole.iter().map(|k| k.4).collect();
-        assert_eq!(sorted_by_type(ranks, keys), want);
+        assert_eq!(names, ["event_id", "event_type", "occurred_at", "source_shard", "source_sequence"]);
     }
 }

@@ -1,8 +1,9 @@
 //! Pure Parquet rewriting for compaction: lake files in, one sorted file without duplicate `event_id`s out.
 //!
 //! Files are read with the parquet crate's Arrow reader and must have exactly the lake schema
-//! (`schemas::lake::arrow_schema`); the output is written with the same settings as the
-//! consumer's files (`crate::lake`), sorted the same way, so Athena sees one kind of file.
+//! (`schemas::lake::arrow_schema`); the output is written with the settings of the consumer's
+//! files (`crate::lake`), sorted by type like them but then by time
+//! (`EventFile::Compacted`), since an hour's rows span enough time for a time order to prune.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,7 +23,7 @@ use schemas::lake::arrow_schema;
 use uuid::Uuid;
 
 use crate::error::ConsumerError;
-use crate::lake::{EVENT_ID, EVENT_TYPE, OCCURRED_AT, ROW_GROUP_ROWS, writer_properties};
+use crate::lake::{EVENT_ID, EVENT_TYPE, EventFile, OCCURRED_AT, ROW_GROUP_ROWS, writer_properties};
 
 /// Rows decoded per Arrow batch while reading.
 const READ_BATCH_ROWS: usize = 8192;
@@ -136,7 +137,8 @@ impl Input {
 /// Memory is bounded by the compressed inputs plus about two output row groups, not by the
 /// decoded size of everything (about 12 times the compressed size for this schema): the sort
 /// reads only the three key columns, then each output row group decodes just its rows from
-/// each input (a contiguous range per input, since every input is sorted the same way).
+/// each input (a contiguous range per input, or nearly: every input is sorted by type, and a batch
+/// file spans about a second).
 pub fn merge(sources: Vec<(String, Bytes)>, seen: &mut Seen, holder: usize) -> Result<Merged, ConsumerError> {
     merge_in_groups(sources, seen, holder, ROW_GROUP_ROWS)
 }
@@ -151,7 +153,7 @@ fn merge_in_groups(
     let inputs = sources.into_iter().map(|(key, body)| Input::open(key, body)).collect::<Result<Vec<_>, _>>()?;
 
     // 1. Sort keys: (event type rank, occurred_at, event_id, input, row). Types are interned;
-    // a UUID's u128 orders like its hyphenated lowercase text, as in `crate::lake`.
+    // a UUID's u128 orders like its hyphenated lowercase text.
     let mut types: Vec<String> = Vec::new();
     let mut type_index: HashMap<String, u32> = HashMap::new();
     let mut keys: Vec<(u32, i64, u128, u32, u32)> = Vec::with_capacity(inputs.iter().map(Input::rows).sum());
@@ -224,8 +226,9 @@ fn merge_in_groups(
     // the sorted order.
     let schema = arrow_schema();
     let mut buf = Vec::new();
-    let mut writer = ArrowWriter::try_new(&mut buf, schema.clone(), Some(writer_properties(group_rows)))
-        .map_err(|e| ConsumerError::Encode(e.to_string()))?;
+    let mut writer =
+        ArrowWriter::try_new(&mut buf, schema.clone(), Some(writer_properties(EventFile::Compacted, group_rows)))
+            .map_err(|e| ConsumerError::Encode(e.to_string()))?;
     let mut wanted: Vec<Vec<u32>> = vec![Vec::new(); inputs.len()];
     for group in kept.chunks(group_rows) {
         for w in &mut wanted {
