@@ -146,7 +146,7 @@ const EVENT_ID_LEN: usize = uuid::fmt::Hyphenated::LENGTH;
 /// Rows come in stream order (the handler keeps it), which is then the order within each type
 /// as well: the columns are filled in one pass in that order, one set of columns per type, each
 /// record read once, right after its neighbour. Sorting each type by time instead visited the
-/// records far apart and made filling the columns a third slower, for nothing: a batch file
+/// records far apart and made filling the columns a fifth slower, for nothing: a batch file
 /// spans about a second of the stream, so a time order inside it prunes nothing the file's own
 /// statistics do not. (The compactor's hour files are sorted by time within each type,
 /// [`EventFile::Compacted`].) Rows that come in another order are sorted first.
