@@ -7,46 +7,19 @@ import re
 import subprocess
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from pylib import ROOT, bucket_quantile, metric_sum, read_metrics, series_delta
+
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 
 
-def prom(path):
-    """Prometheus text → {(name, frozenset(labels)): value}."""
-    out = {}
-    for line in Path(path).read_text().splitlines():
-        if not line or line.startswith("#"):
-            continue
-        m = re.match(r"([a-zA-Z_:][\w:]*)(\{[^}]*\})?\s+(\S+)", line)
-        if not m:
-            continue
-        labels = frozenset(re.findall(r'(\w+)="([^"]*)"', m.group(2) or ""))
-        out[(m.group(1), labels)] = float(m.group(3))
-    return out
-
-
 def delta(before, after, name, **want):
-    total = 0.0
-    for (n, labels), v in after.items():
-        if n == name and all((k, w) in labels for k, w in want.items()):
-            total += v - before.get((n, labels), 0.0)
-    return total
+    """How much the counter `name` (label sets including `want`, added up) grew between the scrapes."""
+    return metric_sum(series_delta(before, after), name, **want)
 
 
 def quantile(before, after, name, q):
-    buckets = {}
-    for (n, labels), v in after.items():
-        if n == f"{name}_bucket":
-            le = dict(labels)["le"]
-            buckets[le] = buckets.get(le, 0.0) + v - before.get((n, labels), 0.0)
-    ordered = sorted(((float("inf") if k == "+Inf" else float(k)), c) for k, c in buckets.items())
-    if not ordered or ordered[-1][1] == 0:
-        return None
-    target = q * ordered[-1][1]
-    for le, c in ordered:
-        if c >= target:
-            return le
-    return None
+    """Upper bound of the bucket of histogram `name` holding its q-quantile between the scrapes."""
+    return bucket_quantile(series_delta(before, after), name, q)
 
 
 def criterion(path):
@@ -74,8 +47,8 @@ def main():
     ap.add_argument("--latency-verify-status", type=int, default=0)
     a = ap.parse_args()
     out = ROOT / a.out
-    before = {**prom(out / "metrics-before.producer"), **prom(out / "metrics-before.consumer")}
-    after = {**prom(out / "metrics-after.producer"), **prom(out / "metrics-after.consumer")}
+    before = {**read_metrics(out / "metrics-before.producer"), **read_metrics(out / "metrics-before.consumer")}
+    after = {**read_metrics(out / "metrics-after.producer"), **read_metrics(out / "metrics-after.consumer")}
     stored = delta(before, after, "consumer_events_stored_total")
     calls = {
         "Kinesis PutRecords (producer)": delta(before, after, "producer_put_records_calls_total"),
@@ -93,7 +66,7 @@ def main():
     e2e_p99 = quantile(before, after, "consumer_end_to_end_latency_seconds", 0.99)
     e2e_p50 = quantile(before, after, "consumer_end_to_end_latency_seconds", 0.50)
     lat = out / "latency"
-    lat_before, lat_after = prom(lat / "metrics-before.consumer"), prom(lat / "metrics-after.consumer")
+    lat_before, lat_after = read_metrics(lat / "metrics-before.consumer"), read_metrics(lat / "metrics-after.consumer")
     lat_p50 = quantile(lat_before, lat_after, "consumer_end_to_end_latency_seconds", 0.50)
     lat_p99 = quantile(lat_before, lat_after, "consumer_end_to_end_latency_seconds", 0.99)
     lat_stored = delta(lat_before, lat_after, "consumer_events_stored_total")
