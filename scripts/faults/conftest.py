@@ -17,6 +17,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -26,25 +27,37 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-import boto3
 import pytest
-from botocore.config import Config
 
-ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # scripts/, for pylib
+
+from pylib import (  # noqa: E402
+    CARGO_TARGET as TARGET,
+    HOST,
+    ROOT,
+    env_float,
+    env_int,
+    env_sh,
+    local_client,
+    metric_max,
+    metric_sum,
+    run,
+    scrape_metrics,
+    wait_until,
+)
+
 RUN_DIR = ROOT / ".local" / "run"
-TARGET = Path(os.environ.get("CARGO_TARGET_DIR") or Path.home() / ".cache" / "web-analytics-pipeline" / "target")
 VERIFY = TARGET / "debug" / "verify"
 OUT = ROOT / "bench" / "out" / "faults"
-HOST = "127.0.0.1"
 API = f"http://{HOST}:3000"
 PRODUCER_METRICS = f"http://{HOST}:9101/metrics"
 CONSUMER_METRICS = f"http://{HOST}:9102/metrics"
 
 # The load every fault runs under: modest (2 shared cores), about 13.5 events per request.
-RATE = int(os.environ.get("FAULT_RATE") or 40)
+RATE = env_int("FAULT_RATE", 40)
 # The oldest record the consumer has not finished, in seconds, that counts as "caught up":
 # one batch window (0.5 s) plus one batch's processing in the debug build, with some slack.
-CAUGHT_UP_AGE_S = float(os.environ.get("FAULT_CAUGHT_UP_AGE_S") or 3.0)
+CAUGHT_UP_AGE_S = env_float("FAULT_CAUGHT_UP_AGE_S", 3.0)
 
 # Background processes of the local stack and the pipeline: pid file name -> command-line marker.
 MARKERS = {
@@ -87,10 +100,7 @@ def base_env() -> dict[str, str]:
             if not k.startswith("AWS_")
             and k not in ("STREAM_NAME", "LAKE_BUCKET", "DYNAMODB_TABLE", "DATABASE_URL", "DATABASE_SECRET_ARN")
         }
-        out = subprocess.run(
-            ["bash", "-c", "source scripts/env.sh && env -0"], cwd=ROOT, env=clean, capture_output=True, check=True
-        ).stdout
-        _BASE_ENV = dict(item.split("=", 1) for item in out.decode().split("\0") if "=" in item)
+        _BASE_ENV = env_sh(clean)
         for var in ("AWS_ENDPOINT_URL_KINESIS", "AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL_S3"):
             assert _BASE_ENV[var].startswith(f"http://{HOST}:"), f"{var}={_BASE_ENV[var]} is not loopback"
         assert "@127.0.0.1:" in _BASE_ENV["DATABASE_URL"], _BASE_ENV["DATABASE_URL"]
@@ -145,22 +155,13 @@ def stack_env(**overrides: str) -> dict[str, str]:
 def client(service: str):
     env = stack_env()
     url = env[f"AWS_ENDPOINT_URL_{'S3' if service == 's3' else service.upper()}"]
-    return boto3.client(
-        service,
-        endpoint_url=url,
-        region_name=env["AWS_REGION"],
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-        config=Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=3, read_timeout=60),
-    )
+    return local_client(service, url, region=env["AWS_REGION"], read_timeout=60)
 
 
 def psql(sql: str, url: str | None = None) -> list[list[str]]:
     """Runs one statement against the suite's database; rows as lists of strings."""
-    out = subprocess.run(
+    out = run(
         ["psql", "-X", "-w", "-At", "-F", "\t", "-v", "ON_ERROR_STOP=1", url or stack_env()["DATABASE_URL"], "-c", sql],
-        capture_output=True,
-        text=True,
         timeout=30,
     )
     if out.returncode != 0:
@@ -213,10 +214,10 @@ def sigkill(name: str) -> int:
     """SIGKILLs one pipeline process (by its pid file) and waits until it is gone."""
     pid = pid_of(name)
     os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while alive(pid):
-        assert time.monotonic() < deadline, f"{name} pid {pid} survived SIGKILL for 10 s"
-        time.sleep(0.05)
+    wait_until(
+        lambda: alive(pid), lambda up: not up, timeout=10, interval=0.05,
+        failure=lambda _: f"{name} pid {pid} survived SIGKILL for 10 s",
+    )
     return pid
 
 
@@ -225,15 +226,7 @@ def pipeline(cmd: str, base: bool = False, **env: str) -> None:
     pointed at the suite's resources (or, with base=True, at the stack's default ones)."""
     full = base_env() if base else stack_env()
     full.update(PIPELINE_SKIP_BUILD="1", **env)
-    res = subprocess.run(
-        ["bash", "scripts/pipeline.sh", cmd],
-        cwd=ROOT,
-        env=full,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-    )
+    res = run(["bash", "scripts/pipeline.sh", cmd], env=full, timeout=120)
     assert res.returncode == 0, f"pipeline.sh {cmd} failed:\n{res.stdout}\n{res.stderr}"
 
 
@@ -245,10 +238,11 @@ def create_stream(name: str, shards: int = 2) -> None:
 
 def wait_stream_active(name: str) -> None:
     kinesis = client("kinesis")
-    deadline = time.monotonic() + 60
-    while kinesis.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]["StreamStatus"] != "ACTIVE":
-        assert time.monotonic() < deadline, f"stream {name} not ACTIVE after 60 s"
-        time.sleep(0.1)
+    wait_until(
+        lambda: kinesis.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]["StreamStatus"],
+        lambda status: status == "ACTIVE", timeout=60, interval=0.1,
+        failure=lambda _: f"stream {name} not ACTIVE after 60 s",
+    )
 
 
 def create_resources(res: Resources) -> None:
@@ -317,31 +311,10 @@ def resume_all_emulators() -> None:
 # Metrics
 
 
-def scrape(url: str) -> dict[tuple[str, frozenset], float]:
-    """Prometheus text -> {(name, labels): value}."""
-    text = urllib.request.urlopen(url, timeout=5).read().decode()
-    out = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        m = re.match(r"^([A-Za-z_:][A-Za-z0-9_:]*)(\{(.*)\})?\s+(\S+)$", line)
-        if not m:
-            continue
-        labels = frozenset(re.findall(r'([A-Za-z_][A-Za-z0-9_]*)="((?:[^"\\]|\\.)*)"', m.group(3) or ""))
-        with contextlib.suppress(ValueError):
-            out[(m.group(1), labels)] = float(m.group(4))
-    return out
-
-
-def metric(samples: dict, name: str, **labels: str) -> float:
-    """Sum of the samples of `name` whose labels include `labels`."""
-    want = set(labels.items())
-    return sum(v for (n, ls), v in samples.items() if n == name and want <= set(ls))
-
-
-def gauge_max(samples: dict, name: str) -> float:
-    values = [v for (n, _), v in samples.items() if n == name]
-    return max(values) if values else 0.0
+# Prometheus text is parsed by pylib (prometheus_client); the tests use these names.
+scrape = scrape_metrics
+metric = metric_sum
+gauge_max = metric_max
 
 
 def status_counts(samples: dict) -> dict[str, float]:
@@ -394,25 +367,25 @@ def backlog_age(stream: str | None = None) -> float:
 def wait_caught_up(since: float, stream: str | None = None, limit: float = 120.0) -> tuple[float, float]:
     """Polls until the backlog is younger than CAUGHT_UP_AGE_S. Returns (seconds after `since`
     (a time.monotonic()) it took, the largest backlog age seen meanwhile)."""
-    worst = 0.0
-    while True:
-        age = backlog_age(stream)
-        worst = max(worst, age)
-        if age <= CAUGHT_UP_AGE_S:
-            return time.monotonic() - since, worst
-        assert time.monotonic() - since < limit, f"consumer still {age:.1f} s behind after {limit:.0f} s"
-        time.sleep(0.5)
+    ages: list[float] = []
+
+    def probe() -> float:
+        ages.append(backlog_age(stream))
+        return ages[-1]
+
+    wait_until(
+        probe, lambda age: age <= CAUGHT_UP_AGE_S, timeout=limit, interval=0.5, start=since,
+        failure=lambda age: f"consumer still {age:.1f} s behind after {limit:.0f} s",
+    )
+    return time.monotonic() - since, max(ages)
 
 
 def wait_gauge_low(limit_ms: float = CAUGHT_UP_AGE_S * 1000, within: float = 30.0) -> float:
     """Waits until max(consumer_millis_behind_latest) <= limit_ms; returns the value."""
-    deadline = time.monotonic() + within
-    while True:
-        value = gauge_max(scrape(CONSUMER_METRICS), "consumer_millis_behind_latest")
-        if value <= limit_ms:
-            return value
-        assert time.monotonic() < deadline, f"consumer_millis_behind_latest still {value:.0f} ms after {within:.0f} s"
-        time.sleep(0.5)
+    return wait_until(
+        lag_gauge, lambda value: value <= limit_ms, timeout=within, interval=0.5,
+        failure=lambda value: f"consumer_millis_behind_latest still {value:.0f} ms after {within:.0f} s",
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -581,14 +554,10 @@ class Verified:
 def verify(*ack_files: Path, stream: str | None = None, wait: int = 180, name: str = "verify") -> Verified:
     """Runs `verify --wait <wait> <acks>...` against `stream` and parses what it printed."""
     started = time.monotonic()
-    res = subprocess.run(
+    res = run(
         [str(VERIFY), "--wait", str(wait), *map(str, ack_files)],
-        cwd=ROOT,
         env=stack_env(STREAM_NAME=stream or RES.stream),
-        capture_output=True,
-        text=True,
         timeout=wait + 300,
-        stdin=subprocess.DEVNULL,
     )
     v = Verified(res.returncode, res.stdout, res.stderr, time.monotonic() - started)
     (Path(ack_files[0]).parent / f"{name}.txt").write_text(v.explain())
