@@ -16,23 +16,20 @@ Ports: KINESIS_PORT (4567), DYNAMODB_PORT (4568), MOTO_PORT (4566).
 from __future__ import annotations
 
 import json
-import os
 import sys
-import time
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
-HOST = "127.0.0.1"
-REGION = os.environ.get("AWS_REGION") or "us-east-1"
+from pylib import HOST, env_int, env_str, local_client, local_endpoint, wait_until
 
-STREAM_NAME = os.environ.get("STREAM_NAME") or "analytics-events"
-STREAM_SHARDS = int(os.environ.get("STREAM_SHARDS") or 2)
-LAKE_BUCKET = os.environ.get("LAKE_BUCKET") or "analytics-lake"
-DYNAMODB_TABLE = os.environ.get("DYNAMODB_TABLE") or "analytics-events"
+REGION = env_str("AWS_REGION", "us-east-1")
+
+STREAM_NAME = env_str("STREAM_NAME", "analytics-events")
+STREAM_SHARDS = env_int("STREAM_SHARDS", 2)
+LAKE_BUCKET = env_str("LAKE_BUCKET", "analytics-lake")
+DYNAMODB_TABLE = env_str("DYNAMODB_TABLE", "analytics-events")
 TTL_ATTRIBUTE = "expires_at"
-SECRET_NAME = os.environ.get("DATABASE_SECRET_NAME") or "analytics/postgres"
+SECRET_NAME = env_str("DATABASE_SECRET_NAME", "analytics/postgres")
 if SECRET_NAME.startswith("arn:") and ":secret:" in SECRET_NAME:
     # DATABASE_SECRET_ARN may hold a full ARN: the name is what follows ":secret:", minus the
     # random "-XXXXXX" suffix Secrets Manager appends.
@@ -43,26 +40,14 @@ SECRET_VALUE = {
     "username": "postgres",
     "password": "",
     "host": HOST,
-    "port": int(os.environ.get("PG_PORT") or 5432),
-    "dbname": os.environ.get("PG_DATABASE") or "analytics",
+    "port": env_int("PG_PORT", 5432),
+    "dbname": env_str("PG_DATABASE", "analytics"),
 }
-
-
-def endpoint(var: str, default: int) -> str:
-    return f"http://{HOST}:{int(os.environ.get(var) or default)}"
 
 
 def client(service: str, url: str, **config):
     # Explicit loopback endpoint and dummy credentials: never the caller's real AWS profile.
-    return boto3.client(
-        service,
-        endpoint_url=url,
-        region_name=REGION,
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-        aws_session_token=None,
-        config=Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=3, read_timeout=30, **config),
-    )
+    return local_client(service, url, region=REGION, **config)
 
 
 def log(msg: str) -> None:
@@ -73,6 +58,15 @@ def code(err: ClientError) -> str:
     return err.response.get("Error", {}).get("Code", "")
 
 
+def wait_active(what: str, describe, status) -> dict:
+    """describe() every 0.1 s until status(description) is ACTIVE; exits after 60 s."""
+    try:
+        return wait_until(describe, lambda d: status(d) == "ACTIVE", timeout=60, interval=0.1,
+                          failure=lambda d: f"bootstrap: {what} still {status(d)} after 60s")
+    except TimeoutError as e:
+        raise SystemExit(str(e)) from None
+
+
 def ensure_stream(kinesis) -> None:
     try:
         kinesis.create_stream(StreamName=STREAM_NAME, ShardCount=STREAM_SHARDS)
@@ -80,15 +74,11 @@ def ensure_stream(kinesis) -> None:
     except ClientError as e:
         if code(e) != "ResourceInUseException":
             raise
-    deadline = time.monotonic() + 60
-    while True:
-        desc = kinesis.describe_stream_summary(StreamName=STREAM_NAME)["StreamDescriptionSummary"]
-        status = desc["StreamStatus"]
-        if status == "ACTIVE":
-            break
-        if time.monotonic() > deadline:
-            raise SystemExit(f"bootstrap: kinesis stream {STREAM_NAME} still {status} after 60s")
-        time.sleep(0.1)
+    desc = wait_active(
+        f"kinesis stream {STREAM_NAME}",
+        lambda: kinesis.describe_stream_summary(StreamName=STREAM_NAME)["StreamDescriptionSummary"],
+        lambda d: d["StreamStatus"],
+    )
     shards = desc.get("OpenShardCount")
     if shards != STREAM_SHARDS:
         log(f"WARNING: kinesis stream {STREAM_NAME} has {shards} open shards, expected {STREAM_SHARDS} "
@@ -128,14 +118,11 @@ def ensure_table(ddb) -> None:
     except ClientError as e:
         if code(e) != "ResourceInUseException":
             raise
-    deadline = time.monotonic() + 60
-    while True:
-        table = ddb.describe_table(TableName=DYNAMODB_TABLE)["Table"]
-        if table["TableStatus"] == "ACTIVE":
-            break
-        if time.monotonic() > deadline:
-            raise SystemExit(f"bootstrap: dynamodb table {DYNAMODB_TABLE} still {table['TableStatus']} after 60s")
-        time.sleep(0.1)
+    table = wait_active(
+        f"dynamodb table {DYNAMODB_TABLE}",
+        lambda: ddb.describe_table(TableName=DYNAMODB_TABLE)["Table"],
+        lambda t: t["TableStatus"],
+    )
     key = [(k["AttributeName"], k["KeyType"]) for k in table["KeySchema"]]
     if key != [("event_id", "HASH")]:
         raise SystemExit(f"bootstrap: dynamodb table {DYNAMODB_TABLE} exists with key schema {key}, "
@@ -181,9 +168,9 @@ def ensure_secret(sm) -> str:
 
 
 def main() -> int:
-    kinesis = client("kinesis", endpoint("KINESIS_PORT", 4567))
-    ddb = client("dynamodb", endpoint("DYNAMODB_PORT", 4568))
-    moto = endpoint("MOTO_PORT", 4566)
+    kinesis = client("kinesis", local_endpoint("KINESIS_PORT", 4567))
+    ddb = client("dynamodb", local_endpoint("DYNAMODB_PORT", 4568))
+    moto = local_endpoint("MOTO_PORT", 4566)
     s3 = client("s3", moto, s3={"addressing_style": "path"})
     sm = client("secretsmanager", moto)
     try:

@@ -6,17 +6,10 @@ binaries (built by scripts/test.sh before the tests).
 """
 
 import os
-import subprocess
 import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-TARGET = Path(os.environ.get("CARGO_TARGET_DIR", Path.home() / ".cache/web-analytics-pipeline/target"))
-
-
-def run(cmd, **kw):
-    return subprocess.run(cmd, cwd=ROOT, text=True, capture_output=True, **kw)
+from pylib import CARGO_TARGET as TARGET, run
 
 
 def test_k6_load_through_the_local_pipeline_is_exact_and_every_panel_has_data(tmp_path):

@@ -14,46 +14,30 @@ import time
 import uuid
 from pathlib import Path
 
-import boto3
 import pytest
-from botocore.config import Config
 
-ROOT = Path(__file__).resolve().parents[2]
+from pylib import HOST, ROOT, env_sh, env_str, local_client, run
+
 STACK = ROOT / "scripts" / "local-stack.sh"
 RUN_DIR = ROOT / ".local" / "run"
-HOST = "127.0.0.1"
 KINESIS = f"http://{HOST}:4567"
 DYNAMODB = f"http://{HOST}:4568"
 MOTO = f"http://{HOST}:4566"
 REGION = "us-east-1"
 SERVICES = ("kinesalite", "dynalite", "moto")
 
-STREAM_NAME = os.environ.get("STREAM_NAME") or "analytics-events"
-LAKE_BUCKET = os.environ.get("LAKE_BUCKET") or "analytics-lake"
-DYNAMODB_TABLE = os.environ.get("DYNAMODB_TABLE") or "analytics-events"
+STREAM_NAME = env_str("STREAM_NAME", "analytics-events")
+LAKE_BUCKET = env_str("LAKE_BUCKET", "analytics-lake")
+DYNAMODB_TABLE = env_str("DYNAMODB_TABLE", "analytics-events")
 SECRET_NAME = "analytics/postgres"
 
 
 def run_stack(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        ["bash", str(STACK), *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-    )
+    return run(["bash", str(STACK), *args], timeout=timeout)
 
 
 def client(service: str, url: str, **config):
-    return boto3.client(
-        service,
-        endpoint_url=url,
-        region_name=REGION,
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-        config=Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=3, read_timeout=30, **config),
-    )
+    return local_client(service, url, region=REGION, **config)
 
 
 def unique(prefix: str) -> str:
@@ -108,11 +92,7 @@ def test_env_matches_env_sh():
     )
     # What `source scripts/env.sh` gives in a clean environment.
     clean = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME")}
-    sourced = subprocess.run(
-        ["bash", "-c", "set -eu; source scripts/env.sh; env -0"],
-        cwd=ROOT, env=clean, capture_output=True, check=True,
-    ).stdout.decode()
-    sourced_env = dict(kv.split("=", 1) for kv in sourced.split("\0") if "=" in kv)
+    sourced_env = env_sh(clean)
     expected = {
         "AWS_ENDPOINT_URL_KINESIS": KINESIS,
         "AWS_ENDPOINT_URL_DYNAMODB": DYNAMODB,
@@ -131,11 +111,7 @@ def test_env_matches_env_sh():
         assert sourced_env.get(k) == v, (k, sourced_env.get(k))
         assert k in printed, f"`env` does not print {k}"
     # Overrides win in env.sh.
-    over = subprocess.run(
-        ["bash", "-c", "source scripts/env.sh; echo $STREAM_NAME"],
-        cwd=ROOT, env={**clean, "STREAM_NAME": "other"}, capture_output=True, text=True, check=True,
-    ).stdout.strip()
-    assert over == "other"
+    assert env_sh({**clean, "STREAM_NAME": "other"})["STREAM_NAME"] == "other"
 
 
 def test_bootstrapped_resources_exist():
@@ -220,10 +196,10 @@ def test_secret_is_readable():
 
 
 def test_postgres_query():
-    res = subprocess.run(
+    res = run(
         ["psql", "-X", "-h", HOST, "-p", "5432", "-U", "postgres", "-d", "analytics", "-Atc",
          "select current_database() || ' ' || (1 + 1)"],
-        capture_output=True, text=True, timeout=30, env={**os.environ, "PGCONNECT_TIMEOUT": "5"},
+        timeout=30, env={**os.environ, "PGCONNECT_TIMEOUT": "5"},
     )
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "analytics 2"
