@@ -15,6 +15,7 @@ Ports: KINESIS_PORT (4567), DYNAMODB_PORT (4568), MOTO_PORT (4566).
 """
 from __future__ import annotations
 
+import functools
 import json
 import sys
 
@@ -58,8 +59,15 @@ def code(err: ClientError) -> str:
     return err.response.get("Error", {}).get("Code", "")
 
 
-def wait_active(what: str, describe, status) -> dict:
-    """describe() every 0.1 s until status(description) is ACTIVE; exits after 60 s."""
+def create_active(what: str, create, describe, status, created: str = "created") -> dict:
+    """create() the resource (one that exists already is fine), then describe() it every 0.1 s
+    until status(description) is ACTIVE, and return that description; exits after 60 s."""
+    try:
+        create()
+        log(f"{what}: {created}")
+    except ClientError as e:
+        if code(e) != "ResourceInUseException":
+            raise
     try:
         return wait_until(describe, lambda d: status(d) == "ACTIVE", timeout=60, interval=0.1,
                           failure=lambda d: f"bootstrap: {what} still {status(d)} after 60s")
@@ -68,16 +76,12 @@ def wait_active(what: str, describe, status) -> dict:
 
 
 def ensure_stream(kinesis) -> None:
-    try:
-        kinesis.create_stream(StreamName=STREAM_NAME, ShardCount=STREAM_SHARDS)
-        log(f"kinesis stream {STREAM_NAME}: created with {STREAM_SHARDS} shards")
-    except ClientError as e:
-        if code(e) != "ResourceInUseException":
-            raise
-    desc = wait_active(
+    desc = create_active(
         f"kinesis stream {STREAM_NAME}",
+        lambda: kinesis.create_stream(StreamName=STREAM_NAME, ShardCount=STREAM_SHARDS),
         lambda: kinesis.describe_stream_summary(StreamName=STREAM_NAME)["StreamDescriptionSummary"],
         lambda d: d["StreamStatus"],
+        created=f"created with {STREAM_SHARDS} shards",
     )
     shards = desc.get("OpenShardCount")
     if shards != STREAM_SHARDS:
@@ -107,19 +111,16 @@ def ensure_bucket(s3) -> None:
 
 
 def ensure_table(ddb) -> None:
-    try:
-        ddb.create_table(
-            TableName=DYNAMODB_TABLE,
-            AttributeDefinitions=[{"AttributeName": "event_id", "AttributeType": "S"}],
-            KeySchema=[{"AttributeName": "event_id", "KeyType": "HASH"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
-        log(f"dynamodb table {DYNAMODB_TABLE}: created")
-    except ClientError as e:
-        if code(e) != "ResourceInUseException":
-            raise
-    table = wait_active(
+    create = functools.partial(
+        ddb.create_table,
+        TableName=DYNAMODB_TABLE,
+        AttributeDefinitions=[{"AttributeName": "event_id", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "event_id", "KeyType": "HASH"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    table = create_active(
         f"dynamodb table {DYNAMODB_TABLE}",
+        create,
         lambda: ddb.describe_table(TableName=DYNAMODB_TABLE)["Table"],
         lambda t: t["TableStatus"],
     )

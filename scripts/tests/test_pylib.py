@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import string
 import time
 
 import pytest
@@ -11,50 +12,45 @@ import pylib
 
 # What the producer and consumer serve on /metrics (metrics-exporter-prometheus): a counter with
 # and without labels, a gauge per shard, a histogram with an "le" per bucket, and a label value
-# with escapes, which a hand-written split() would get wrong.
-BEFORE = """\
+# with escapes, which a hand-written split() would get wrong. Two scrapes of it, BEFORE and AFTER:
+# $names are the values, and a series whose value is "-" is not in that scrape (it appeared
+# between the two).
+EXPOSITION = string.Template("""\
 # HELP producer_requests_total HTTP requests by status code
 # TYPE producer_requests_total counter
-producer_requests_total{status="202"} 10
+producer_requests_total{status="202"} $ok
 producer_requests_total{status="503"} 1
+producer_requests_total{status="400"} $bad
 # TYPE consumer_events_stored_total counter
-consumer_events_stored_total 100
+consumer_events_stored_total $stored
 # TYPE consumer_millis_behind_latest gauge
-consumer_millis_behind_latest{shard="shardId-000000000000"} 250
-consumer_millis_behind_latest{shard="shardId-000000000001"} 1500
+consumer_millis_behind_latest{shard="shardId-000000000000"} $lag0
+consumer_millis_behind_latest{shard="shardId-000000000001"} $lag1
 # TYPE consumer_sink_duration_seconds histogram
-consumer_sink_duration_seconds_bucket{sink="s3",le="0.1"} 1
-consumer_sink_duration_seconds_bucket{sink="s3",le="0.5"} 2
-consumer_sink_duration_seconds_bucket{sink="s3",le="+Inf"} 2
-consumer_sink_duration_seconds_sum{sink="s3"} 0.4
-consumer_sink_duration_seconds_count{sink="s3"} 2
-"""
-
-AFTER = """\
-# HELP producer_requests_total HTTP requests by status code
-# TYPE producer_requests_total counter
-producer_requests_total{status="202"} 25
-producer_requests_total{status="503"} 1
-producer_requests_total{status="400"} 3
-# TYPE consumer_events_stored_total counter
-consumer_events_stored_total 160
-# TYPE consumer_millis_behind_latest gauge
-consumer_millis_behind_latest{shard="shardId-000000000000"} 40
-consumer_millis_behind_latest{shard="shardId-000000000001"} 75.5
-# TYPE consumer_sink_duration_seconds histogram
-consumer_sink_duration_seconds_bucket{sink="s3",le="0.1"} 11
-consumer_sink_duration_seconds_bucket{sink="s3",le="0.5"} 12
-consumer_sink_duration_seconds_bucket{sink="s3",le="+Inf"} 13
-consumer_sink_duration_seconds_sum{sink="s3"} 3.9
-consumer_sink_duration_seconds_count{sink="s3"} 13
-consumer_sink_duration_seconds_bucket{sink="postgres",le="0.1"} 0
-consumer_sink_duration_seconds_bucket{sink="postgres",le="0.5"} 10
-consumer_sink_duration_seconds_bucket{sink="postgres",le="+Inf"} 10
-consumer_sink_duration_seconds_sum{sink="postgres"} 2.5
-consumer_sink_duration_seconds_count{sink="postgres"} 10
+consumer_sink_duration_seconds_bucket{sink="s3",le="0.1"} $s3_fast
+consumer_sink_duration_seconds_bucket{sink="s3",le="0.5"} $s3_slow
+consumer_sink_duration_seconds_bucket{sink="s3",le="+Inf"} $s3_all
+consumer_sink_duration_seconds_sum{sink="s3"} $s3_sum
+consumer_sink_duration_seconds_count{sink="s3"} $s3_all
+consumer_sink_duration_seconds_bucket{sink="postgres",le="0.1"} $pg_fast
+consumer_sink_duration_seconds_bucket{sink="postgres",le="0.5"} $pg_all
+consumer_sink_duration_seconds_bucket{sink="postgres",le="+Inf"} $pg_all
+consumer_sink_duration_seconds_sum{sink="postgres"} $pg_sum
+consumer_sink_duration_seconds_count{sink="postgres"} $pg_all
 # TYPE odd_total counter
-odd_total{path="a \\"quoted\\" \\\\ path"} 1
-"""
+odd_total{path="a \\"quoted\\" \\\\ path"} $odd
+""")
+
+
+def scrape_text(**values: str) -> str:
+    text = EXPOSITION.substitute(values)
+    return "".join(line for line in text.splitlines(keepends=True) if not line.endswith(" -\n"))
+
+
+BEFORE = scrape_text(ok="10", bad="-", stored="100", lag0="250", lag1="1500", s3_fast="1", s3_slow="2",
+                     s3_all="2", s3_sum="0.4", pg_fast="-", pg_all="-", pg_sum="-", odd="-")
+AFTER = scrape_text(ok="25", bad="3", stored="160", lag0="40", lag1="75.5", s3_fast="11", s3_slow="12",
+                    s3_all="13", s3_sum="3.9", pg_fast="0", pg_all="10", pg_sum="2.5", odd="1")
 
 
 def key(name: str, **labels: str):
