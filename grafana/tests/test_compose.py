@@ -79,6 +79,17 @@ def flag(service: dict, name: str) -> str | None:
     return None
 
 
+def mounted_config(services: dict, name: str, config_flag: str) -> tuple[str, dict]:
+    """(path in the container, parsed YAML) of the config file service `name` is started with
+    (its `config_flag` argument); that file must be mounted from a repo file."""
+    svc = services[name]
+    path = flag(svc, config_flag)
+    assert path, f"{name} has no {config_flag}"
+    repo_file = repo_file_for(svc, path)
+    assert repo_file and repo_file.is_file(), f"{name} config {path} is not mounted from a repo file"
+    return path, yaml.safe_load(repo_file.read_text())
+
+
 def glob_base(path: str) -> str:
     """Directory part of a glob before the first wildcard: /var/log/*.log -> /var/log."""
     head = re.split(r"[*?\[{]", path, maxsplit=1)[0]
@@ -121,12 +132,7 @@ def test_named_volumes_declared(compose, services, name):
 
 @pytest.fixture(scope="module")
 def promtail_config(services):
-    svc = services["promtail"]
-    path = flag(svc, "-config.file")
-    assert path, "promtail has no -config.file"
-    repo_file = repo_file_for(svc, path)
-    assert repo_file and repo_file.is_file(), f"promtail config {path} is not mounted from a repo file"
-    return yaml.safe_load(repo_file.read_text())
+    return mounted_config(services, "promtail", "-config.file")[1]
 
 
 def promtail_paths(cfg):
@@ -164,7 +170,7 @@ def test_promtail_positions_persist(services, promtail_config):
 
 
 def test_promtail_pushes_to_loki(services, promtail_config):
-    loki_cfg = yaml.safe_load(repo_file_for(services["loki"], flag(services["loki"], "-config.file")).read_text())
+    _, loki_cfg = mounted_config(services, "loki", "-config.file")
     port = loki_cfg["server"]["http_listen_port"]
     urls = [c["url"] for c in promtail_config["clients"]]
     assert urls == [f"http://loki:{port}/loki/api/v1/push"]
@@ -175,11 +181,7 @@ def test_promtail_pushes_to_loki(services, promtail_config):
 
 def test_loki_config_mounted_and_storage_on_volume(services):
     svc = services["loki"]
-    path = flag(svc, "-config.file")
-    assert path, "loki has no -config.file"
-    repo_file = repo_file_for(svc, path)
-    assert repo_file and repo_file.is_file(), f"loki config {path} is not mounted from a repo file"
-    cfg = yaml.safe_load(repo_file.read_text())
+    _, cfg = mounted_config(services, "loki", "-config.file")
     assert cfg["auth_enabled"] is False
     prefix = cfg["common"]["path_prefix"]
     m = mount_for(svc, prefix)
@@ -196,11 +198,7 @@ def test_loki_config_mounted_and_storage_on_volume(services):
 
 def test_prometheus_config_and_rules_mounted(services):
     svc = services["prometheus"]
-    path = flag(svc, "--config.file")
-    assert path, "prometheus has no --config.file"
-    repo_file = repo_file_for(svc, path)
-    assert repo_file and repo_file.is_file(), f"prometheus config {path} is not mounted"
-    cfg = yaml.safe_load(repo_file.read_text())
+    path, cfg = mounted_config(services, "prometheus", "--config.file")
     for rule in cfg.get("rule_files", []):
         container_rule = str(PurePosixPath(path).parent / rule)
         local = repo_file_for(svc, container_rule)
@@ -211,8 +209,7 @@ def test_prometheus_config_and_rules_mounted(services):
 
 
 def test_prometheus_scrapes_compose_services(services):
-    svc = services["prometheus"]
-    cfg = yaml.safe_load(repo_file_for(svc, flag(svc, "--config.file")).read_text())
+    _, cfg = mounted_config(services, "prometheus", "--config.file")
     jobs = {j["job_name"]: [t for sc in j["static_configs"] for t in sc["targets"]] for j in cfg["scrape_configs"]}
     assert jobs["prometheus"] == ["localhost:9090"]
     for name in ("grafana", "loki", "promtail"):
