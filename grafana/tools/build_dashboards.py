@@ -328,10 +328,10 @@ LAG_STEPS = [("green", None), ("yellow", 10000), ("red", 60000)]
 # --------------------------------------------------------------------------------------------
 
 
-def stream_lag_cloudwatch() -> dict:
+def stream_lag_cloudwatch(L: Layout) -> list[dict]:
+    """Kinesis and consumer-Lambda lag on AWS, from CloudWatch metrics."""
     kin = {"StreamName": "$stream_name"}
     fn = {"FunctionName": "$consumer_function"}
-    L = Layout()
     L.add(stat(
         "Kinesis iterator age (max)",
         "GetRecords.IteratorAgeMilliseconds, Maximum: age of the oldest record returned by "
@@ -381,21 +381,13 @@ def stream_lag_cloudwatch() -> dict:
         [cw("AWS/Kinesis", "PutRecords.Latency", kin, "Average", "PutRecords"),
          cw("AWS/Kinesis", "GetRecords.Latency", kin, "Average", "GetRecords")],
         unit="ms"))
-    return dashboard(
-        "stream-lag-cloudwatch",
-        "Stream lag (CloudWatch)",
-        "Kinesis and consumer-Lambda lag on AWS, from CloudWatch metrics.",
-        L,
-        [
-            region_var(),
-            dimension_var("stream_name", "Stream", "AWS/Kinesis", "IncomingRecords", "StreamName",
-                          current="analytics-events"),
-            dimension_var("consumer_function", "Consumer function", "AWS/Lambda", "IteratorAge",
-                          "FunctionName"),
-        ],
-        refresh="1m",
-        time_from="now-3h",
-    )
+    return [
+        region_var(),
+        dimension_var("stream_name", "Stream", "AWS/Kinesis", "IncomingRecords", "StreamName",
+                      current="analytics-events"),
+        dimension_var("consumer_function", "Consumer function", "AWS/Lambda", "IteratorAge",
+                      "FunctionName"),
+    ]
 
 
 # --------------------------------------------------------------------------------------------
@@ -414,9 +406,10 @@ def quantiles(metric: str, qs=(0.5, 0.9, 0.99), by: str = "") -> list[dict]:
     ]
 
 
-def stream_lag_prometheus() -> dict:
+def stream_lag_prometheus(L: Layout) -> list[dict]:
+    """Consumer lag per shard, throughput and end-to-end latency from the pipeline's Prometheus
+    metrics (local runner / containers)."""
     shard = 'shard=~"$shard"'
-    L = Layout()
     L.add(stat(
         "Max lag behind latest",
         "max(consumer_millis_behind_latest): how far the slowest selected shard is behind the tip "
@@ -477,16 +470,7 @@ def stream_lag_prometheus() -> dict:
         "Kinesis API calls made by the local consumer runner (GetRecords, GetShardIterator, ...).",
         [prom(f"sum by (op) (rate(consumer_kinesis_requests_total[{RATE}]))", "{{op}}")],
         unit="reqps"))
-    return dashboard(
-        "stream-lag-prometheus",
-        "Stream lag (Prometheus)",
-        "Consumer lag per shard, throughput and end-to-end latency from the pipeline's "
-        "Prometheus metrics (local runner / containers).",
-        L,
-        [prom_var("shard", "Shard", "consumer_millis_behind_latest", "shard")],
-        refresh="10s",
-        time_from="now-30m",
-    )
+    return [prom_var("shard", "Shard", "consumer_millis_behind_latest", "shard")]
 
 
 # --------------------------------------------------------------------------------------------
@@ -494,7 +478,8 @@ def stream_lag_prometheus() -> dict:
 # --------------------------------------------------------------------------------------------
 
 
-def pipeline_cloudwatch() -> dict:
+def pipeline_cloudwatch(L: Layout) -> list[dict]:
+    """API Gateway and both Lambda functions on AWS, from CloudWatch metrics and logs."""
     api = {"ApiName": "$api_name"}
     prod = {"FunctionName": "$producer_function"}
     cons = {"FunctionName": "$consumer_function"}
@@ -503,7 +488,6 @@ def pipeline_cloudwatch() -> dict:
         return [cw("AWS/Lambda", metric, prod, stat_, f"producer{suffix}"),
                 cw("AWS/Lambda", metric, cons, stat_, f"consumer{suffix}")]
 
-    L = Layout()
     L.add(timeseries(
         "API Gateway requests",
         "Count (Sum per period) of requests to the ingestion API.",
@@ -555,22 +539,14 @@ def pipeline_cloudwatch() -> dict:
             "| sort @timestamp desc\n"
             "| limit 200",
         )]), w=24, h=10)
-    return dashboard(
-        "pipeline-cloudwatch",
-        "Pipeline (CloudWatch)",
-        "API Gateway and both Lambda functions on AWS, from CloudWatch metrics and logs.",
-        L,
-        [
-            region_var(),
-            dimension_var("api_name", "API", "AWS/ApiGateway", "Count", "ApiName"),
-            dimension_var("producer_function", "Producer function", "AWS/Lambda", "Invocations",
-                          "FunctionName"),
-            dimension_var("consumer_function", "Consumer function", "AWS/Lambda", "IteratorAge",
-                          "FunctionName"),
-        ],
-        refresh="1m",
-        time_from="now-3h",
-    )
+    return [
+        region_var(),
+        dimension_var("api_name", "API", "AWS/ApiGateway", "Count", "ApiName"),
+        dimension_var("producer_function", "Producer function", "AWS/Lambda", "Invocations",
+                      "FunctionName"),
+        dimension_var("consumer_function", "Consumer function", "AWS/Lambda", "IteratorAge",
+                      "FunctionName"),
+    ]
 
 
 # --------------------------------------------------------------------------------------------
@@ -578,8 +554,9 @@ def pipeline_cloudwatch() -> dict:
 # --------------------------------------------------------------------------------------------
 
 
-def pipeline_prometheus() -> dict:
-    L = Layout()
+def pipeline_prometheus(L: Layout) -> list[dict]:
+    """Producer requests and events, consumer batches, sinks, quarantine and duplicates from the
+    pipeline's Prometheus metrics."""
     L.add(stat(
         "Producer requests /s",
         "All HTTP requests answered by producer-api.",
@@ -658,16 +635,7 @@ def pipeline_prometheus() -> dict:
         "BatchWriteItem calls retried because DynamoDB returned UnprocessedItems (throttling).",
         [prom(f"sum(rate(consumer_dynamodb_unprocessed_retries_total[{RATE}])) or vector(0)",
               "retries/s")]))
-    return dashboard(
-        "pipeline-prometheus",
-        "Pipeline (Prometheus)",
-        "Producer requests and events, consumer batches, sinks, quarantine and duplicates from "
-        "the pipeline's Prometheus metrics.",
-        L,
-        [],
-        refresh="10s",
-        time_from="now-30m",
-    )
+    return []
 
 
 # --------------------------------------------------------------------------------------------
@@ -675,8 +643,8 @@ def pipeline_prometheus() -> dict:
 # --------------------------------------------------------------------------------------------
 
 
-def logs_loki() -> dict:
-    L = Layout()
+def logs_loki(L: Layout) -> list[dict]:
+    """Container and host logs collected by Promtail on the observability host."""
     L.add(timeseries(
         "Log lines by job",
         "Lines ingested by Promtail per job (docker = container logs, varlogs = /var/log/*.log).",
@@ -698,27 +666,32 @@ def logs_loki() -> dict:
         "Host logs (/var/log/*.log)",
         "Log files of the host, filtered with the search box.",
         [loki('{job="varlogs"} |= `$search`')]), w=24, h=10)
-    return dashboard(
-        "logs-loki",
-        "Logs (Loki)",
-        "Container and host logs collected by Promtail on the observability host.",
-        L,
-        [textbox_var("search", "Search")],
-        refresh="30s",
-    )
+    return [textbox_var("search", "Search")]
 
 
+# file name -> (builder, title, refresh interval, start of the time range). The dashboard's uid is
+# the file name without ".json", its description the builder's docstring, its panels what the
+# builder adds to the Layout it is given, its template variables what the builder returns.
 DASHBOARDS = {
-    "stream-lag-cloudwatch.json": stream_lag_cloudwatch,
-    "stream-lag-prometheus.json": stream_lag_prometheus,
-    "pipeline-cloudwatch.json": pipeline_cloudwatch,
-    "pipeline-prometheus.json": pipeline_prometheus,
-    "logs-loki.json": logs_loki,
+    "stream-lag-cloudwatch.json": (stream_lag_cloudwatch, "Stream lag (CloudWatch)", "1m", "now-3h"),
+    "stream-lag-prometheus.json": (stream_lag_prometheus, "Stream lag (Prometheus)", "10s", "now-30m"),
+    "pipeline-cloudwatch.json": (pipeline_cloudwatch, "Pipeline (CloudWatch)", "1m", "now-3h"),
+    "pipeline-prometheus.json": (pipeline_prometheus, "Pipeline (Prometheus)", "10s", "now-30m"),
+    "logs-loki.json": (logs_loki, "Logs (Loki)", "30s", "now-1h"),
 }
 
 
+def render(name: str) -> dict:
+    build, title, refresh, time_from = DASHBOARDS[name]
+    assert build.__doc__, f"{build.__name__} needs its docstring: it is the dashboard description"
+    layout = Layout()
+    variables = build(layout)
+    description = " ".join(build.__doc__.split())
+    return dashboard(name.removesuffix(".json"), title, description, layout, variables, refresh, time_from)
+
+
 def render_all() -> dict[str, str]:
-    return {name: json.dumps(build(), indent=2) + "\n" for name, build in DASHBOARDS.items()}
+    return {name: json.dumps(render(name), indent=2) + "\n" for name in DASHBOARDS}
 
 
 def main() -> int:
