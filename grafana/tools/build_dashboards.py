@@ -70,6 +70,18 @@ def prom(expr: str, legend: str = "__auto") -> dict:
     }
 
 
+def sum_rate(metric: str, by: str = "") -> str:
+    """PromQL: the per-second rate of counter `metric` (which may carry a {selector}) summed over
+    all its series, or by one label."""
+    rate = f"rate({metric}[{RATE}])"
+    return f"sum by ({by}) ({rate})" if by else f"sum({rate})"
+
+
+def rate_by(metric: str, label: str) -> dict:
+    """A Prometheus target with one series per value of `label`, named after it."""
+    return prom(sum_rate(metric, label), f"{{{{{label}}}}}")
+
+
 def cw(namespace: str, metric: str, dims: dict, stat: str, label: str) -> dict:
     return {
         "datasource": CW,
@@ -111,6 +123,18 @@ def loki(expr: str, legend: str = "", kind: str = "range") -> dict:
     }
 
 
+def _panel(kind: str, title: str, description: str, targets: list[dict], **body) -> dict:
+    """The keys every panel has, in Grafana's order, around the kind-specific `body`."""
+    return {
+        "type": kind,
+        "title": title,
+        "description": description,
+        "datasource": targets[0]["datasource"],
+        **body,
+        "targets": _ref_ids(targets),
+    }
+
+
 def _thresholds(steps: list[tuple[str, float | None]]) -> dict:
     return {"mode": "absolute", "steps": [{"color": c, "value": v} for c, v in steps]}
 
@@ -134,31 +158,23 @@ def timeseries(
         "stacking": {"mode": "normal" if stack else "none", "group": "A"},
         "thresholdsStyle": {"mode": "line+area" if thresholds else "off"},
     }
-    return {
-        "type": "timeseries",
-        "title": title,
-        "description": description,
-        "datasource": targets[0]["datasource"],
-        "fieldConfig": {
-            "defaults": {
-                "unit": unit,
-                "custom": custom,
-                "color": {"mode": "palette-classic"},
-                "thresholds": _thresholds(thresholds or [("green", None)]),
-            },
-            "overrides": [],
-        },
-        "options": {
-            "legend": {
-                "displayMode": "table",
-                "placement": "bottom",
-                "showLegend": True,
-                "calcs": ["mean", "max", "lastNotNull"],
-            },
-            "tooltip": {"mode": "multi", "sort": "desc"},
-        },
-        "targets": _ref_ids(targets),
+    defaults = {
+        "unit": unit,
+        "custom": custom,
+        "color": {"mode": "palette-classic"},
+        "thresholds": _thresholds(thresholds or [("green", None)]),
     }
+    options = {
+        "legend": {
+            "displayMode": "table",
+            "placement": "bottom",
+            "showLegend": True,
+            "calcs": ["mean", "max", "lastNotNull"],
+        },
+        "tooltip": {"mode": "multi", "sort": "desc"},
+    }
+    return _panel("timeseries", title, description, targets, fieldConfig={"defaults": defaults, "overrides": []},
+                  options=options)
 
 
 def stat(
@@ -177,42 +193,30 @@ def stat(
     }
     if decimals is not None:
         defaults["decimals"] = decimals
-    return {
-        "type": "stat",
-        "title": title,
-        "description": description,
-        "datasource": targets[0]["datasource"],
-        "fieldConfig": {"defaults": defaults, "overrides": []},
-        "options": {
-            "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
-            "colorMode": "background",
-            "graphMode": "area",
-            "justifyMode": "auto",
-            "orientation": "auto",
-            "textMode": "auto",
-        },
-        "targets": _ref_ids(targets),
+    options = {
+        "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+        "colorMode": "background",
+        "graphMode": "area",
+        "justifyMode": "auto",
+        "orientation": "auto",
+        "textMode": "auto",
     }
+    return _panel("stat", title, description, targets, fieldConfig={"defaults": defaults, "overrides": []},
+                  options=options)
 
 
 def logs(title: str, description: str, targets: list[dict]) -> dict:
-    return {
-        "type": "logs",
-        "title": title,
-        "description": description,
-        "datasource": targets[0]["datasource"],
-        "options": {
-            "showTime": True,
-            "wrapLogMessage": True,
-            "sortOrder": "Descending",
-            "enableLogDetails": True,
-            "dedupStrategy": "none",
-            "prettifyLogMessage": False,
-            "showCommonLabels": False,
-            "showLabels": False,
-        },
-        "targets": _ref_ids(targets),
+    options = {
+        "showTime": True,
+        "wrapLogMessage": True,
+        "sortOrder": "Descending",
+        "enableLogDetails": True,
+        "dedupStrategy": "none",
+        "prettifyLogMessage": False,
+        "showCommonLabels": False,
+        "showLabels": False,
     }
+    return _panel("logs", title, description, targets, options=options)
 
 
 def dashboard(uid: str, title: str, description: str, layout: Layout, variables: list[dict],
@@ -396,12 +400,9 @@ def stream_lag_cloudwatch(L: Layout) -> list[dict]:
 
 
 def quantiles(metric: str, qs=(0.5, 0.9, 0.99), by: str = "") -> list[dict]:
-    group = f"{by}, le" if by else "le"
+    buckets = sum_rate(f"{metric}_bucket", f"{by}, le" if by else "le")
     return [
-        prom(
-            f"histogram_quantile({q}, sum by ({group}) (rate({metric}_bucket[{RATE}])))",
-            (f"p{round(q * 100)} {{{{{by}}}}}" if by else f"p{round(q * 100)}"),
-        )
+        prom(f"histogram_quantile({q}, {buckets})", f"p{round(q * 100)} {{{{{by}}}}}" if by else f"p{round(q * 100)}")
         for q in qs
     ]
 
@@ -420,18 +421,17 @@ def stream_lag_prometheus(L: Layout) -> list[dict]:
     L.add(stat(
         "End-to-end latency p99",
         "99th percentile of now - received_at when the consumer stored an event.",
-        [prom(f"histogram_quantile(0.99, sum by (le) "
-              f"(rate(consumer_end_to_end_latency_seconds_bucket[{RATE}])))", "p99")],
+        quantiles("consumer_end_to_end_latency_seconds", qs=(0.99,)),
         unit="s", thresholds=[("green", None), ("yellow", 10), ("red", 60)]), w=6, h=5)
     L.add(stat(
         "Records consumed /s",
         "Records read from the stream by the consumer.",
-        [prom(f"sum(rate(consumer_records_total[{RATE}]))", "records/s")],
+        [prom(sum_rate("consumer_records_total"), "records/s")],
         decimals=1), w=6, h=5)
     L.add(stat(
         "Events accepted by producer /s",
         "Events producer-api accepted (written to the stream).",
-        [prom(f'sum(rate(producer_events_total{{outcome="accepted"}}[{RATE}]))', "accepted/s")],
+        [prom(sum_rate('producer_events_total{outcome="accepted"}'), "accepted/s")],
         decimals=1), w=6, h=5)
     L.add(timeseries(
         "Lag behind latest per shard",
@@ -449,26 +449,26 @@ def stream_lag_prometheus(L: Layout) -> list[dict]:
         "Produced vs consumed (events/s)",
         "Events accepted by producer-api vs records read by the consumer. Consumed below produced "
         "for long means lag is growing.",
-        [prom(f'sum(rate(producer_events_total{{outcome="accepted"}}[{RATE}]))', "produced (accepted)"),
-         prom(f"sum(rate(consumer_records_total[{RATE}]))", "consumed (records)")]))
+        [prom(sum_rate('producer_events_total{outcome="accepted"}'), "produced (accepted)"),
+         prom(sum_rate("consumer_records_total"), "consumed (records)")]))
     L.add(timeseries(
         "Consumed bytes/s",
         "Bytes of record data read from the stream by the consumer.",
-        [prom(f"sum(rate(consumer_bytes_total[{RATE}]))", "bytes/s")],
+        [prom(sum_rate("consumer_bytes_total"), "bytes/s")],
         unit="Bps"))
     L.add(timeseries(
         "Producer PutRecords calls and retries",
         "PutRecords calls/s, records retried after partial failures or throttling, and records the "
         "producer gave up on (answered 429/503 to the client).",
-        [prom(f"sum(rate(producer_put_records_calls_total[{RATE}]))", "PutRecords calls/s"),
-         prom(f"sum(rate(producer_put_records_retried_records_total[{RATE}])) or vector(0)",
+        [prom(sum_rate("producer_put_records_calls_total"), "PutRecords calls/s"),
+         prom(sum_rate("producer_put_records_retried_records_total") + " or vector(0)",
               "retried records/s"),
-         prom(f"sum(rate(producer_put_records_failed_records_total[{RATE}])) or vector(0)",
+         prom(sum_rate("producer_put_records_failed_records_total") + " or vector(0)",
               "failed records/s")]))
     L.add(timeseries(
         "Consumer Kinesis requests by operation",
         "Kinesis API calls made by the local consumer runner (GetRecords, GetShardIterator, ...).",
-        [prom(f"sum by (op) (rate(consumer_kinesis_requests_total[{RATE}]))", "{{op}}")],
+        [rate_by("consumer_kinesis_requests_total", "op")],
         unit="reqps"))
     return [prom_var("shard", "Shard", "consumer_millis_behind_latest", "shard")]
 
@@ -557,34 +557,33 @@ def pipeline_cloudwatch(L: Layout) -> list[dict]:
 def pipeline_prometheus(L: Layout) -> list[dict]:
     """Producer requests and events, consumer batches, sinks, quarantine and duplicates from the
     pipeline's Prometheus metrics."""
+    five_xx = sum_rate('producer_requests_total{status=~"5.."}')
     L.add(stat(
         "Producer requests /s",
         "All HTTP requests answered by producer-api.",
-        [prom(f"sum(rate(producer_requests_total[{RATE}]))", "req/s")],
+        [prom(sum_rate("producer_requests_total"), "req/s")],
         unit="reqps", decimals=1), w=6, h=5)
     L.add(stat(
         "Producer 5xx ratio",
         "Share of producer-api responses with a 5xx status. The ProducerErrorRate alert fires "
         "above 5% for 5 minutes.",
-        [prom(f'(sum(rate(producer_requests_total{{status=~"5.."}}[{RATE}])) or vector(0)) '
-              f"/ sum(rate(producer_requests_total[{RATE}]))", "5xx ratio")],
+        [prom(f"({five_xx} or vector(0)) / {sum_rate('producer_requests_total')}", "5xx ratio")],
         unit="percentunit", thresholds=[("green", None), ("yellow", 0.01), ("red", 0.05)]),
         w=6, h=5)
     L.add(stat(
         "Failed consumer batches /s",
         "Batches the consumer could not store (retried, finally dead-lettered).",
-        [prom(f'sum(rate(consumer_batches_total{{outcome="failed"}}[{RATE}])) or vector(0)',
-              "failed/s")],
+        [prom(sum_rate('consumer_batches_total{outcome="failed"}') + " or vector(0)", "failed/s")],
         thresholds=[("green", None), ("red", 0.0001)], decimals=2), w=6, h=5)
     L.add(stat(
         "Quarantined records /s",
         "Records the consumer set aside as invalid (dead-letter), all reasons.",
-        [prom(f"sum(rate(consumer_quarantined_total[{RATE}])) or vector(0)", "quarantined/s")],
+        [prom(sum_rate("consumer_quarantined_total") + " or vector(0)", "quarantined/s")],
         thresholds=[("green", None), ("yellow", 0.0001)], decimals=2), w=6, h=5)
     L.add(timeseries(
         "Producer requests by status",
         "producer_requests_total rate per HTTP status code.",
-        [prom(f"sum by (status) (rate(producer_requests_total[{RATE}]))", "{{status}}")],
+        [rate_by("producer_requests_total", "status")],
         unit="reqps", stack=True))
     L.add(timeseries(
         "Producer request latency",
@@ -596,12 +595,12 @@ def pipeline_prometheus(L: Layout) -> list[dict]:
         "Producer events by outcome",
         "accepted = written to the stream, rejected = failed validation, unaccepted = valid but "
         "not written (PutRecords budget exhausted; the client was told to retry).",
-        [prom(f"sum by (outcome) (rate(producer_events_total[{RATE}]))", "{{outcome}}")],
+        [rate_by("producer_events_total", "outcome")],
         stack=True))
     L.add(timeseries(
         "Consumer batches by outcome",
         "consumer_batches_total rate by outcome (ok / failed).",
-        [prom(f"sum by (outcome) (rate(consumer_batches_total[{RATE}]))", "{{outcome}}")],
+        [rate_by("consumer_batches_total", "outcome")],
         stack=True))
     L.add(timeseries(
         "Sink latency p99 by sink",
@@ -611,29 +610,29 @@ def pipeline_prometheus(L: Layout) -> list[dict]:
     L.add(timeseries(
         "Sink requests by sink",
         "Requests per second the consumer sends to each sink.",
-        [prom(f"sum by (sink) (rate(consumer_sink_requests_total[{RATE}]))", "{{sink}}")],
+        [rate_by("consumer_sink_requests_total", "sink")],
         unit="reqps"))
     L.add(timeseries(
         "Quarantined records by reason",
         "consumer_quarantined_total rate per reason. The QuarantineRateHigh alert fires when more "
         "than 1% of consumed records are quarantined for 10 minutes.",
-        [prom(f"sum by (reason) (rate(consumer_quarantined_total[{RATE}]))", "{{reason}}")],
+        [rate_by("consumer_quarantined_total", "reason")],
         stack=True))
     L.add(timeseries(
         "Duplicates dropped by scope",
         "Events dropped as duplicates: within one batch, or already seen inside the dedup window.",
-        [prom(f"sum by (scope) (rate(consumer_duplicates_total[{RATE}]))", "{{scope}}")],
+        [rate_by("consumer_duplicates_total", "scope")],
         stack=True))
     L.add(timeseries(
         "Consumed vs newly stored events",
         "Records read vs events newly claimed and stored (consumed minus duplicates and "
         "quarantined).",
-        [prom(f"sum(rate(consumer_records_total[{RATE}]))", "records consumed/s"),
-         prom(f"sum(rate(consumer_events_stored_total[{RATE}]))", "events stored/s")]))
+        [prom(sum_rate("consumer_records_total"), "records consumed/s"),
+         prom(sum_rate("consumer_events_stored_total"), "events stored/s")]))
     L.add(timeseries(
         "DynamoDB unprocessed-item retries",
         "BatchWriteItem calls retried because DynamoDB returned UnprocessedItems (throttling).",
-        [prom(f"sum(rate(consumer_dynamodb_unprocessed_retries_total[{RATE}])) or vector(0)",
+        [prom(sum_rate("consumer_dynamodb_unprocessed_retries_total") + " or vector(0)",
               "retries/s")]))
     return []
 
