@@ -26,6 +26,8 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=lib.sh
+source "$ROOT/scripts/lib.sh"
 RUN_DIR="$ROOT/.local/run"
 VENV="$ROOT/.local/venv"
 EMU_DIR="$ROOT/scripts/emulators"
@@ -153,15 +155,7 @@ stop_service() { # name
     fi
     return 0
   fi
-  kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 1 50); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  if kill -0 "$pid" 2>/dev/null; then
-    log "$name: pid $pid ignored SIGTERM for 5s; sending SIGKILL"
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
+  terminate "$pid" 50 0.1 || log "$name: pid $pid ignored SIGTERM for 5s; sent SIGKILL"
   rm -f "$RUN_DIR/$name.pid"
   log "$name: stopped (pid $pid)"
 }

@@ -12,6 +12,8 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=lib.sh
+source "$ROOT/scripts/lib.sh"
 CONFIG="$ROOT/grafana/prometheus/prometheus.local.yml"
 DATA_DIR="$ROOT/.local/prometheus-data"
 RUN_DIR="$ROOT/.local/run"
@@ -154,16 +156,7 @@ cmd_down() {
     log "not running"
     return 0
   fi
-  kill -TERM "$pid" 2>/dev/null || true
-  local _
-  for _ in $(seq 1 40); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.5
-  done
-  if kill -0 "$pid" 2>/dev/null; then
-    log "pid $pid did not stop after 20s; sending SIGKILL"
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
+  terminate "$pid" 40 0.5 || log "pid $pid did not stop after 20s; sent SIGKILL"
   rm -f "$PID_FILE"
   log "stopped (pid $pid)"
 }
