@@ -1,6 +1,9 @@
 # shellcheck shell=bash
 # Shell functions shared by the scripts in scripts/ (sourced, never run).
 
+# The repository root, wherever the caller was started from.
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
 # terminate PID TRIES INTERVAL: SIGTERM to PID, then up to TRIES checks INTERVAL seconds apart for
 # it to exit; SIGKILL when it is still there after that. Status 1 when SIGKILL was needed.
 terminate() {

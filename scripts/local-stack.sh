@@ -25,9 +25,8 @@
 # shellcheck source-path=SCRIPTDIR
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck source=lib.sh
-source "$ROOT/scripts/lib.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh" # sets ROOT
 RUN_DIR="$ROOT/.local/run"
 VENV="$ROOT/.local/venv"
 EMU_DIR="$ROOT/scripts/emulators"

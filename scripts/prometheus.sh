@@ -11,9 +11,8 @@
 # Debian's own prometheus service is never left running: it would bind :9090 on all interfaces.
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck source=lib.sh
-source "$ROOT/scripts/lib.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh" # sets ROOT
 CONFIG="$ROOT/grafana/prometheus/prometheus.local.yml"
 DATA_DIR="$ROOT/.local/prometheus-data"
 RUN_DIR="$ROOT/.local/run"
