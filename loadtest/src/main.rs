@@ -11,6 +11,7 @@ use anyhow::{Context, bail};
 use loadtest::acks::{Acks, parse_acks};
 use loadtest::reconcile::{Observed, reconcile};
 use loadtest::stores::Stores;
+use service_kit::aws::{self, Retries};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -34,11 +35,12 @@ async fn main() -> anyhow::Result<()> {
         parse_acks(&std::fs::read_to_string(f).with_context(|| format!("reading {f}"))?, &mut acks)?;
     }
     let env = |k: &str| std::env::var(k).with_context(|| format!("{k} is required"));
-    let aws = aws_config::load_from_env().await;
+    // The verifier only reads, with no retry loops of its own: the SDK retries every call.
+    let sdk = aws::load().await;
     let stores = Stores {
-        kinesis: aws_sdk_kinesis::Client::new(&aws),
-        s3: stream_consumer::s3_client(&aws),
-        dynamo: aws_sdk_dynamodb::Client::new(&aws),
+        kinesis: aws::kinesis(&sdk, Retries::Sdk),
+        s3: aws::s3(&sdk, Retries::Sdk),
+        dynamo: aws::dynamodb(&sdk, Retries::Sdk),
         pg: sqlx::PgPool::connect(&env("DATABASE_URL")?).await.context("connecting to PostgreSQL")?,
         stream: env("STREAM_NAME")?,
         bucket: env("LAKE_BUCKET")?,

@@ -3,7 +3,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::error::ConfigError;
+use service_kit::KitError;
+use service_kit::env::{self, Env};
 
 /// Everything the producer reads from the environment. Names match the README table and the
 /// Terraform Lambda environment.
@@ -33,52 +34,38 @@ pub struct Config {
 }
 
 impl Config {
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|k| std::env::var(k).ok())
+    pub fn from_env() -> Result<Self, KitError> {
+        Self::from(&env::process())
     }
 
     /// Reads from any key-value source, so tests need not touch the process environment.
-    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let stream_name =
-            get("STREAM_NAME").filter(|s| !s.is_empty()).ok_or(ConfigError::Missing { name: "STREAM_NAME" })?;
-        let origins = get("CORS_ALLOWED_ORIGINS").unwrap_or_default();
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, KitError> {
+        Self::from(&Env::new(get))
+    }
+
+    fn from<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, KitError> {
+        let origins = env.get("CORS_ALLOWED_ORIGINS").unwrap_or_default();
         // tower-http panics on `*` in an origin list; a clear start-up error beats a crash on
         // every Lambda cold start, and allowing every origin should be a decision, not a default.
         if origins.split(',').any(|o| o.trim() == "*") {
-            return Err(ConfigError::Invalid {
-                name: "CORS_ALLOWED_ORIGINS",
-                value: origins,
-                reason: "`*` is not supported; list the origins allowed to post".into(),
-            });
+            return Err(env.invalid("CORS_ALLOWED_ORIGINS", "`*` is not supported; list the origins allowed to post"));
         }
         Ok(Config {
-            stream_name,
-            bind_addr: parse(&get, "BIND_ADDR", "127.0.0.1:3000")?,
-            metrics_addr: parse(&get, "METRICS_ADDR", "127.0.0.1:9101")?,
+            stream_name: env.required("STREAM_NAME")?,
+            bind_addr: env.parse_or("BIND_ADDR", SocketAddr::from(([127, 0, 0, 1], 3000)))?,
+            metrics_addr: env.parse_or("METRICS_ADDR", SocketAddr::from(([127, 0, 0, 1], 9101)))?,
             cors_allowed_origins: origins
                 .split(',')
                 .map(str::trim)
                 .filter(|s| !s.is_empty())
                 .map(str::to_owned)
                 .collect(),
-            publish_budget: Duration::from_millis(parse(&get, "PUBLISH_BUDGET_MS", "2000")?),
-            linger: Duration::from_millis(parse(&get, "LINGER_MS", "50")?),
-            trusted_proxy_hops: parse(&get, "TRUSTED_PROXY_HOPS", "0")?,
-            request_timeout: Duration::from_millis(parse(&get, "REQUEST_TIMEOUT_MS", "10000")?),
+            publish_budget: env.millis_or("PUBLISH_BUDGET_MS", 2000)?,
+            linger: env.millis_or("LINGER_MS", 50)?,
+            trusted_proxy_hops: env.parse_or("TRUSTED_PROXY_HOPS", 0)?,
+            request_timeout: env.millis_or("REQUEST_TIMEOUT_MS", 10_000)?,
         })
     }
-}
-
-fn parse<T: std::str::FromStr>(
-    get: &impl Fn(&str) -> Option<String>,
-    name: &'static str,
-    default: &str,
-) -> Result<T, ConfigError>
-where
-    T::Err: std::fmt::Display,
-{
-    let value = get(name).unwrap_or_else(|| default.to_owned());
-    value.parse().map_err(|e: T::Err| ConfigError::Invalid { name, value, reason: e.to_string() })
 }
 
 #[cfg(test)]
@@ -94,7 +81,7 @@ mod tests {
                 _ => None,
             })
         };
-        assert!(matches!(config("https://a.example, *"), Err(ConfigError::Invalid { .. })));
+        assert!(matches!(config("https://a.example, *"), Err(KitError::InvalidEnv { .. })));
         let ok = config(" https://a.example ,https://b.example,").unwrap();
         assert_eq!(ok.cors_allowed_origins, ["https://a.example", "https://b.example"]);
     }

@@ -22,12 +22,3 @@ impl IngestError {
         }
     }
 }
-
-/// Failures configuring the producer at start-up.
-#[derive(Debug, Error)]
-pub enum ConfigError {
-    #[error("environment variable {name} is required")]
-    Missing { name: &'static str },
-    #[error("environment variable {name}={value:?} is invalid: {reason}")]
-    Invalid { name: &'static str, value: String, reason: String },
-}

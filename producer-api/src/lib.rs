@@ -13,4 +13,4 @@ pub mod server;
 pub mod telemetry;
 
 pub use config::Config;
-pub use error::{ConfigError, IngestError};
+pub use error::IngestError;

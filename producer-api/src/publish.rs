@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use service_kit::retry::{ErrorClass, RetryPolicy, classify_aws_code};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 
@@ -12,9 +13,8 @@ use crate::ingest::PreparedRecord;
 pub const PUT_RECORDS_MAX: usize = 500;
 /// Most bytes (data + partition keys) in one `PutRecords` call (Kinesis limit: 5 MiB).
 pub const PUT_RECORDS_MAX_BYTES: usize = 5 * 1024 * 1024;
-/// First retry delay; doubles per attempt up to [`BACKOFF_CAP`], with full jitter.
-pub const BACKOFF_BASE: Duration = Duration::from_millis(25);
-pub const BACKOFF_CAP: Duration = Duration::from_millis(1000);
+/// The waits between `PutRecords` attempts: 25 ms doubling up to 1 s, full jitter.
+pub const PUBLISH_RETRY: RetryPolicy = RetryPolicy::new(Duration::from_millis(25), Duration::from_millis(1000));
 
 /// What happened to one record in one `PutRecords` call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,41 +50,6 @@ pub enum Delivery {
     },
 }
 
-/// How a failure should be handled. The one place that decides what is retried.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureKind {
-    Throttled,
-    Transient,
-    Permanent,
-}
-
-/// Classifies a Kinesis error code (per record or per call). Unknown and missing codes (timeouts,
-/// connection errors) are transient: retrying is safe because the event ID makes records idempotent
-/// downstream.
-pub fn classify(code: Option<&str>) -> FailureKind {
-    match code {
-        Some(
-            "ProvisionedThroughputExceededException"
-            | "LimitExceededException"
-            | "ThrottlingException"
-            | "KMSThrottlingException"
-            | "SlowDown",
-        ) => FailureKind::Throttled,
-        Some(
-            "ResourceNotFoundException"
-            | "ValidationException"
-            | "InvalidArgumentException"
-            | "AccessDeniedException"
-            | "KMSAccessDeniedException"
-            | "KMSDisabledException"
-            | "KMSInvalidStateException"
-            | "KMSNotFoundException"
-            | "KMSOptInRequired",
-        ) => FailureKind::Permanent,
-        _ => FailureKind::Transient,
-    }
-}
-
 /// Splits `records` (by index) into chunks within the `PutRecords` count and byte limits.
 pub fn chunk_indices(records: &[PreparedRecord], pending: &[usize]) -> Vec<Vec<usize>> {
     let mut chunks = Vec::new();
@@ -103,11 +68,6 @@ pub fn chunk_indices(records: &[PreparedRecord], pending: &[usize]) -> Vec<Vec<u
         chunks.push(current);
     }
     chunks
-}
-
-fn backoff(attempt: u32) -> Duration {
-    let ceiling = BACKOFF_BASE.saturating_mul(1 << attempt.min(10)).min(BACKOFF_CAP);
-    ceiling.mul_f64(fastrand::f64())
 }
 
 /// Puts every record, resending only the ones that failed, until all are acknowledged, a
@@ -137,10 +97,10 @@ pub async fn publish_with_retry<S: RecordSink>(
                     for (&i, r) in chunk.iter().zip(results) {
                         match r {
                             RecordResult::Ok => outcome[i] = Some(Delivery::Acked),
-                            RecordResult::Failed(code) => match classify(Some(&code)) {
-                                FailureKind::Permanent => outcome[i] = Some(Delivery::Failed { throttled: false }),
+                            RecordResult::Failed(code) => match classify_aws_code(Some(&code)) {
+                                ErrorClass::Permanent => outcome[i] = Some(Delivery::Failed { throttled: false }),
                                 kind => {
-                                    last_throttled[i] = kind == FailureKind::Throttled;
+                                    last_throttled[i] = kind == ErrorClass::Throttled;
                                     retry.push(i);
                                 }
                             },
@@ -154,13 +114,13 @@ pub async fn publish_with_retry<S: RecordSink>(
                     retry.extend(chunk);
                 }
                 Err(e) => {
-                    let kind = classify(e.code.as_deref());
+                    let kind = classify_aws_code(e.code.as_deref());
                     tracing::warn!(code = ?e.code, message = %e.message, "PutRecords call failed");
                     for &i in &chunk {
-                        if kind == FailureKind::Permanent {
+                        if kind == ErrorClass::Permanent {
                             outcome[i] = Some(Delivery::Failed { throttled: false });
                         } else {
-                            last_throttled[i] = kind == FailureKind::Throttled;
+                            last_throttled[i] = kind == ErrorClass::Throttled;
                             retry.push(i);
                         }
                     }
@@ -170,14 +130,13 @@ pub async fn publish_with_retry<S: RecordSink>(
         if retry.is_empty() {
             break;
         }
-        let wait = backoff(attempt);
-        if Instant::now() + wait >= deadline {
+        let Some(wait) = PUBLISH_RETRY.backoff_within(attempt, deadline) else {
             metrics::counter!("producer_put_records_failed_records_total").increment(retry.len() as u64);
             for &i in &retry {
                 outcome[i] = Some(Delivery::Failed { throttled: last_throttled[i] });
             }
             break;
-        }
+        };
         metrics::counter!("producer_put_records_retried_records_total").increment(retry.len() as u64);
         tokio::time::sleep(wait).await;
         attempt += 1;

@@ -8,6 +8,8 @@ pub mod dynamo;
 pub mod envelope;
 pub mod event;
 pub mod lake;
+#[cfg(feature = "parquet")]
+pub mod lake_file;
 pub mod limits;
 pub mod properties;
 

@@ -3,32 +3,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::error::ConsumerError;
-
-/// Where PostgreSQL credentials come from. `Debug` redacts the URL, which may hold a password.
-#[derive(Clone)]
-pub enum DatabaseSource {
-    /// `DATABASE_URL`, used as given (its `sslmode`/`sslrootcert` parameters apply).
-    Url(String),
-    /// `DATABASE_SECRET_ARN` (username/password, RDS-managed) plus `DATABASE_HOST`,
-    /// `DATABASE_PORT` and `DATABASE_NAME` (any of which the secret may also carry).
-    Secret { arn: String, host: Option<String>, port: Option<u16>, name: Option<String> },
-}
-
-impl std::fmt::Debug for DatabaseSource {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            DatabaseSource::Url(_) => f.write_str("Url(<redacted>)"),
-            DatabaseSource::Secret { arn, host, port, name } => f
-                .debug_struct("Secret")
-                .field("arn", arn)
-                .field("host", host)
-                .field("port", port)
-                .field("name", name)
-                .finish(),
-        }
-    }
-}
+use service_kit::KitError;
+use service_kit::env::{self, Env};
+use service_kit::postgres::DatabaseConfig;
 
 /// Everything the consumer reads from the environment. Names match the README table and the
 /// Terraform Lambda environment.
@@ -38,11 +15,9 @@ pub struct Config {
     pub lake_bucket: String,
     /// `DYNAMODB_TABLE`: table with one item per event.
     pub dynamodb_table: String,
-    /// `DATABASE_URL` or `DATABASE_SECRET_ARN` (+ host/port/name).
-    pub database: DatabaseSource,
-    /// `DATABASE_SSL_ROOT_CERT`: CA bundle path; when set, TLS is required and verified
-    /// (verify-full). Without it, TLS is used with the system/webpki roots when offered.
-    pub database_ssl_root_cert: Option<String>,
+    /// `DATABASE_URL` or `DATABASE_SECRET_ARN` (+ host/port/name), and
+    /// `DATABASE_SSL_ROOT_CERT` (see `service_kit::postgres::DatabaseConfig`).
+    pub database: DatabaseConfig,
     /// `DEDUP_WINDOW_HOURS`: how long an `event_id` is remembered across batches, in hours (default 24).
     pub dedup_window_hours: u32,
     /// `DYNAMODB_TTL_DAYS`: item lifetime, in days (default 30).
@@ -64,53 +39,31 @@ pub struct Config {
 }
 
 impl Config {
-    pub fn from_env() -> Result<Self, ConsumerError> {
-        Self::from_lookup(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+    pub fn from_env() -> Result<Self, KitError> {
+        Self::from(&env::process())
     }
 
-    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConsumerError> {
-        let required = |name: &str| get(name).ok_or_else(|| ConsumerError::Config(format!("{name} is required")));
-        let database = match (get("DATABASE_URL"), get("DATABASE_SECRET_ARN")) {
-            (Some(url), _) => DatabaseSource::Url(url),
-            (None, Some(arn)) => DatabaseSource::Secret {
-                arn,
-                host: get("DATABASE_HOST"),
-                port: get("DATABASE_PORT").map(|p| parse("DATABASE_PORT", &p)).transpose()?,
-                name: get("DATABASE_NAME"),
-            },
-            (None, None) => {
-                return Err(ConsumerError::Config("DATABASE_URL or DATABASE_SECRET_ARN is required".into()));
-            }
-        };
-        let num = |name: &str, default: u64| -> Result<u64, ConsumerError> {
-            get(name).map(|v| parse(name, &v)).transpose().map(|v| v.unwrap_or(default))
-        };
+    /// Reads from any key-value source, so tests need not touch the process environment.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, KitError> {
+        Self::from(&Env::new(get))
+    }
+
+    fn from<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, KitError> {
         Ok(Config {
-            lake_bucket: required("LAKE_BUCKET")?,
-            dynamodb_table: required("DYNAMODB_TABLE")?,
-            database,
-            database_ssl_root_cert: get("DATABASE_SSL_ROOT_CERT"),
-            dedup_window_hours: num("DEDUP_WINDOW_HOURS", 24)? as u32,
-            dynamodb_ttl_days: num("DYNAMODB_TTL_DAYS", 30)? as u32,
-            dynamodb_concurrency: num("DYNAMODB_CONCURRENCY", 16)?.max(1) as usize,
-            sink_budget: Duration::from_millis(num("SINK_BUDGET_MS", 20_000)?),
-            stream_name: get("STREAM_NAME"),
-            runner_batch_size: num("RUNNER_BATCH_SIZE", 10_000)?.clamp(1, 10_000) as usize,
-            runner_batch_window: Duration::from_millis(num("RUNNER_BATCH_WINDOW_MS", 500)?),
-            runner_max_attempts: num("RUNNER_MAX_ATTEMPTS", 5)?.max(1) as u32,
-            metrics_addr: get("METRICS_ADDR")
-                .map(|v| parse("METRICS_ADDR", &v))
-                .transpose()?
-                .unwrap_or(([127, 0, 0, 1], 9102).into()),
+            lake_bucket: env.required("LAKE_BUCKET")?,
+            dynamodb_table: env.required("DYNAMODB_TABLE")?,
+            database: DatabaseConfig::from_env(env)?,
+            dedup_window_hours: env.parse_or("DEDUP_WINDOW_HOURS", 24)?,
+            dynamodb_ttl_days: env.parse_or("DYNAMODB_TTL_DAYS", 30)?,
+            dynamodb_concurrency: env.parse_or("DYNAMODB_CONCURRENCY", 16usize)?.max(1),
+            sink_budget: env.millis_or("SINK_BUDGET_MS", 20_000)?,
+            stream_name: env.get("STREAM_NAME"),
+            runner_batch_size: env.parse_or("RUNNER_BATCH_SIZE", 10_000usize)?.clamp(1, 10_000),
+            runner_batch_window: env.millis_or("RUNNER_BATCH_WINDOW_MS", 500)?,
+            runner_max_attempts: env.parse_or("RUNNER_MAX_ATTEMPTS", 5u32)?.max(1),
+            metrics_addr: env.parse_or("METRICS_ADDR", SocketAddr::from(([127, 0, 0, 1], 9102)))?,
         })
     }
-}
-
-fn parse<T: std::str::FromStr>(name: &str, value: &str) -> Result<T, ConsumerError>
-where
-    T::Err: std::fmt::Display,
-{
-    value.parse().map_err(|e: T::Err| ConsumerError::Config(format!("{name}={value:?}: {e}")))
 }
 
 #[cfg(test)]

@@ -18,12 +18,11 @@ pub enum ConsumerError {
         #[source]
         source: sqlx::Error,
     },
-    #[error("reading the database secret {arn} failed: {message}")]
-    Secret { arn: String, message: String },
     #[error("Kinesis {op} on {shard} failed: {message}")]
     Kinesis { op: &'static str, shard: String, message: String },
-    #[error("configuration: {0}")]
-    Config(String),
+    /// Configuration, the database secret or the metrics exporter.
+    #[error(transparent)]
+    Setup(#[from] service_kit::KitError),
 }
 
 impl ConsumerError {

@@ -6,7 +6,6 @@
 //! `runner` emulates the event source mapping locally.
 
 pub mod aggregate;
-pub mod compact;
 pub mod config;
 pub mod decode;
 pub mod enrich;
@@ -33,12 +32,4 @@ pub fn handler_settings(config: &Config) -> HandlerSettings {
         sink_budget: config.sink_budget,
         dedup_window_hours: config.dedup_window_hours,
     }
-}
-
-/// An S3 client for the lake; path-style addressing when an endpoint override is set (local
-/// emulators serve buckets as paths, not as subdomains).
-pub fn s3_client(aws: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
-    let path_style =
-        std::env::var_os("AWS_ENDPOINT_URL_S3").is_some() || std::env::var_os("AWS_ENDPOINT_URL").is_some();
-    aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(aws).force_path_style(path_style).build())
 }

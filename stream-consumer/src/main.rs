@@ -4,17 +4,14 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use lambda_runtime::{LambdaEvent, service_fn};
-use metrics_exporter_prometheus::Matcher;
+use service_kit::aws::{self, Retries};
+use service_kit::postgres;
+use service_kit::telemetry::{self, MetricsExport};
 use stream_consumer::runner::{Runner, RunnerSettings};
 use stream_consumer::sinks::dynamo::DynamoItems;
-use stream_consumer::sinks::postgres::{PgLedger, connect_options};
+use stream_consumer::sinks::postgres::PgLedger;
 use stream_consumer::sinks::s3::S3Lake;
-use stream_consumer::{Config, Pipeline, handler_settings, lambda, s3_client, telemetry};
-
-/// Latency buckets (seconds) for every `_seconds` histogram: 1 ms to 5 min, finer around the
-/// 2 s end-to-end target so a p99 read from them says on which side of it the run fell.
-const LATENCY_BUCKETS: [f64; 19] =
-    [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0];
+use stream_consumer::{Config, Pipeline, handler_settings, lambda};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -22,10 +19,10 @@ async fn main() -> anyhow::Result<()> {
     let kept = stream_consumer::memory::keep_freed_memory();
     tracing::debug!(kept, "allocator keeps freed memory between batches");
     let config = Config::from_env()?;
-    let aws = aws_config::load_from_env().await;
-    let secrets = matches!(config.database, stream_consumer::config::DatabaseSource::Secret { .. })
-        .then(|| aws_sdk_secretsmanager::Client::new(&aws));
-    let ledger = PgLedger::connect(connect_options(&config, secrets.as_ref()).await?).await?;
+    let sdk = aws::load().await;
+    let secrets = config.database.needs_secret().then(|| aws::secrets_manager(&sdk, Retries::Sdk));
+    let ledger =
+        PgLedger::connect(postgres::connect_options(&config.database, secrets.as_ref(), "stream-consumer").await?);
 
     if std::env::args().nth(1).as_deref() == Some("migrate") {
         ledger.migrate().await.context("applying migrations")?;
@@ -33,26 +30,23 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
 
+    // Who retries each store's calls is decided here, once (ARCHITECTURE.md, "Who retries"):
+    // S3 puts and heads have no loop of ours around them; DynamoDB's unprocessed items have.
     let pipeline = Arc::new(Pipeline::new(
-        S3Lake::new(s3_client(&aws), config.lake_bucket.clone()),
-        DynamoItems::new(aws_sdk_dynamodb::Client::new(&aws), config.dynamodb_table.clone()),
+        S3Lake::new(aws::s3(&sdk, Retries::Sdk), config.lake_bucket.clone()),
+        DynamoItems::new(aws::dynamodb(&sdk, Retries::Ours), config.dynamodb_table.clone()),
         ledger,
         handler_settings(&config),
     ));
 
-    if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
-        // Metrics leave as CloudWatch Embedded Metric Format lines, flushed after each batch.
-        let emf = metrics_cloudwatch_embedded::Builder::new()
-            .cloudwatch_namespace("WebAnalytics")
-            .with_dimension("function", "stream-consumer")
-            .init()
-            .map_err(|e| anyhow::anyhow!("installing the EMF recorder: {e}"))?;
-        telemetry::register_metrics();
+    let metrics = telemetry::install_metrics(&MetricsExport::for_process("stream-consumer", config.metrics_addr))?;
+    stream_consumer::telemetry::register_metrics();
+    if telemetry::on_lambda() {
         let handler = service_fn(move |event: LambdaEvent<_>| {
             let pipeline = pipeline.clone();
             async move {
                 let response = lambda::handle_kinesis_event(&pipeline, event.payload).await;
-                let _ = emf.flush(std::io::stdout());
+                metrics.flush();
                 Ok::<_, lambda_runtime::Error>(response)
             }
         });
@@ -60,18 +54,11 @@ async fn main() -> anyhow::Result<()> {
     }
 
     pipeline.ledger.migrate().await.context("applying migrations")?;
-    // Explicit buckets make the `_seconds` histograms real Prometheus histograms (the
-    // exporter's default is a summary), so dashboards can aggregate quantiles across series.
-    metrics_exporter_prometheus::PrometheusBuilder::new()
-        .with_http_listener(config.metrics_addr)
-        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &LATENCY_BUCKETS)?
-        .install()
-        .context("starting the Prometheus endpoint")?;
-    telemetry::register_metrics();
     let stream_name = config.stream_name.clone().context("STREAM_NAME is required for the local runner")?;
     let runner = Arc::new(Runner {
         pipeline,
-        kinesis: aws_sdk_kinesis::Client::new(&aws),
+        // The runner's GetRecords loop retries with its own backoff.
+        kinesis: aws::kinesis(&sdk, Retries::Ours),
         settings: RunnerSettings {
             stream_name,
             batch_size: config.runner_batch_size,

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use crate::error::ConsumerError;
 use crate::handler::{Pipeline, record_outcome};
-use crate::sinks::backoff;
+use crate::sinks::SINK_RETRY;
 use crate::sinks::dynamo::ItemStore;
 use crate::sinks::s3::ObjectStore;
 
@@ -201,7 +201,7 @@ impl<O: ObjectStore, D: ItemStore> Runner<O, D> {
                 Ok(out) => out,
                 Err(e) if attempt < 20 => {
                     tracing::warn!(shard, error = %aws_sdk_kinesis::error::DisplayErrorContext(&e), "GetRecords failed; backing off");
-                    tokio::time::sleep(backoff(attempt)).await;
+                    tokio::time::sleep(SINK_RETRY.backoff(attempt)).await;
                     attempt += 1;
                     continue;
                 }
@@ -289,7 +289,7 @@ impl<O: ObjectStore, D: ItemStore> Runner<O, D> {
             } else if attempt % 10 == 0 {
                 tracing::warn!(shard, attempts = attempt, error = %e, "a store is unavailable; still retrying the batch");
             }
-            tokio::time::sleep(backoff(attempt + 2)).await;
+            tokio::time::sleep(SINK_RETRY.backoff(attempt + 2)).await;
         }
     }
 }
@@ -301,26 +301,10 @@ impl<O: ObjectStore, D: ItemStore> Runner<O, D> {
 /// no batch content can make fail for good.
 pub fn is_outage(e: &ConsumerError) -> bool {
     match e {
-        ConsumerError::S3 { .. }
-        | ConsumerError::DynamoBudget { .. }
-        | ConsumerError::Kinesis { .. }
-        | ConsumerError::Secret { .. } => true,
-        ConsumerError::Postgres { source, .. } => match source {
-            sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_)
-            | sqlx::Error::Protocol(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::WorkerCrashed
-            | sqlx::Error::BeginFailed => true,
-            // SQLSTATE classes: connection exception, transaction rollback (serialization,
-            // deadlock), insufficient resources, operator intervention (shutdown), system error.
-            sqlx::Error::Database(db) => {
-                db.code().is_some_and(|c| matches!(c.get(..2), Some("08" | "40" | "53" | "57" | "58")))
-            }
-            _ => false,
-        },
-        ConsumerError::Dynamo(_) | ConsumerError::Encode(_) | ConsumerError::Config(_) => false,
+        ConsumerError::S3 { .. } | ConsumerError::DynamoBudget { .. } | ConsumerError::Kinesis { .. } => true,
+        ConsumerError::Postgres { source, .. } => service_kit::postgres::is_outage(source),
+        ConsumerError::Setup(e) => e.is_transient(),
+        ConsumerError::Dynamo(_) | ConsumerError::Encode(_) => false,
     }
 }
 
@@ -372,7 +356,7 @@ mod tests {
             ConsumerError::Encode("bad column".into()),
             ConsumerError::Dynamo("ValidationException: item too large".into()),
             pg(sqlx::Error::RowNotFound),
-            ConsumerError::Config("LAKE_BUCKET is required".into()),
+            ConsumerError::Setup(service_kit::KitError::MissingEnv { name: "LAKE_BUCKET".into() }),
         ] {
             assert!(!is_outage(&e), "{e}");
         }

@@ -1,4 +1,4 @@
-//! Process set-up shared by the consumer's binaries: JSON logs, shutdown signals, metric registration.
+//! The consumer's metrics: every series it reports, registered at zero at start-up.
 
 /// Every quarantine reason the consumer can report (see `schemas::DecodeError::reason_code`,
 /// plus `batch_failed` for batches dead-lettered by the local runner).
@@ -27,33 +27,6 @@ pub fn register_metrics() {
     }
     metrics::counter!("consumer_dynamodb_unprocessed_retries_total").increment(0);
     metrics::counter!("consumer_events_stored_total").increment(0);
-}
-
-/// JSON log lines (or plain text with `LOG_FORMAT=text`), filtered by `RUST_LOG` (default info).
-pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
-    if std::env::var("LOG_FORMAT").is_ok_and(|f| f == "text") {
-        builder.init();
-    } else {
-        builder.json().flatten_event(true).init();
-    }
-}
-
-/// Completes on SIGTERM (what Lambda, systemd and `make down` send) or Ctrl-C.
-pub async fn shutdown_signal() {
-    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
-    match term {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }
 
 #[cfg(test)]

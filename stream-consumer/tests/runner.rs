@@ -56,7 +56,7 @@ fn events(n: usize, event_type: &str) -> Vec<Vec<u8>> {
 fn start(env: &TestEnv, stream: &str) -> (tokio::sync::watch::Sender<bool>, tokio::task::JoinHandle<()>) {
     let runner = Arc::new(Runner {
         pipeline: Arc::new(env.pipeline()),
-        kinesis: aws_sdk_kinesis::Client::new(&env.aws),
+        kinesis: service_kit::aws::kinesis(&env.aws, service_kit::aws::Retries::Ours),
         settings: RunnerSettings {
             stream_name: stream.to_owned(),
             batch_size: 1000,
@@ -84,7 +84,7 @@ async fn wait_for_count(env: &TestEnv, want: i64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runner_drains_shards_and_resumes_from_checkpoint() {
     let env = TestEnv::new().await;
-    let kinesis = aws_sdk_kinesis::Client::new(&env.aws);
+    let kinesis = service_kit::aws::kinesis(&env.aws, service_kit::aws::Retries::Ours);
     let stream = fresh_stream(&kinesis, 2).await;
     let mut first = events(1500, "page_view");
     first.push(b"poison".to_vec());
@@ -114,7 +114,7 @@ async fn runner_drains_shards_and_resumes_from_checkpoint() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runner_follows_a_split_to_the_children() {
     let env = TestEnv::new().await;
-    let kinesis = aws_sdk_kinesis::Client::new(&env.aws);
+    let kinesis = service_kit::aws::kinesis(&env.aws, service_kit::aws::Retries::Ours);
     let stream = fresh_stream(&kinesis, 1).await;
     put(&kinesis, &stream, events(400, "before_split")).await;
     let (stop, handle) = start(&env, &stream);

@@ -8,10 +8,11 @@ use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 use futures::{StreamExt, TryStreamExt};
 use schemas::dynamo::ItemValue;
+use service_kit::retry::{ErrorClass, classify_aws_code};
 use tokio::time::Instant;
 
 use crate::error::ConsumerError;
-use crate::sinks::backoff;
+use crate::sinks::SINK_RETRY;
 
 /// Most items in one `BatchWriteItem` call (DynamoDB limit).
 pub const DYNAMO_BATCH_MAX_ITEMS: usize = 25;
@@ -46,18 +47,10 @@ pub struct CallFailure {
     pub message: String,
 }
 
-/// The one retry decision for whole-call failures: throttling, server errors and transport
-/// errors (no code) are retried; validation and access errors are not.
+/// The one retry decision for whole-call failures: everything but a request that is wrong or
+/// not allowed (`ErrorClass::Permanent`) is retried.
 pub fn is_retryable(code: Option<&str>) -> bool {
-    !matches!(
-        code,
-        Some(
-            "ValidationException"
-                | "ResourceNotFoundException"
-                | "AccessDeniedException"
-                | "UnrecognizedClientException"
-        )
-    )
+    classify_aws_code(code) != ErrorClass::Permanent
 }
 
 pub struct DynamoItems {
@@ -137,13 +130,12 @@ async fn write_chunk<S: ItemStore>(store: &S, mut pending: Vec<Item>, deadline: 
         if pending.is_empty() {
             return Ok(());
         }
-        let wait = backoff(attempt);
-        if Instant::now() + wait >= deadline {
+        let Some(wait) = SINK_RETRY.backoff_within(attempt, deadline) else {
             return Err(ConsumerError::DynamoBudget {
                 remaining: pending.len(),
                 budget_ms: (deadline - started).as_millis(),
             });
-        }
+        };
         metrics::counter!("consumer_dynamodb_unprocessed_retries_total").increment(1);
         tokio::time::sleep(wait).await;
         attempt += 1;

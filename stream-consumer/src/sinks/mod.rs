@@ -6,11 +6,8 @@ pub mod s3;
 
 use std::time::Duration;
 
-/// First retry delay for sink retries; doubles per attempt up to [`BACKOFF_CAP`], full jitter.
-pub const BACKOFF_BASE: Duration = Duration::from_millis(50);
-pub const BACKOFF_CAP: Duration = Duration::from_secs(2);
+use service_kit::retry::RetryPolicy;
 
-/// Full-jitter exponential backoff for `attempt` (0-based).
-pub fn backoff(attempt: u32) -> Duration {
-    BACKOFF_BASE.saturating_mul(1 << attempt.min(10)).min(BACKOFF_CAP).mul_f64(fastrand::f64())
-}
+/// The waits of the consumer's retry loops (DynamoDB's unprocessed items, the local runner's
+/// GetRecords and batch retries): 50 ms doubling up to 2 s, full jitter.
+pub const SINK_RETRY: RetryPolicy = RetryPolicy::new(Duration::from_millis(50), Duration::from_secs(2));

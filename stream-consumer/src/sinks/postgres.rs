@@ -1,71 +1,18 @@
 //! PostgreSQL: the dedup ledger and counts (one transaction per batch) and the local runner's checkpoints.
 
-use std::str::FromStr;
-
 use chrono::Utc;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
+use service_kit::postgres::{MIGRATOR, lazy_pool};
+use sqlx::postgres::PgConnectOptions;
 use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
 use crate::aggregate::Counts;
-use crate::config::{Config, DatabaseSource};
 use crate::error::ConsumerError;
 use crate::plan::{Claim, ClaimStatus, LakeObject};
-
-/// The migrations from `schemas/migrations`, embedded in the binary.
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../schemas/migrations");
 
 /// Connections per process: a Lambda instance handles one batch at a time, and the local
 /// runner's shards share two; more would only exhaust RDS connections at high concurrency.
 pub const POOL_MAX_CONNECTIONS: u32 = 2;
-
-/// Credentials in the Secrets Manager secret (RDS-managed secrets carry only the first two).
-#[derive(serde::Deserialize)]
-struct SecretFields {
-    username: String,
-    password: String,
-    host: Option<String>,
-    port: Option<u16>,
-    dbname: Option<String>,
-}
-
-/// Connection options from the config, reading the secret when one is configured. With a CA
-/// bundle (`DATABASE_SSL_ROOT_CERT`) TLS is required and the certificate and host verified;
-/// otherwise TLS is preferred (used when the server offers it).
-pub async fn connect_options(
-    config: &Config,
-    secrets: Option<&aws_sdk_secretsmanager::Client>,
-) -> Result<PgConnectOptions, ConsumerError> {
-    let mut options = match &config.database {
-        DatabaseSource::Url(url) => {
-            PgConnectOptions::from_str(url).map_err(|e| ConsumerError::Config(format!("DATABASE_URL: {e}")))?
-        }
-        DatabaseSource::Secret { arn, host, port, name } => {
-            let client = secrets.ok_or_else(|| ConsumerError::Config("no Secrets Manager client".into()))?;
-            let secret = client.get_secret_value().secret_id(arn).send().await.map_err(|e| ConsumerError::Secret {
-                arn: arn.clone(),
-                message: aws_sdk_secretsmanager::error::DisplayErrorContext(e).to_string(),
-            })?;
-            let text = secret.secret_string().unwrap_or_default();
-            // Never include the secret text in an error: it holds the password.
-            let fields: SecretFields = serde_json::from_str(text).map_err(|_| ConsumerError::Secret {
-                arn: arn.clone(),
-                message: "secret is not JSON with username and password".into(),
-            })?;
-            PgConnectOptions::new()
-                .host(host.as_deref().or(fields.host.as_deref()).unwrap_or("localhost"))
-                .port(port.or(fields.port).unwrap_or(5432))
-                .database(name.as_deref().or(fields.dbname.as_deref()).unwrap_or("analytics"))
-                .username(&fields.username)
-                .password(&fields.password)
-                .ssl_mode(PgSslMode::Prefer)
-        }
-    };
-    if let Some(ca) = &config.database_ssl_root_cert {
-        options = options.ssl_mode(PgSslMode::VerifyFull).ssl_root_cert(ca.as_str());
-    }
-    Ok(options.application_name("stream-consumer"))
-}
 
 /// The ledger and counts store.
 #[derive(Clone)]
@@ -74,12 +21,9 @@ pub struct PgLedger {
 }
 
 impl PgLedger {
-    pub async fn connect(options: PgConnectOptions) -> Result<Self, ConsumerError> {
-        let pool = PgPoolOptions::new()
-            .max_connections(POOL_MAX_CONNECTIONS)
-            .acquire_timeout(std::time::Duration::from_secs(5))
-            .connect_lazy_with(options);
-        Ok(PgLedger { pool })
+    /// A ledger over a pool that connects on first use.
+    pub fn connect(options: PgConnectOptions) -> Self {
+        PgLedger { pool: lazy_pool(options, POOL_MAX_CONNECTIONS) }
     }
 
     pub fn pool(&self) -> &PgPool {

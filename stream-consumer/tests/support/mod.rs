@@ -8,6 +8,7 @@ use std::time::Duration;
 use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
 use bytes::Bytes;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use service_kit::aws::{self, Retries};
 use sqlx::Row;
 use sqlx::postgres::PgConnectOptions;
 use stream_consumer::sinks::dynamo::DynamoItems;
@@ -50,9 +51,10 @@ impl TestEnv {
     /// A fresh, uniquely named bucket, table and database, so tests can run in parallel.
     pub async fn new() -> TestEnv {
         require_stack();
-        let aws = aws_config::load_from_env().await;
-        let s3 = stream_consumer::s3_client(&aws);
-        let dynamo = aws_sdk_dynamodb::Client::new(&aws);
+        // The clients the consumer's `main` builds, with the same retry owners.
+        let aws = aws::load().await;
+        let s3 = aws::s3(&aws, Retries::Sdk);
+        let dynamo = aws::dynamodb(&aws, Retries::Ours);
         let suffix = Uuid::new_v4().simple().to_string()[..12].to_owned();
         let bucket = format!("test-lake-{suffix}");
         let table = format!("test-events-{suffix}");
@@ -88,7 +90,7 @@ impl TestEnv {
             .expect("create database");
         admin.close().await;
         let options: PgConnectOptions = admin_url().parse::<PgConnectOptions>().unwrap().database(&database);
-        let ledger = PgLedger::connect(options).await.unwrap();
+        let ledger = PgLedger::connect(options);
         ledger.migrate().await.expect("migrate");
         TestEnv { aws, s3, dynamo, bucket, table, database, ledger }
     }

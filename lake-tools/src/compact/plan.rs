@@ -6,9 +6,7 @@
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Duration, DurationRound, Utc};
-use schemas::lake::{EVENTS_PREFIX, Partition};
-
-use crate::plan::fnv1a64;
+use schemas::lake::{EVENTS_PREFIX, Partition, fnv1a64};
 
 /// File-name prefix of compacted objects. Micro-batch objects start with the shard ID
 /// (`shardId-…`), so the two kinds can never be confused.

@@ -2,7 +2,7 @@
 //!
 //! Files are read with the parquet crate's Arrow reader and must have exactly the lake schema
 //! (`schemas::lake::arrow_schema`); the output is written with the settings of the consumer's
-//! files (`crate::lake`), sorted by type like them but then by time
+//! files (`schemas::lake_file`), sorted by type like them but then by time
 //! (`EventFile::Compacted`), since an hour's rows span enough time for a time order to prune.
 
 use std::collections::HashMap;
@@ -22,8 +22,9 @@ use parquet::arrow::arrow_reader::{
 use schemas::lake::arrow_schema;
 use uuid::Uuid;
 
-use crate::error::ConsumerError;
-use crate::lake::{EVENT_ID, EVENT_TYPE, EventFile, OCCURRED_AT, ROW_GROUP_ROWS, writer_properties};
+use schemas::lake_file::{EVENT_ID, EVENT_TYPE, EventFile, OCCURRED_AT, ROW_GROUP_ROWS, writer_properties};
+
+use crate::ToolError;
 
 /// Rows decoded per Arrow batch while reading.
 const READ_BATCH_ROWS: usize = 8192;
@@ -44,17 +45,16 @@ pub struct Merged {
     pub duplicate_holder: Option<usize>,
 }
 
-fn decode_error(key: &str, e: impl std::fmt::Display) -> ConsumerError {
-    // ConsumerError has no decode variant; `Encode` is the Parquet one ("encoding Parquet failed").
-    ConsumerError::Encode(format!("compaction input {key}: {e}"))
+fn decode_error(key: &str, e: impl std::fmt::Display) -> ToolError {
+    ToolError::Parquet { key: key.to_owned(), message: e.to_string() }
 }
 
-fn parse_id(key: &str, id: &str) -> Result<u128, ConsumerError> {
+fn parse_id(key: &str, id: &str) -> Result<u128, ToolError> {
     Uuid::parse_str(id).map(|u| u.as_u128()).map_err(|e| decode_error(key, format!("event_id {id:?}: {e}")))
 }
 
 /// The event IDs of one lake file, reading only the `event_id` column.
-pub fn event_ids(key: &str, body: Bytes) -> Result<Vec<u128>, ConsumerError> {
+pub fn event_ids(key: &str, body: Bytes) -> Result<Vec<u128>, ToolError> {
     let builder = ParquetRecordBatchReaderBuilder::try_new(body).map_err(|e| decode_error(key, e))?;
     let index = builder
         .schema()
@@ -85,7 +85,7 @@ struct Input {
 }
 
 impl Input {
-    fn open(key: String, body: Bytes) -> Result<Self, ConsumerError> {
+    fn open(key: String, body: Bytes) -> Result<Self, ToolError> {
         let meta = ArrowReaderMetadata::load(&body, ArrowReaderOptions::new()).map_err(|e| decode_error(&key, e))?;
         let expected = arrow_schema();
         let found = meta.schema();
@@ -110,7 +110,7 @@ impl Input {
     }
 
     /// Decodes exactly the rows `wanted` (ascending), in that order.
-    fn read_rows(&self, wanted: &[u32]) -> Result<Vec<RecordBatch>, ConsumerError> {
+    fn read_rows(&self, wanted: &[u32]) -> Result<Vec<RecordBatch>, ToolError> {
         let mut ranges: Vec<std::ops::Range<usize>> = Vec::new();
         for &r in wanted {
             let r = r as usize;
@@ -139,7 +139,7 @@ impl Input {
 /// reads only the three key columns, then each output row group decodes just its rows from
 /// each input (a contiguous range per input, or nearly: every input is sorted by type, and a batch
 /// file spans about a second).
-pub fn merge(sources: Vec<(String, Bytes)>, seen: &mut Seen, holder: usize) -> Result<Merged, ConsumerError> {
+pub fn merge(sources: Vec<(String, Bytes)>, seen: &mut Seen, holder: usize) -> Result<Merged, ToolError> {
     merge_in_groups(sources, seen, holder, ROW_GROUP_ROWS)
 }
 
@@ -149,14 +149,26 @@ fn merge_in_groups(
     seen: &mut Seen,
     holder: usize,
     group_rows: usize,
-) -> Result<Merged, ConsumerError> {
+) -> Result<Merged, ToolError> {
     let inputs = sources.into_iter().map(|(key, body)| Input::open(key, body)).collect::<Result<Vec<_>, _>>()?;
+    let keys = sort_keys(&inputs)?;
+    let (mut merged, kept) = keep_first(&keys, seen, holder);
+    drop(keys);
+    if !kept.is_empty() {
+        merged.body = Some(write_sorted(&inputs, &kept, group_rows)?);
+    }
+    Ok(merged)
+}
 
-    // 1. Sort keys: (event type rank, occurred_at, event_id, input, row). Types are interned;
-    // a UUID's u128 orders like its hyphenated lowercase text.
+/// A row's place in the merged order: (event type rank, occurred_at, event_id, input, row).
+type SortKey = (u32, i64, u128, u32, u32);
+
+/// Step 1: the sort keys of every input row, sorted, reading only the three key columns. Types
+/// are interned, then ranked by name; a UUID's u128 orders like its hyphenated lowercase text.
+fn sort_keys(inputs: &[Input]) -> Result<Vec<SortKey>, ToolError> {
     let mut types: Vec<String> = Vec::new();
     let mut type_index: HashMap<String, u32> = HashMap::new();
-    let mut keys: Vec<(u32, i64, u128, u32, u32)> = Vec::with_capacity(inputs.iter().map(Input::rows).sum());
+    let mut keys: Vec<SortKey> = Vec::with_capacity(inputs.iter().map(Input::rows).sum());
     for (i, input) in inputs.iter().enumerate() {
         let mask = ProjectionMask::roots(input.meta.parquet_schema(), [EVENT_ID, EVENT_TYPE, OCCURRED_AT]);
         let reader = input
@@ -197,12 +209,16 @@ fn merge_in_groups(
         k.0 = rank[k.0 as usize];
     }
     keys.sort_unstable();
+    Ok(keys)
+}
 
-    // 2. Deduplicate: the first row of each event_id wins (rows with one event_id are the same
-    // event, and sort next to each other).
+/// Step 2: deduplicate. The first row of each event_id wins (rows with one event_id are the
+/// same event, and sort next to each other); IDs already in `seen` are dropped. Returns the
+/// counts and the kept rows as (input, row), in order.
+fn keep_first(keys: &[SortKey], seen: &mut Seen, holder: usize) -> (Merged, Vec<(u32, u32)>) {
     let mut merged = Merged { rows_in: keys.len(), ..Default::default() };
     let mut kept: Vec<(u32, u32)> = Vec::with_capacity(keys.len());
-    for &(_, _, id, input, row) in &keys {
+    for &(_, _, id, input, row) in keys {
         match seen.get(&id) {
             Some(&h) => {
                 merged.duplicates += 1;
@@ -216,66 +232,84 @@ fn merge_in_groups(
             }
         }
     }
-    drop(keys);
     merged.rows_out = kept.len();
-    if kept.is_empty() {
-        return Ok(merged);
-    }
+    (merged, kept)
+}
 
-    // 3. One output row group at a time: decode its rows from each input, then lay them out in
-    // the sorted order.
+/// Step 3: the output file, one row group at a time: decode the group's rows from each input,
+/// then lay them out in the sorted order.
+fn write_sorted(inputs: &[Input], kept: &[(u32, u32)], group_rows: usize) -> Result<Bytes, ToolError> {
     let schema = arrow_schema();
+    let output_error = |e: parquet::errors::ParquetError| ToolError::Parquet {
+        key: "compaction output".into(),
+        message: e.to_string(),
+    };
     let mut buf = Vec::new();
     let mut writer =
         ArrowWriter::try_new(&mut buf, schema.clone(), Some(writer_properties(EventFile::Compacted, group_rows)))
-            .map_err(|e| ConsumerError::Encode(e.to_string()))?;
+            .map_err(output_error)?;
     let mut wanted: Vec<Vec<u32>> = vec![Vec::new(); inputs.len()];
     for group in kept.chunks(group_rows) {
-        for w in &mut wanted {
-            w.clear();
-        }
-        for &(input, row) in group {
-            wanted[input as usize].push(row);
-        }
-        // Decoded rows, flattened: input i's k-th wanted row is `decoded` row `start[i] + k`.
-        let mut decoded: Vec<RecordBatch> = Vec::new();
-        let mut located: Vec<(usize, usize)> = Vec::new(); // (batch, row) per decoded row
-        let mut start = vec![0usize; inputs.len()];
-        for (i, w) in wanted.iter_mut().enumerate() {
-            if w.is_empty() {
-                continue;
-            }
-            w.sort_unstable();
-            start[i] = located.len();
-            for batch in inputs[i].read_rows(w)? {
-                let b = decoded.len();
-                located.extend((0..batch.num_rows()).map(|r| (b, r)));
-                decoded.push(batch);
-            }
-            if located.len() - start[i] != w.len() {
-                return Err(decode_error(&inputs[i].key, "row selection returned the wrong number of rows"));
-            }
-        }
-        let picks: Vec<(usize, usize)> = group
-            .iter()
-            .map(|&(input, row)| {
-                let w = &wanted[input as usize];
-                let k = w.binary_search(&row).unwrap_or_default();
-                located[start[input as usize] + k]
-            })
-            .collect();
+        let (decoded, picks) = read_group(inputs, group, &mut wanted)?;
         let columns = schema
             .fields()
             .iter()
             .enumerate()
             .map(|(c, field)| take_column(&decoded, c, field.data_type(), &picks))
             .collect::<Result<Vec<_>, _>>()?;
-        let batch = RecordBatch::try_new(schema.clone(), columns).map_err(|e| ConsumerError::Encode(e.to_string()))?;
-        writer.write(&batch).map_err(|e| ConsumerError::Encode(e.to_string()))?;
+        let batch = RecordBatch::try_new(schema.clone(), columns)
+            .map_err(|e| ToolError::Parquet { key: "compaction output".into(), message: e.to_string() })?;
+        writer.write(&batch).map_err(output_error)?;
     }
-    writer.close().map_err(|e| ConsumerError::Encode(e.to_string()))?;
-    merged.body = Some(Bytes::from(buf));
-    Ok(merged)
+    writer.close().map_err(output_error)?;
+    Ok(Bytes::from(buf))
+}
+
+/// One output group's rows decoded, and where each row (in group order) is among them:
+/// (index into the batches, row in that batch).
+type DecodedGroup = (Vec<RecordBatch>, Vec<(usize, usize)>);
+
+/// The rows of one output group, decoded from each input (`wanted` is reused scratch space),
+/// and for each row in group order where it is among them: (decoded batch, row).
+fn read_group(
+    inputs: &[Input],
+    group: &[(u32, u32)],
+    wanted: &mut [Vec<u32>],
+) -> Result<DecodedGroup, ToolError> {
+    for w in wanted.iter_mut() {
+        w.clear();
+    }
+    for &(input, row) in group {
+        wanted[input as usize].push(row);
+    }
+    // Decoded rows, flattened: input i's k-th wanted row is `decoded` row `start[i] + k`.
+    let mut decoded: Vec<RecordBatch> = Vec::new();
+    let mut located: Vec<(usize, usize)> = Vec::new(); // (batch, row) per decoded row
+    let mut start = vec![0usize; inputs.len()];
+    for (i, w) in wanted.iter_mut().enumerate() {
+        if w.is_empty() {
+            continue;
+        }
+        w.sort_unstable();
+        start[i] = located.len();
+        for batch in inputs[i].read_rows(w)? {
+            let b = decoded.len();
+            located.extend((0..batch.num_rows()).map(|r| (b, r)));
+            decoded.push(batch);
+        }
+        if located.len() - start[i] != w.len() {
+            return Err(decode_error(&inputs[i].key, "row selection returned the wrong number of rows"));
+        }
+    }
+    let picks = group
+        .iter()
+        .map(|&(input, row)| {
+            let w = &wanted[input as usize];
+            let k = w.binary_search(&row).unwrap_or_default();
+            located[start[input as usize] + k]
+        })
+        .collect();
+    Ok((decoded, picks))
 }
 
 /// Column `c` of the rows `picks` ((batch, row) pairs), as one array.
@@ -284,7 +318,7 @@ fn take_column(
     c: usize,
     data_type: &DataType,
     picks: &[(usize, usize)],
-) -> Result<ArrayRef, ConsumerError> {
+) -> Result<ArrayRef, ToolError> {
     let n = picks.len();
     Ok(match data_type {
         DataType::Utf8 => {
@@ -311,17 +345,22 @@ fn take_column(
             }
             Arc::new(b.finish())
         }
-        other => return Err(ConsumerError::Encode(format!("lake column {c} has unsupported type {other}"))),
+        other => {
+            return Err(ToolError::Parquet {
+                key: "compaction output".into(),
+                message: format!("lake column {c} has unsupported type {other}"),
+            });
+        }
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decode::decode_batch;
-    use crate::enrich::parse_agent;
-    use crate::lake::{LakeRow, encode_parquet};
-    use crate::testing::event_record;
+    use stream_consumer::decode::decode_batch;
+    use stream_consumer::enrich::parse_agent;
+    use stream_consumer::lake::{LakeRow, encode_parquet};
+    use stream_consumer::testing::event_record;
 
     fn file(types: &[&str], ids: &[Option<Uuid>]) -> Bytes {
         let records: Vec<_> =

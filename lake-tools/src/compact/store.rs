@@ -1,7 +1,6 @@
 //! The compactor's I/O: listing, reading, writing and deleting lake objects in S3, and the compaction marks and lock in PostgreSQL.
 //!
-//! This is sink code (the crate keeps I/O out of pure modules); it lives beside the compactor
-//! because `sinks/` holds the consumer's per-batch stores.
+//! The only I/O of compaction: `plan.rs` and `rewrite.rs` are pure and unit-tested with fixtures.
 
 use std::collections::{HashMap, HashSet};
 
@@ -10,21 +9,20 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{Delete, ObjectIdentifier};
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
-use schemas::lake::Partition;
+use schemas::lake::{Partition, fnv1a64};
 use sqlx::pool::PoolConnection;
 use sqlx::{PgConnection, PgPool, Postgres, Row};
 
+use crate::ToolError;
 use crate::compact::plan::ObjectInfo;
-use crate::error::ConsumerError;
-use crate::plan::fnv1a64;
 
 /// Objects fetched at once when reading a chunk's inputs.
 const GET_CONCURRENCY: usize = 8;
 /// Most keys in one `DeleteObjects` call (S3 limit).
 const DELETE_MAX_KEYS: usize = 1000;
 
-fn s3_error(op: &'static str, key: &str, e: impl std::error::Error) -> ConsumerError {
-    ConsumerError::S3 { op, key: key.to_owned(), message: aws_sdk_s3::error::DisplayErrorContext(e).to_string() }
+fn s3_error(op: &'static str, key: &str, e: impl std::error::Error) -> ToolError {
+    ToolError::S3 { op, key: key.to_owned(), message: aws_sdk_s3::error::DisplayErrorContext(e).to_string() }
 }
 
 /// The lake bucket, as the compactor uses it.
@@ -44,7 +42,7 @@ impl LakeFiles {
     }
 
     /// Every object under `prefix`, with its size.
-    pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, ConsumerError> {
+    pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, ToolError> {
         let mut out = Vec::new();
         let mut pages = self.client.list_objects_v2().bucket(&self.bucket).prefix(prefix).into_paginator().send();
         while let Some(page) = pages.next().await {
@@ -56,7 +54,7 @@ impl LakeFiles {
         Ok(out)
     }
 
-    pub async fn get(&self, key: &str) -> Result<Bytes, ConsumerError> {
+    pub async fn get(&self, key: &str) -> Result<Bytes, ToolError> {
         let out = self
             .client
             .get_object()
@@ -70,7 +68,7 @@ impl LakeFiles {
     }
 
     /// Reads `keys`, a few at a time, returning (key, bytes) in the order given.
-    pub async fn get_all(&self, keys: &[String]) -> Result<Vec<(String, Bytes)>, ConsumerError> {
+    pub async fn get_all(&self, keys: &[String]) -> Result<Vec<(String, Bytes)>, ToolError> {
         futures::stream::iter(keys.iter().cloned())
             .map(|key| async move { self.get(&key).await.map(|body| (key, body)) })
             .buffered(GET_CONCURRENCY)
@@ -78,7 +76,7 @@ impl LakeFiles {
             .await
     }
 
-    pub async fn put(&self, key: &str, body: Bytes) -> Result<(), ConsumerError> {
+    pub async fn put(&self, key: &str, body: Bytes) -> Result<(), ToolError> {
         self.client
             .put_object()
             .bucket(&self.bucket)
@@ -92,7 +90,7 @@ impl LakeFiles {
     }
 
     /// Deletes `keys` (a missing key is not an error: deleting is idempotent, as a re-run needs).
-    pub async fn delete(&self, keys: &[String]) -> Result<(), ConsumerError> {
+    pub async fn delete(&self, keys: &[String]) -> Result<(), ToolError> {
         for batch in keys.chunks(DELETE_MAX_KEYS) {
             let objects = batch
                 .iter()
@@ -113,7 +111,7 @@ impl LakeFiles {
                 .await
                 .map_err(|e| s3_error("DeleteObjects", &batch[0], e))?;
             if let Some(failed) = out.errors().first() {
-                return Err(ConsumerError::S3 {
+                return Err(ToolError::S3 {
                     op: "DeleteObjects",
                     key: failed.key().unwrap_or_default().to_owned(),
                     message: format!(
@@ -131,14 +129,14 @@ impl LakeFiles {
 /// A session-level advisory lock on one partition, held by the returned connection. The
 /// connection is closed (not returned to the pool) when dropped, which releases the lock
 /// whatever happens — error, panic or a killed process (PostgreSQL ends the session).
-pub async fn lock_partition(pool: &PgPool, p: &Partition) -> Result<Option<PoolConnection<Postgres>>, ConsumerError> {
-    let mut conn = pool.acquire().await.map_err(ConsumerError::postgres("acquire compaction connection"))?;
+pub async fn lock_partition(pool: &PgPool, p: &Partition) -> Result<Option<PoolConnection<Postgres>>, ToolError> {
+    let mut conn = pool.acquire().await.map_err(ToolError::postgres("acquire compaction connection"))?;
     conn.close_on_drop();
     let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
         .bind(lock_id(p))
         .fetch_one(&mut *conn)
         .await
-        .map_err(ConsumerError::postgres("lock partition"))?;
+        .map_err(ToolError::postgres("lock partition"))?;
     Ok(locked.then_some(conn))
 }
 
@@ -149,7 +147,7 @@ pub fn lock_id(p: &Partition) -> i64 {
 
 /// `compacted_into` of each of `keys` that has one (`lake_objects.id` is the key's hash, as the
 /// consumer stores it).
-pub async fn marks(conn: &mut PgConnection, keys: &[String]) -> Result<HashMap<String, String>, ConsumerError> {
+pub async fn marks(conn: &mut PgConnection, keys: &[String]) -> Result<HashMap<String, String>, ToolError> {
     let ids: Vec<i64> = keys.iter().map(|k| fnv1a64(&[k])).collect();
     let rows = sqlx::query(
         "SELECT object_key, compacted_into FROM lake_objects WHERE id = ANY($1::int8[]) AND compacted_into IS NOT NULL",
@@ -157,12 +155,12 @@ pub async fn marks(conn: &mut PgConnection, keys: &[String]) -> Result<HashMap<S
     .bind(ids)
     .fetch_all(conn)
     .await
-    .map_err(ConsumerError::postgres("read compaction marks"))?;
+    .map_err(ToolError::postgres("read compaction marks"))?;
     Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
 /// Which of `keys` some `lake_objects` row points at: compacted files whose compaction committed.
-pub async fn committed(conn: &mut PgConnection, keys: &[String]) -> Result<HashSet<String>, ConsumerError> {
+pub async fn committed(conn: &mut PgConnection, keys: &[String]) -> Result<HashSet<String>, ToolError> {
     if keys.is_empty() {
         return Ok(HashSet::new());
     }
@@ -170,7 +168,7 @@ pub async fn committed(conn: &mut PgConnection, keys: &[String]) -> Result<HashS
         .bind(keys)
         .fetch_all(conn)
         .await
-        .map_err(ConsumerError::postgres("read committed compactions"))?;
+        .map_err(ToolError::postgres("read committed compactions"))?;
     Ok(rows.into_iter().map(|r| r.get(0)).collect())
 }
 
@@ -178,8 +176,8 @@ pub async fn committed(conn: &mut PgConnection, keys: &[String]) -> Result<HashS
 /// `target` (its row inserted if the consumer's was pruned), and rows that pointed at an input
 /// (earlier compactions merged again now) are moved to `target`, so every mark names a file
 /// that exists and holds the row.
-pub async fn commit(conn: &mut PgConnection, inputs: &[String], target: &str) -> Result<(), ConsumerError> {
-    let mut tx = sqlx::Connection::begin(conn).await.map_err(ConsumerError::postgres("begin compaction"))?;
+pub async fn commit(conn: &mut PgConnection, inputs: &[String], target: &str) -> Result<(), ToolError> {
+    let mut tx = sqlx::Connection::begin(conn).await.map_err(ToolError::postgres("begin compaction"))?;
     sqlx::query(
         "INSERT INTO lake_objects (id, object_key, compacted_into)
          SELECT id, key, $3 FROM UNNEST($1::int8[], $2::text[]) AS t(id, key)
@@ -190,13 +188,13 @@ pub async fn commit(conn: &mut PgConnection, inputs: &[String], target: &str) ->
     .bind(target)
     .execute(&mut *tx)
     .await
-    .map_err(ConsumerError::postgres("mark compacted objects"))?;
+    .map_err(ToolError::postgres("mark compacted objects"))?;
     sqlx::query("UPDATE lake_objects SET compacted_into = $2 WHERE compacted_into = ANY($1::text[])")
         .bind(inputs)
         .bind(target)
         .execute(&mut *tx)
         .await
-        .map_err(ConsumerError::postgres("move compaction marks"))?;
-    tx.commit().await.map_err(ConsumerError::postgres("commit compaction"))?;
+        .map_err(ToolError::postgres("move compaction marks"))?;
+    tx.commit().await.map_err(ToolError::postgres("commit compaction"))?;
     Ok(())
 }

@@ -3,6 +3,7 @@
 //! directory with the bucket's key layout, and athena/run_queries.py runs every query with
 //! DuckDB and compares its answers with the ones computed here from what was sent.
 
+#[path = "../../stream-consumer/tests/support/mod.rs"]
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -11,13 +12,13 @@ use std::process::Command;
 
 use bytes::Bytes;
 use chrono::{DateTime, Duration, Utc};
+use lake_tools::compact::Compactor;
+use lake_tools::compact::plan::Limits;
+use lake_tools::compact::store::LakeFiles;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use schemas::lake::Partition;
 use schemas::{EnrichedEvent, ServerFacts, encode_record, validate_event};
 use serde_json::{Value, json};
-use stream_consumer::compact::Compactor;
-use stream_consumer::compact::plan::Limits;
-use stream_consumer::compact::store::LakeFiles;
 use stream_consumer::decode::InputRecord;
 use stream_consumer::enrich::parse_agent;
 use support::TestEnv;
@@ -363,8 +364,11 @@ async fn example_queries_answer_what_the_pipeline_was_sent() {
     let (ok, out) = run_queries(&micro.0, &expected);
     assert!(ok, "queries over the micro-batch lake:\n{out}");
 
-    let compactor =
-        Compactor::new(LakeFiles::new(env.s3.clone(), env.bucket.clone()), env.ledger.clone(), Limits::default());
+    let compactor = Compactor::new(
+        LakeFiles::new(env.s3.clone(), env.bucket.clone()),
+        env.ledger.pool().clone(),
+        Limits::default(),
+    );
     for h in hours() {
         let report = compactor.compact_partition(&Partition::of(h)).await.unwrap();
         assert_eq!(report.files_after, 1, "{report:?}");

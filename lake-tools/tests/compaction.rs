@@ -2,6 +2,7 @@
 //! become a few sorted files holding every event exactly once, whatever point a run stops at and
 //! however batches are redelivered afterwards. Each test names the invariant it guards.
 
+#[path = "../../stream-consumer/tests/support/mod.rs"]
 mod support;
 
 use std::collections::{HashMap, HashSet};
@@ -12,13 +13,13 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::TimestampMillisecondType;
 use bytes::Bytes;
 use chrono::{DateTime, Duration, Utc};
+use lake_tools::compact::plan::{self, Limits};
+use lake_tools::compact::store::LakeFiles;
+use lake_tools::compact::{Compactor, Halt};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use schemas::lake::Partition;
 use sqlx::Row;
 use stream_consumer::Pipeline;
-use stream_consumer::compact::plan::{self, Limits};
-use stream_consumer::compact::store::LakeFiles;
-use stream_consumer::compact::{Compactor, Halt};
 use stream_consumer::decode::InputRecord;
 use stream_consumer::sinks::dynamo::{CallFailure, Item, ItemStore};
 use stream_consumer::sinks::s3::S3Lake;
@@ -77,7 +78,7 @@ async fn ingest(p: &Pipeline<S3Lake, NullItems>, batches: &[Vec<InputRecord>]) {
 }
 
 fn compactor(env: &TestEnv, limits: Limits) -> Compactor {
-    Compactor::new(LakeFiles::new(env.s3.clone(), env.bucket.clone()), env.ledger.clone(), limits)
+    Compactor::new(LakeFiles::new(env.s3.clone(), env.bucket.clone()), env.ledger.pool().clone(), limits)
 }
 
 fn prefix(start: DateTime<Utc>) -> String {

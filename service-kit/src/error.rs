@@ -1,0 +1,23 @@
+//! The crate's error type: which setting, secret or exporter failed, and why.
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum KitError {
+    #[error("environment variable {name} is required")]
+    MissingEnv { name: String },
+    #[error("environment variable {name}={value:?} is invalid: {reason}")]
+    InvalidEnv { name: String, value: String, reason: String },
+    #[error("reading the database secret {arn} failed: {message}")]
+    Secret { arn: String, message: String },
+    #[error("starting the metrics exporter failed: {0}")]
+    Metrics(String),
+}
+
+impl KitError {
+    /// Whether the same call may succeed later (a secret store that was unreachable), rather
+    /// than fail the same way every time (a setting that is missing or malformed).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, KitError::Secret { .. })
+    }
+}

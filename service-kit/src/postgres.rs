@@ -1,0 +1,184 @@
+//! The PostgreSQL connection every tool shares: where credentials come from (a URL or a Secrets
+//! Manager secret), TLS, the pool, the embedded migrations, and which errors are outages.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
+
+use crate::KitError;
+use crate::env::Env;
+
+/// The migrations from `schemas/migrations`, embedded in every binary that may apply them.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../schemas/migrations");
+
+/// How long a batch waits for a pooled connection before it fails (and is retried whole).
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where PostgreSQL credentials come from. `Debug` redacts the URL, which may hold a password.
+#[derive(Clone)]
+pub enum DatabaseSource {
+    /// `DATABASE_URL`, used as given (its `sslmode`/`sslrootcert` parameters apply).
+    Url(String),
+    /// `DATABASE_SECRET_ARN` (username/password, RDS-managed) plus `DATABASE_HOST`,
+    /// `DATABASE_PORT` and `DATABASE_NAME` (any of which the secret may also carry).
+    Secret { arn: String, host: Option<String>, port: Option<u16>, name: Option<String> },
+}
+
+impl std::fmt::Debug for DatabaseSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DatabaseSource::Url(_) => f.write_str("Url(<redacted>)"),
+            DatabaseSource::Secret { arn, host, port, name } => f
+                .debug_struct("Secret")
+                .field("arn", arn)
+                .field("host", host)
+                .field("port", port)
+                .field("name", name)
+                .finish(),
+        }
+    }
+}
+
+/// The database settings every binary reads the same way.
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    /// `DATABASE_URL` or `DATABASE_SECRET_ARN` (+ host/port/name).
+    pub source: DatabaseSource,
+    /// `DATABASE_SSL_ROOT_CERT`: CA bundle path; when set, TLS is required and verified
+    /// (verify-full). Without it, TLS is used with the system/webpki roots when offered.
+    pub ssl_root_cert: Option<String>,
+}
+
+impl DatabaseConfig {
+    pub fn from_env<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, KitError> {
+        let source = match (env.get("DATABASE_URL"), env.get("DATABASE_SECRET_ARN")) {
+            (Some(url), _) => DatabaseSource::Url(url),
+            (None, Some(arn)) => DatabaseSource::Secret {
+                arn,
+                host: env.get("DATABASE_HOST"),
+                port: env.parse_opt("DATABASE_PORT")?,
+                name: env.get("DATABASE_NAME"),
+            },
+            (None, None) => return Err(KitError::MissingEnv { name: "DATABASE_URL or DATABASE_SECRET_ARN".into() }),
+        };
+        Ok(DatabaseConfig { source, ssl_root_cert: env.get("DATABASE_SSL_ROOT_CERT") })
+    }
+
+    /// Whether connecting needs a Secrets Manager client.
+    pub fn needs_secret(&self) -> bool {
+        matches!(self.source, DatabaseSource::Secret { .. })
+    }
+}
+
+/// Credentials in the Secrets Manager secret (RDS-managed secrets carry only the first two).
+#[derive(serde::Deserialize)]
+struct SecretFields {
+    username: String,
+    password: String,
+    host: Option<String>,
+    port: Option<u16>,
+    dbname: Option<String>,
+}
+
+/// Connection options from the config, reading the secret when one is configured. With a CA
+/// bundle TLS is required and the certificate and host verified; otherwise TLS is preferred.
+pub async fn connect_options(
+    config: &DatabaseConfig,
+    secrets: Option<&aws_sdk_secretsmanager::Client>,
+    application_name: &str,
+) -> Result<PgConnectOptions, KitError> {
+    let mut options = match &config.source {
+        DatabaseSource::Url(url) => PgConnectOptions::from_str(url).map_err(|e| KitError::InvalidEnv {
+            name: "DATABASE_URL".into(),
+            value: "<redacted>".into(),
+            reason: e.to_string(),
+        })?,
+        DatabaseSource::Secret { arn, host, port, name } => {
+            let client = secrets.ok_or_else(|| KitError::Secret {
+                arn: arn.clone(),
+                message: "no Secrets Manager client was built".into(),
+            })?;
+            let fields = read_secret(client, arn).await?;
+            PgConnectOptions::new()
+                .host(host.as_deref().or(fields.host.as_deref()).unwrap_or("localhost"))
+                .port(port.or(fields.port).unwrap_or(5432))
+                .database(name.as_deref().or(fields.dbname.as_deref()).unwrap_or("analytics"))
+                .username(&fields.username)
+                .password(&fields.password)
+                .ssl_mode(PgSslMode::Prefer)
+        }
+    };
+    if let Some(ca) = &config.ssl_root_cert {
+        options = options.ssl_mode(PgSslMode::VerifyFull).ssl_root_cert(ca.as_str());
+    }
+    Ok(options.application_name(application_name))
+}
+
+async fn read_secret(client: &aws_sdk_secretsmanager::Client, arn: &str) -> Result<SecretFields, KitError> {
+    let secret = client.get_secret_value().secret_id(arn).send().await.map_err(|e| KitError::Secret {
+        arn: arn.to_owned(),
+        message: aws_sdk_secretsmanager::error::DisplayErrorContext(e).to_string(),
+    })?;
+    // Never include the secret text in an error: it holds the password.
+    serde_json::from_str(secret.secret_string().unwrap_or_default()).map_err(|_| KitError::Secret {
+        arn: arn.to_owned(),
+        message: "secret is not JSON with username and password".into(),
+    })
+}
+
+/// A pool that connects on first use, so a process starts (and answers `--help`, or a Lambda
+/// init) even while the database is unreachable; the first query then fails and is retried.
+pub fn lazy_pool(options: PgConnectOptions, max_connections: u32) -> PgPool {
+    PgPoolOptions::new().max_connections(max_connections).acquire_timeout(ACQUIRE_TIMEOUT).connect_lazy_with(options)
+}
+
+/// Whether a database error is an outage — unreachable, timing out, shutting down, out of
+/// resources, a transaction rolled back by contention — so the same work succeeds once the
+/// database is back, rather than a failure that repeats on every attempt (a SQL error).
+pub fn is_outage(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::BeginFailed => true,
+        // SQLSTATE classes: connection exception, transaction rollback (serialization,
+        // deadlock), insufficient resources, operator intervention (shutdown), system error.
+        sqlx::Error::Database(db) => {
+            db.code().is_some_and(|c| matches!(c.get(..2), Some("08" | "40" | "53" | "57" | "58")))
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Invariant: printing the config never prints the database password.
+    #[test]
+    fn debug_redacts_the_database_url() {
+        let env = Env::new(|k: &str| (k == "DATABASE_URL").then(|| "postgres://app:s3cret@db/analytics".to_owned()));
+        let c = DatabaseConfig::from_env(&env).unwrap();
+        assert!(!format!("{c:?}").contains("s3cret"));
+        assert!(!c.needs_secret());
+    }
+
+    #[test]
+    fn a_secret_source_takes_its_host_and_port_from_the_environment() {
+        let env = Env::new(|k: &str| match k {
+            "DATABASE_SECRET_ARN" => Some("arn:aws:secretsmanager:eu-west-1:1:secret:db".to_owned()),
+            "DATABASE_PORT" => Some("6432".to_owned()),
+            _ => None,
+        });
+        let c = DatabaseConfig::from_env(&env).unwrap();
+        assert!(c.needs_secret());
+        assert!(matches!(c.source, DatabaseSource::Secret { port: Some(6432), host: None, .. }));
+        let none = DatabaseConfig::from_env(&Env::new(|_: &str| None)).unwrap_err().to_string();
+        assert!(none.contains("DATABASE_URL or DATABASE_SECRET_ARN"), "{none}");
+    }
+}
