@@ -29,7 +29,7 @@ bench: ## criterion benchmarks + an end-to-end k6 load; writes bench/RESULTS.md
 	@bash scripts/bench.sh
 
 package: ## build the Lambda zips with cargo-lambda (arm64)
-	cargo lambda build --release --arm64 --output-format zip -p producer-api -p stream-consumer
+	cargo lambda build --release --arm64 --output-format zip -p producer-api -p stream-consumer -p lake-tools
 
 fmt: ## format the code
 	cargo fmt --all

@@ -11,7 +11,7 @@ DIR/dead-letter/dt=YYYY-MM-DD/hour=HH/*.ndjson.
 EXPECTED.json maps each query file's stem to {"params": [...], "columns": [...], "rows": [[...]]}.
 Every query file needs an entry and every entry a file, so a query cannot go unchecked. Rows are
 compared in order (every query has a total ORDER BY); floats to 1e-6. Exit status 1 on any
-difference. stream-consumer/tests/athena_queries.rs writes the lake and the expectations.
+difference. lake-tools/tests/athena_queries.rs writes the lake and the expectations.
 
 The query text runs unchanged. Where Athena engine v3 (Trino) and DuckDB differ, the bridge is
 here, never in the queries:

@@ -10,6 +10,8 @@
 #   BENCH_SKIP_CRITERION=1 reuses the criterion outputs already in bench/out
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
+# shellcheck source=lib.sh
+source "$root/scripts/lib.sh"
 cd "$root"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/web-analytics-pipeline/target}"
 out=bench/out
@@ -24,7 +26,7 @@ if [ "${BENCH_SKIP_CRITERION:-0}" != 1 ]; then
 fi
 
 echo "==> sustained load through the pipeline (release binaries)"
-cargo build -q --release -p producer-api -p stream-consumer -p loadtest --bins
+cargo_step "release build of the pipeline and the verifier" build --release -p producer-api -p stream-consumer -p loadtest --bins
 bash scripts/local-stack.sh up
 bash scripts/pipeline.sh down
 PIPELINE_PROFILE=release bash scripts/pipeline.sh up

@@ -14,7 +14,9 @@ out="${DEMO_OUT:-bench/out/demo}"
 mkdir -p "$out"
 
 bash scripts/up.sh
-cargo build -q -p loadtest --bin verify
+# shellcheck source=lib.sh
+source scripts/lib.sh
+cargo_step "building the verifier" build -p loadtest --bin verify
 # shellcheck source=/dev/null
 source scripts/env.sh
 

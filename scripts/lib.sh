@@ -17,3 +17,15 @@ terminate() {
   kill -KILL "$pid" 2>/dev/null || true
   return 1
 }
+
+# cargo_step WHAT ARGS...: `cargo ARGS...` with its progress shown and its time told. Without
+# `-q`, cargo shows a progress bar on a terminal and a "Compiling <crate>" line per crate
+# elsewhere (logs, CI), so a first build — many minutes on two cores — never looks hung.
+cargo_step() {
+  local what="$1" started=$SECONDS status=0
+  shift
+  echo "==> cargo: $what (the first build on a 2-core machine takes ~15 minutes; later ones seconds)" >&2
+  cargo "$@" || status=$?
+  echo "==> cargo: $what: $([ "$status" -eq 0 ] && echo done || echo "FAILED ($status)") after $((SECONDS - started)) s" >&2
+  return "$status"
+}

@@ -354,8 +354,8 @@ run_migrations() {
       || die "'stream-consumer migrate' failed (set SKIP_MIGRATIONS=1 to skip this step)"
   else
     command -v cargo >/dev/null 2>&1 || die "no $bin and no cargo to build it (set SKIP_MIGRATIONS=1 to skip migrations)"
-    log "migrations: cargo run -q -p stream-consumer -- migrate (builds the consumer on first use)"
-    (cd "$ROOT" && "${run_env[@]}" cargo run -q -p stream-consumer -- migrate >&2) \
+    log "migrations: cargo run -p stream-consumer -- migrate (builds the consumer on first use)"
+    (cd "$ROOT" && "${run_env[@]}" cargo_step "building the consumer to apply migrations" run -p stream-consumer -- migrate >&2) \
       || die "'cargo run -p stream-consumer -- migrate' failed (set SKIP_MIGRATIONS=1 to skip this step)"
   fi
 }

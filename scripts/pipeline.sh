@@ -10,6 +10,8 @@
 # under load without a rebuild in the middle of it).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
+# shellcheck source=lib.sh
+source "$root/scripts/lib.sh"
 cd "$root"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/web-analytics-pipeline/target}"
 profile="${PIPELINE_PROFILE:-debug}"
@@ -60,7 +62,7 @@ cmd_up() {
   [ "$profile" = release ] && flag=(--release)
   local bin="$CARGO_TARGET_DIR/$profile"
   if [ "${PIPELINE_SKIP_BUILD:-0}" != 1 ] || [ ! -x "$bin/producer-api" ] || [ ! -x "$bin/stream-consumer" ]; then
-    cargo build -q "${flag[@]}" -p producer-api -p stream-consumer --bins
+    cargo_step "building the producer and the consumer ($profile)" build "${flag[@]}" -p producer-api -p stream-consumer --bins
   fi
   start producer "$bin/producer-api" BIND_ADDR=127.0.0.1:3000 METRICS_ADDR=127.0.0.1:9101 \
     CORS_ALLOWED_ORIGINS="${CORS_ALLOWED_ORIGINS:-http://127.0.0.1:8080}"

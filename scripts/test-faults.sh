@@ -19,7 +19,9 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/web-analytics-pipeline
 
 started=$SECONDS
 bash scripts/up.sh >/dev/null
-cargo build -q -p loadtest --bin verify
+# shellcheck source=lib.sh
+source scripts/lib.sh
+cargo_step "building the verifier" build -p loadtest --bin verify
 status=0
 .local/venv/bin/python -m pytest -q -p no:cacheprovider scripts/faults "$@" || status=$?
 echo "test-faults: $( [ "$status" -eq 0 ] && echo OK || echo FAILED ) in $((SECONDS - started)) s"

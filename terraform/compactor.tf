@@ -1,10 +1,10 @@
-# The lake compactor: a Rust Lambda (stream-consumer's `compactor` binary) run hourly by an
+# The lake compactor: a Rust Lambda (lake-tools' `compactor` binary) run hourly by an
 # EventBridge rule. It rewrites each closed hour's micro-batch Parquet files under events/ into a
 # few large sorted files and marks the inputs in PostgreSQL (athena/README.md, "Compaction").
 # Also the Glue table over dead-letter/ (NDJSON), which the example queries in athena/ use.
 #
-# Artifact: `cargo lambda build --release --arm64 --output-format zip -p stream-consumer` builds
-# every binary of the crate; the compactor's zip is ../target/lambda/compactor/bootstrap.zip.
+# Artifact: `cargo lambda build --release --arm64 --output-format zip -p lake-tools` builds it
+# (`make package`); the compactor's zip is ../target/lambda/compactor/bootstrap.zip.
 
 # Tuning lives in locals, not variables, until someone needs to change it per deployment (a
 # variable also needs a row in terraform/README.md).

@@ -1,6 +1,6 @@
 """Static checks of athena/: the queries prune partitions and take their date range as
 parameters, and the DDL matches what the pipeline writes. (Their answers are checked by
-stream-consumer/tests/athena_queries.rs, which runs them with DuckDB.)"""
+lake-tools/tests/athena_queries.rs, which runs them with DuckDB.)"""
 
 from __future__ import annotations
 
