@@ -169,18 +169,8 @@ impl Compactor {
             report.files_after = after.len();
             report.bytes_after = after.iter().map(|o| o.size).sum();
         }
-        tracing::info!(
-            partition = %report.partition,
-            files_before = report.files_before,
-            files_after = report.files_after,
-            bytes_before = report.bytes_before,
-            bytes_after = report.bytes_after,
-            leftovers_deleted = report.leftovers_deleted,
-            rows_in = report.rows_in,
-            rows_out = report.rows_out,
-            duplicates_dropped = report.duplicates_dropped,
-            "partition compacted"
-        );
+        let line = serde_json::to_string(&report).unwrap_or_default();
+        tracing::info!(partition = %report.partition, report = %line, "partition compacted");
         Ok(report)
         // `conn` drops here and is closed, releasing the lock.
     }

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use service_kit::KitError;
-use service_kit::env::{self, Env};
+use service_kit::env::{Env, FromEnv};
 
 /// Everything the producer reads from the environment. Names match the README table and the
 /// Terraform Lambda environment.
@@ -33,17 +33,8 @@ pub struct Config {
     pub request_timeout: Duration,
 }
 
-impl Config {
-    pub fn from_env() -> Result<Self, KitError> {
-        Self::from(&env::process())
-    }
-
-    /// Reads from any key-value source, so tests need not touch the process environment.
-    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, KitError> {
-        Self::from(&Env::new(get))
-    }
-
-    fn from<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, KitError> {
+impl FromEnv for Config {
+    fn from_settings<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, KitError> {
         let origins = env.get("CORS_ALLOWED_ORIGINS").unwrap_or_default();
         // tower-http panics on `*` in an origin list; a clear start-up error beats a crash on
         // every Lambda cold start, and allowing every origin should be a decision, not a default.

@@ -4,6 +4,7 @@ use anyhow::Context;
 use producer_api::kinesis::KinesisSink;
 use producer_api::{Config, server, telemetry};
 use service_kit::aws::{self, Retries};
+use service_kit::env::FromEnv;
 use service_kit::telemetry::{self as kit, MetricsExport};
 
 #[tokio::main]

@@ -1,6 +1,7 @@
 //! The HTTP contract, over JSON fixtures of real API Gateway v1 and v2 events and plain local
 //! requests, with an in-memory Kinesis sink. Every status code in openapi.yaml is exercised.
 
+use service_kit::env::FromEnv;
 use std::net::SocketAddr;
 use std::sync::Mutex;
 

@@ -7,6 +7,7 @@
 #[path = "support/kinesis.rs"]
 mod kinesis;
 
+use service_kit::env::FromEnv;
 use std::collections::{HashMap, HashSet};
 use std::io::Write as _;
 use std::net::SocketAddr;

@@ -4,6 +4,7 @@
 #[path = "support/kinesis.rs"]
 mod kinesis;
 
+use service_kit::env::FromEnv;
 use std::collections::HashMap;
 use std::io::{Read, Write};
 

@@ -13,6 +13,21 @@ pub struct Env<F> {
     lookup: F,
 }
 
+/// A configuration read from settings. Implement [`FromEnv::from_settings`]; callers get
+/// [`FromEnv::from_env`] (the process environment, read once at start-up) and
+/// [`FromEnv::from_lookup`] (any key-value source, so tests need not touch the environment).
+pub trait FromEnv: Sized {
+    fn from_settings<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, KitError>;
+
+    fn from_env() -> Result<Self, KitError> {
+        Self::from_settings(&process())
+    }
+
+    fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, KitError> {
+        Self::from_settings(&Env::new(get))
+    }
+}
+
 /// The process environment.
 pub fn process() -> Env<impl Fn(&str) -> Option<String>> {
     Env::new(|name: &str| std::env::var(name).ok())

@@ -8,7 +8,7 @@ use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
 
 use crate::KitError;
-use crate::env::Env;
+use crate::env::{Env, FromEnv};
 
 /// The migrations from `schemas/migrations`, embedded in every binary that may apply them.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../schemas/migrations");
@@ -51,8 +51,8 @@ pub struct DatabaseConfig {
     pub ssl_root_cert: Option<String>,
 }
 
-impl DatabaseConfig {
-    pub fn from_env<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, KitError> {
+impl FromEnv for DatabaseConfig {
+    fn from_settings<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, KitError> {
         let source = match (env.get("DATABASE_URL"), env.get("DATABASE_SECRET_ARN")) {
             (Some(url), _) => DatabaseSource::Url(url),
             (None, Some(arn)) => DatabaseSource::Secret {
@@ -65,7 +65,9 @@ impl DatabaseConfig {
         };
         Ok(DatabaseConfig { source, ssl_root_cert: env.get("DATABASE_SSL_ROOT_CERT") })
     }
+}
 
+impl DatabaseConfig {
     /// Whether connecting needs a Secrets Manager client.
     pub fn needs_secret(&self) -> bool {
         matches!(self.source, DatabaseSource::Secret { .. })
@@ -163,7 +165,7 @@ mod tests {
     #[test]
     fn debug_redacts_the_database_url() {
         let env = Env::new(|k: &str| (k == "DATABASE_URL").then(|| "postgres://app:s3cret@db/analytics".to_owned()));
-        let c = DatabaseConfig::from_env(&env).unwrap();
+        let c = DatabaseConfig::from_settings(&env).unwrap();
         assert!(!format!("{c:?}").contains("s3cret"));
         assert!(!c.needs_secret());
     }
@@ -175,10 +177,10 @@ mod tests {
             "DATABASE_PORT" => Some("6432".to_owned()),
             _ => None,
         });
-        let c = DatabaseConfig::from_env(&env).unwrap();
+        let c = DatabaseConfig::from_settings(&env).unwrap();
         assert!(c.needs_secret());
         assert!(matches!(c.source, DatabaseSource::Secret { port: Some(6432), host: None, .. }));
-        let none = DatabaseConfig::from_env(&Env::new(|_: &str| None)).unwrap_err().to_string();
+        let none = DatabaseConfig::from_settings(&Env::new(|_: &str| None)).unwrap_err().to_string();
         assert!(none.contains("DATABASE_URL or DATABASE_SECRET_ARN"), "{none}");
     }
 }

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use service_kit::KitError;
-use service_kit::env::{self, Env};
+use service_kit::env::{Env, FromEnv};
 use service_kit::postgres::DatabaseConfig;
 
 /// Everything the consumer reads from the environment. Names match the README table and the
@@ -38,21 +38,12 @@ pub struct Config {
     pub metrics_addr: SocketAddr,
 }
 
-impl Config {
-    pub fn from_env() -> Result<Self, KitError> {
-        Self::from(&env::process())
-    }
-
-    /// Reads from any key-value source, so tests need not touch the process environment.
-    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, KitError> {
-        Self::from(&Env::new(get))
-    }
-
-    fn from<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, KitError> {
+impl FromEnv for Config {
+    fn from_settings<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, KitError> {
         Ok(Config {
             lake_bucket: env.required("LAKE_BUCKET")?,
             dynamodb_table: env.required("DYNAMODB_TABLE")?,
-            database: DatabaseConfig::from_env(env)?,
+            database: DatabaseConfig::from_settings(env)?,
             dedup_window_hours: env.parse_or("DEDUP_WINDOW_HOURS", 24)?,
             dynamodb_ttl_days: env.parse_or("DYNAMODB_TTL_DAYS", 30)?,
             dynamodb_concurrency: env.parse_or("DYNAMODB_CONCURRENCY", 16usize)?.max(1),

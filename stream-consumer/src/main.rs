@@ -5,6 +5,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use lambda_runtime::{LambdaEvent, service_fn};
 use service_kit::aws::{self, Retries};
+use service_kit::env::FromEnv;
 use service_kit::postgres;
 use service_kit::telemetry::{self, MetricsExport};
 use stream_consumer::runner::{Runner, RunnerSettings};

@@ -144,6 +144,14 @@ mod tests {
     use crate::testing::event_record;
 
     /// Events decoded from `n` fresh records (leaked: a few per test, and the events borrow them).
+    /// Every claim found owned by this batch, its events assigned to `key`.
+    fn owned(claims: &[Claim], key: &str, compacted: bool) -> Vec<ClaimStatus> {
+        claims
+            .iter()
+            .map(|c| ClaimStatus::Own { lake_object: c.lake_object, object_key: Some(key.to_owned()), compacted })
+            .collect()
+    }
+
     fn decoded(n: usize) -> Vec<DecodedEvent<'static>> {
         let records: Vec<_> = (1..=n).map(|i| event_record(&i.to_string(), "a", None)).collect();
         decode_batch(records.leak()).events
@@ -166,14 +174,7 @@ mod tests {
     fn identical_redelivery_counts_nothing_and_rewrites_same_object() {
         let ev = decoded(2);
         let (claims, objects) = plan_claims(&ev, "1", "2");
-        let own: Vec<_> = claims
-            .iter()
-            .map(|c| ClaimStatus::Own {
-                lake_object: c.lake_object,
-                object_key: Some(objects[0].key.clone()),
-                compacted: false,
-            })
-            .collect();
+        let own = owned(&claims, &objects[0].key, false);
         let plan = resolve(&ev, &claims, &own, &HashSet::new(), "1", "2");
         assert!(plan.new.is_empty());
         assert_eq!(plan.lake.keys().next().unwrap(), &objects[0].key);
@@ -212,14 +213,7 @@ mod tests {
     fn redelivery_after_compaction_skips_the_lake() {
         let ev = decoded(2);
         let (claims, objects) = plan_claims(&ev, "1", "2");
-        let own: Vec<_> = claims
-            .iter()
-            .map(|c| ClaimStatus::Own {
-                lake_object: c.lake_object,
-                object_key: Some(objects[0].key.clone()),
-                compacted: true,
-            })
-            .collect();
+        let own = owned(&claims, &objects[0].key, true);
         assert!(objects_to_check(&claims, &own).is_empty());
         let plan = resolve(&ev, &claims, &own, &HashSet::new(), "1", "2");
         assert!(plan.lake.is_empty());

@@ -14,8 +14,9 @@ use lake_tools::compact::{Compactor, PartitionReport};
 use lambda_runtime::{LambdaEvent, service_fn};
 use schemas::lake::Partition;
 use service_kit::aws::{self, Retries};
+use service_kit::env::{self, FromEnv};
 use service_kit::postgres::{self, DatabaseConfig};
-use service_kit::{env, telemetry};
+use service_kit::telemetry;
 
 /// Compacts closed hour partitions of the lake: many micro-batch Parquet files into a few large
 /// sorted ones, each event once. Crash-safe and idempotent: run it again after any failure.
@@ -53,7 +54,7 @@ async fn main() -> anyhow::Result<()> {
     telemetry::init_tracing();
     let env = env::process();
     let bucket = env.required("LAKE_BUCKET")?;
-    let database = DatabaseConfig::from_env(&env)?;
+    let database = DatabaseConfig::from_settings(&env)?;
     let sdk = aws::load().await;
     // No retry loop of ours around single S3 calls: the SDK retries them (ARCHITECTURE.md).
     let files = LakeFiles::new(aws::s3(&sdk, Retries::Sdk), bucket);

@@ -271,11 +271,7 @@ type DecodedGroup = (Vec<RecordBatch>, Vec<(usize, usize)>);
 
 /// The rows of one output group, decoded from each input (`wanted` is reused scratch space),
 /// and for each row in group order where it is among them: (decoded batch, row).
-fn read_group(
-    inputs: &[Input],
-    group: &[(u32, u32)],
-    wanted: &mut [Vec<u32>],
-) -> Result<DecodedGroup, ToolError> {
+fn read_group(inputs: &[Input], group: &[(u32, u32)], wanted: &mut [Vec<u32>]) -> Result<DecodedGroup, ToolError> {
     for w in wanted.iter_mut() {
         w.clear();
     }
