@@ -4,8 +4,6 @@ use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum ToolError {
-    #[error("S3 {op} of {key} failed: {message}")]
-    S3 { op: &'static str, key: String, message: String },
     #[error("PostgreSQL {step} failed: {source}")]
     Postgres {
         step: &'static str,
@@ -14,8 +12,9 @@ pub enum ToolError {
     },
     #[error("lake file {key}: {message}")]
     Parquet { key: String, message: String },
+    /// Reported by the shared plumbing: an S3 call, the configuration, the database secret.
     #[error(transparent)]
-    Setup(#[from] service_kit::KitError),
+    Kit(#[from] service_kit::KitError),
 }
 
 impl ToolError {

@@ -1,4 +1,4 @@
-//! The crate's error type: which setting, secret or exporter failed, and why.
+//! The crate's error type: which setting, secret, S3 call or exporter failed, and why.
 
 use thiserror::Error;
 
@@ -10,14 +10,17 @@ pub enum KitError {
     InvalidEnv { name: String, value: String, reason: String },
     #[error("reading the database secret {arn} failed: {message}")]
     Secret { arn: String, message: String },
+    #[error("S3 {op} of {key} failed: {message}")]
+    S3 { op: &'static str, key: String, message: String },
     #[error("starting the metrics exporter failed: {0}")]
     Metrics(String),
 }
 
 impl KitError {
-    /// Whether the same call may succeed later (a secret store that was unreachable), rather
-    /// than fail the same way every time (a setting that is missing or malformed).
+    /// Whether the same call may succeed later (a store that was unreachable), rather than fail
+    /// the same way every time (a setting that is missing or malformed). Every S3 error counts:
+    /// whole-object puts, gets and heads cannot fail for good because of what they carry.
     pub fn is_transient(&self) -> bool {
-        matches!(self, KitError::Secret { .. })
+        matches!(self, KitError::Secret { .. } | KitError::S3 { .. })
     }
 }

@@ -12,6 +12,8 @@ mod error;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod retry;
+#[cfg(feature = "s3")]
+pub mod s3;
 pub mod telemetry;
 
 pub use error::KitError;

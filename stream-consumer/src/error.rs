@@ -6,8 +6,6 @@ use thiserror::Error;
 pub enum ConsumerError {
     #[error("encoding Parquet failed: {0}")]
     Encode(String),
-    #[error("S3 {op} of {key} failed: {message}")]
-    S3 { op: &'static str, key: String, message: String },
     #[error("DynamoDB BatchWriteItem failed: {0}")]
     Dynamo(String),
     #[error("DynamoDB left {remaining} items unprocessed when the {budget_ms} ms budget ran out")]
@@ -20,9 +18,9 @@ pub enum ConsumerError {
     },
     #[error("Kinesis {op} on {shard} failed: {message}")]
     Kinesis { op: &'static str, shard: String, message: String },
-    /// Configuration, the database secret or the metrics exporter.
+    /// Reported by the shared plumbing: an S3 call, the configuration, the database secret.
     #[error(transparent)]
-    Setup(#[from] service_kit::KitError),
+    Kit(#[from] service_kit::KitError),
 }
 
 impl ConsumerError {

@@ -301,9 +301,9 @@ impl<O: ObjectStore, D: ItemStore> Runner<O, D> {
 /// no batch content can make fail for good.
 pub fn is_outage(e: &ConsumerError) -> bool {
     match e {
-        ConsumerError::S3 { .. } | ConsumerError::DynamoBudget { .. } | ConsumerError::Kinesis { .. } => true,
+        ConsumerError::DynamoBudget { .. } | ConsumerError::Kinesis { .. } => true,
         ConsumerError::Postgres { source, .. } => service_kit::postgres::is_outage(source),
-        ConsumerError::Setup(e) => e.is_transient(),
+        ConsumerError::Kit(e) => e.is_transient(),
         ConsumerError::Dynamo(_) | ConsumerError::Encode(_) => false,
     }
 }
@@ -342,7 +342,11 @@ mod tests {
     /// attempt may send a batch to dead-letter.
     #[test]
     fn outages_are_told_from_failures_that_repeat() {
-        let s3 = ConsumerError::S3 { op: "PutObject", key: "k".into(), message: "connection refused".into() };
+        let s3 = ConsumerError::Kit(service_kit::KitError::S3 {
+            op: "PutObject",
+            key: "k".into(),
+            message: "connection refused".into(),
+        });
         let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
         for e in [
             s3,
@@ -356,7 +360,7 @@ mod tests {
             ConsumerError::Encode("bad column".into()),
             ConsumerError::Dynamo("ValidationException: item too large".into()),
             pg(sqlx::Error::RowNotFound),
-            ConsumerError::Setup(service_kit::KitError::MissingEnv { name: "LAKE_BUCKET".into() }),
+            ConsumerError::Kit(service_kit::KitError::MissingEnv { name: "LAKE_BUCKET".into() }),
         ] {
             assert!(!is_outage(&e), "{e}");
         }

@@ -5,11 +5,10 @@
 use std::collections::{HashMap, HashSet};
 
 use aws_sdk_s3::Client;
-use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{Delete, ObjectIdentifier};
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use schemas::lake::{Partition, fnv1a64};
+use service_kit::s3::Bucket;
 use sqlx::pool::PoolConnection;
 use sqlx::{PgConnection, PgPool, Postgres, Row};
 
@@ -18,53 +17,29 @@ use crate::compact::plan::ObjectInfo;
 
 /// Objects fetched at once when reading a chunk's inputs.
 const GET_CONCURRENCY: usize = 8;
-/// Most keys in one `DeleteObjects` call (S3 limit).
-const DELETE_MAX_KEYS: usize = 1000;
-
-fn s3_error(op: &'static str, key: &str, e: impl std::error::Error) -> ToolError {
-    ToolError::S3 { op, key: key.to_owned(), message: aws_sdk_s3::error::DisplayErrorContext(e).to_string() }
-}
 
 /// The lake bucket, as the compactor uses it.
 #[derive(Clone)]
 pub struct LakeFiles {
-    client: Client,
-    bucket: String,
+    bucket: Bucket,
 }
 
 impl LakeFiles {
     pub fn new(client: Client, bucket: String) -> Self {
-        LakeFiles { client, bucket }
+        LakeFiles { bucket: Bucket::new(client, bucket) }
     }
 
     pub fn bucket(&self) -> &str {
-        &self.bucket
+        self.bucket.name()
     }
 
     /// Every object under `prefix`, with its size.
     pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, ToolError> {
-        let mut out = Vec::new();
-        let mut pages = self.client.list_objects_v2().bucket(&self.bucket).prefix(prefix).into_paginator().send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| s3_error("ListObjectsV2", prefix, e))?;
-            out.extend(page.contents().iter().filter_map(|o| {
-                Some(ObjectInfo { key: o.key()?.to_owned(), size: o.size().unwrap_or(0).max(0) as u64 })
-            }));
-        }
-        Ok(out)
+        Ok(self.bucket.list(prefix).await?.into_iter().map(|(key, size)| ObjectInfo { key, size }).collect())
     }
 
     pub async fn get(&self, key: &str) -> Result<Bytes, ToolError> {
-        let out = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(|e| s3_error("GetObject", key, e))?;
-        let body = out.body.collect().await.map_err(|e| s3_error("GetObject", key, e))?;
-        Ok(body.into_bytes())
+        Ok(self.bucket.get(key).await?)
     }
 
     /// Reads `keys`, a few at a time, returning (key, bytes) in the order given.
@@ -77,52 +52,12 @@ impl LakeFiles {
     }
 
     pub async fn put(&self, key: &str, body: Bytes) -> Result<(), ToolError> {
-        self.client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .content_type("application/vnd.apache.parquet")
-            .body(ByteStream::from(body))
-            .send()
-            .await
-            .map_err(|e| s3_error("PutObject", key, e))?;
-        Ok(())
+        Ok(self.bucket.put(key, body, "application/vnd.apache.parquet").await?)
     }
 
     /// Deletes `keys` (a missing key is not an error: deleting is idempotent, as a re-run needs).
     pub async fn delete(&self, keys: &[String]) -> Result<(), ToolError> {
-        for batch in keys.chunks(DELETE_MAX_KEYS) {
-            let objects = batch
-                .iter()
-                .map(|k| ObjectIdentifier::builder().key(k).build())
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| s3_error("DeleteObjects", &batch[0], e))?;
-            let delete = Delete::builder()
-                .set_objects(Some(objects))
-                .quiet(true)
-                .build()
-                .map_err(|e| s3_error("DeleteObjects", &batch[0], e))?;
-            let out = self
-                .client
-                .delete_objects()
-                .bucket(&self.bucket)
-                .delete(delete)
-                .send()
-                .await
-                .map_err(|e| s3_error("DeleteObjects", &batch[0], e))?;
-            if let Some(failed) = out.errors().first() {
-                return Err(ToolError::S3 {
-                    op: "DeleteObjects",
-                    key: failed.key().unwrap_or_default().to_owned(),
-                    message: format!(
-                        "{} ({} keys not deleted)",
-                        failed.message().unwrap_or_default(),
-                        out.errors().len()
-                    ),
-                });
-            }
-        }
-        Ok(())
+        Ok(self.bucket.delete(keys).await?)
     }
 }
 

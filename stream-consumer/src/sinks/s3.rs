@@ -3,8 +3,8 @@
 use std::future::Future;
 
 use aws_sdk_s3::Client;
-use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
+use service_kit::s3::Bucket;
 
 use crate::error::ConsumerError;
 
@@ -21,50 +21,29 @@ pub trait ObjectStore: Send + Sync + 'static {
     fn exists(&self, key: &str) -> impl Future<Output = Result<bool, ConsumerError>> + Send;
 }
 
+/// The lake bucket, as the consumer writes it.
 pub struct S3Lake {
-    client: Client,
-    bucket: String,
+    bucket: Bucket,
 }
 
 impl S3Lake {
     pub fn new(client: Client, bucket: String) -> Self {
-        S3Lake { client, bucket }
+        S3Lake { bucket: Bucket::new(client, bucket) }
     }
 
     pub fn bucket(&self) -> &str {
-        &self.bucket
+        self.bucket.name()
     }
 }
 
 impl ObjectStore for S3Lake {
     async fn put(&self, key: &str, body: Bytes, content_type: &'static str) -> Result<(), ConsumerError> {
         metrics::counter!("consumer_sink_requests_total", "sink" => "s3").increment(1);
-        self.client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .content_type(content_type)
-            .body(ByteStream::from(body))
-            .send()
-            .await
-            .map_err(|e| ConsumerError::S3 {
-                op: "PutObject",
-                key: key.to_owned(),
-                message: aws_sdk_s3::error::DisplayErrorContext(e).to_string(),
-            })?;
-        Ok(())
+        Ok(self.bucket.put(key, body, content_type).await?)
     }
 
     async fn exists(&self, key: &str) -> Result<bool, ConsumerError> {
         metrics::counter!("consumer_sink_requests_total", "sink" => "s3").increment(1);
-        match self.client.head_object().bucket(&self.bucket).key(key).send().await {
-            Ok(_) => Ok(true),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(false),
-            Err(e) => Err(ConsumerError::S3 {
-                op: "HeadObject",
-                key: key.to_owned(),
-                message: aws_sdk_s3::error::DisplayErrorContext(e).to_string(),
-            }),
-        }
+        Ok(self.bucket.exists(key).await?)
     }
 }
