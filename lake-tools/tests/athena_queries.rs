@@ -148,6 +148,7 @@ fn url_path(url: &str) -> String {
 }
 
 /// The answer every query must give, computed from the events sent (each once).
+#[allow(clippy::too_many_lines, reason = "test code: one expected answer per example query, side by side")]
 fn expected(events: &[EnrichedEvent<'_>], quarantined: &[(&str, &str)], dead_letter_days: (String, String)) -> Value {
     let days = json!([dt(hours()[0]), dt(hours()[3])]);
     let is_bot = |e: &EnrichedEvent<'_>| e.user_agent.as_deref().is_some_and(|ua| parse_agent(ua).is_bot);

@@ -201,6 +201,7 @@ fn json_post(body: &[u8]) -> Vec<u8> {
 /// Invariant: hostile input gets a clear 4xx and never reaches the stream; valid requests sent
 /// in between are stored complete, with only the anonymised address.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::too_many_lines, reason = "test code: one table of hostile requests and their answers")]
 async fn hostile_requests_are_refused_and_store_nothing() {
     let mut h = Harness::start().await;
     h.control(json!({"event_type": "page_view", "url": "https://shop.example/"}), "").await;

@@ -137,6 +137,10 @@ fn read_report(dir: &Path) -> Observed {
 /// Invariant: every generated request gets a documented, non-5xx answer matching the spec, and
 /// what the API acknowledged is exactly what is on the stream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(
+    clippy::too_many_lines,
+    reason = "test code: one scenario, start the API, run schemathesis, compare the stream"
+)]
 async fn schemathesis_finds_no_disagreement_with_openapi_yaml() {
     let root = repo_root();
     let schemathesis = root.join(".local/venv/bin/schemathesis");
