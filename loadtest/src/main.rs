@@ -12,6 +12,8 @@ use loadtest::acks::{Acks, parse_acks};
 use loadtest::reconcile::{Observed, reconcile};
 use loadtest::stores::Stores;
 use service_kit::aws::{self, Retries};
+use service_kit::env;
+use service_kit::s3::Bucket;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -34,17 +36,16 @@ async fn main() -> anyhow::Result<()> {
     for f in &files {
         parse_acks(&std::fs::read_to_string(f).with_context(|| format!("reading {f}"))?, &mut acks)?;
     }
-    let env = |k: &str| std::env::var(k).with_context(|| format!("{k} is required"));
+    let env = env::process();
     // The verifier only reads, with no retry loops of its own: the SDK retries every call.
     let sdk = aws::load().await;
     let stores = Stores {
         kinesis: aws::kinesis(&sdk, Retries::Sdk),
-        s3: aws::s3(&sdk, Retries::Sdk),
+        lake: Bucket::new(aws::s3(&sdk, Retries::Sdk), env.required("LAKE_BUCKET")?),
         dynamo: aws::dynamodb(&sdk, Retries::Sdk),
-        pg: sqlx::PgPool::connect(&env("DATABASE_URL")?).await.context("connecting to PostgreSQL")?,
-        stream: env("STREAM_NAME")?,
-        bucket: env("LAKE_BUCKET")?,
-        table: env("DYNAMODB_TABLE")?,
+        pg: sqlx::PgPool::connect(&env.required("DATABASE_URL")?).await.context("connecting to PostgreSQL")?,
+        stream: env.required("STREAM_NAME")?,
+        table: env.required("DYNAMODB_TABLE")?,
     };
 
     // Wait until the consumer has claimed every acknowledged event, then give the concurrent

@@ -6,6 +6,7 @@ use aws_sdk_kinesis::types::ShardIteratorType;
 use bytes::Bytes;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use service_kit::s3::Bucket;
 use sqlx::Row;
 use uuid::Uuid;
 
@@ -15,11 +16,11 @@ use crate::reconcile::StoreView;
 /// Where the stores are (the same environment variables as the pipeline's).
 pub struct Stores {
     pub kinesis: aws_sdk_kinesis::Client,
-    pub s3: aws_sdk_s3::Client,
+    /// The lake bucket.
+    pub lake: Bucket,
     pub dynamo: aws_sdk_dynamodb::Client,
     pub pg: sqlx::PgPool,
     pub stream: String,
-    pub bucket: String,
     pub table: String,
 }
 
@@ -59,17 +60,11 @@ impl Stores {
     }
 
     async fn keys(&self, prefix: &str) -> Result<Vec<String>, VerifyError> {
-        let mut keys = Vec::new();
-        let mut pages = self.s3.list_objects_v2().bucket(&self.bucket).prefix(prefix).into_paginator().send();
-        while let Some(page) = pages.next().await {
-            keys.extend(page.map_err(err("s3"))?.contents().iter().filter_map(|o| o.key().map(str::to_owned)));
-        }
-        Ok(keys)
+        Ok(self.lake.list(prefix).await.map_err(err("s3"))?.into_iter().map(|(key, _)| key).collect())
     }
 
     async fn get(&self, key: &str) -> Result<Bytes, VerifyError> {
-        let out = self.s3.get_object().bucket(&self.bucket).key(key).send().await.map_err(err("s3"))?;
-        Ok(out.body.collect().await.map_err(err("s3"))?.into_bytes())
+        self.lake.get(key).await.map_err(err("s3"))
     }
 
     /// Every row of every Parquet file (event_id and event_type only), and the file count.
