@@ -4,12 +4,14 @@
 //! verifier and the tests agree by construction rather than by convention.
 
 mod canonical;
+mod de;
 pub mod dynamo;
 pub mod envelope;
 pub mod event;
 pub mod lake;
 pub mod limits;
 pub mod properties;
+mod rules;
 
 pub use envelope::{DecodeError, ENVELOPE_VERSION, Envelope, decode_record, encode_record};
 pub use event::{
