@@ -15,13 +15,16 @@
 use std::borrow::Cow;
 
 use chrono::{DateTime, Utc};
-use uuid::Uuid;
 
-use crate::event::{EnrichedEvent, TEXT_LIMITS, check_event_type, parse_utc_fast};
-use crate::limits::{
-    MAX_PROPERTIES_BYTES, MAX_PROPERTIES_DEPTH, MAX_PROPERTIES_KEYS, MAX_PROPERTY_KEY_LEN, MAX_PROPERTY_STRING_LEN,
+use crate::event::EnrichedEvent;
+use crate::properties::Properties;
+use crate::rules::{
+    self, ANONYMOUS_ID, REFERRER, SESSION_ID, TextRule, URL, USER_AGENT, USER_ID, is_control_byte, parse_utc_fast,
 };
-use crate::properties::{MAX_PROPERTIES_ARRAY_ITEMS, Properties};
+
+/// `client_ip` is written by the producer, not sent by clients: no client rule holds it, only
+/// the reader's own demand that it be a plain string.
+const CLIENT_IP: TextRule = TextRule { field: "client_ip", min: 0, max: usize::MAX };
 
 /// Reads `text` if it is a canonical version-1 record that passes every rule
 /// ([`EnrichedEvent::check`]); `None` for anything else.
@@ -31,58 +34,32 @@ pub(crate) fn read(text: &str) -> Option<EnrichedEvent<'_>> {
     }
     let mut r = Reader { text, pos: 0 };
     r.expect(r#"{"v":1,"event":{"event_id":"#)?;
-    let event_id = Uuid::try_parse(r.uuid()?).ok()?;
+    let event_id = rules::event_id(r.uuid()?).ok()?;
     r.expect(r#","event_type":"#)?;
     let event_type = r.string(Scan::Short)?;
-    check_event_type(event_type).ok()?;
+    rules::event_type(event_type).ok()?;
     r.expect(r#","occurred_at":"#)?;
     let occurred_at = r.timestamp()?;
     r.expect(r#","received_at":"#)?;
     let received_at = r.timestamp()?;
-    // The optional fields in the order `EnrichedEvent` declares (and serde writes) them; the
-    // first six with the limits of `TEXT_LIMITS`, `client_ip` without a client rule.
-    let [anonymous_id, user_id, session_id, url, referrer, user_agent] = TEXT_LIMITS;
-    let anonymous_id = r.text(r#","anonymous_id":"#, Scan::Short, anonymous_id)?;
-    let user_id = r.text(r#","user_id":"#, Scan::Short, user_id)?;
-    let session_id = r.text(r#","session_id":"#, Scan::Short, session_id)?;
-    let url = r.text(r#","url":"#, Scan::Long, url)?;
-    let referrer = r.text(r#","referrer":"#, Scan::Long, referrer)?;
-    let user_agent = r.text(r#","user_agent":"#, Scan::Long, user_agent)?;
-    let client_ip = r.text(r#","client_ip":"#, Scan::Short, ("client_ip", 0, usize::MAX))?;
-    let properties = if r.eat(r#","properties":"#) {
-        let start = r.pos;
-        if r.peek()? != b'{' {
-            return None;
-        }
-        r.value(0)?;
-        let json = &text[start..r.pos];
-        // Every number was checked to be in its compact form and no string has an escape, so the
-        // text is exactly as long as the compact JSON the size rule counts.
-        if json.len() > MAX_PROPERTIES_BYTES {
-            return None;
-        }
-        Properties::checked(json)
-    } else {
-        Properties::empty()
-    };
-    r.expect("}}")?;
-    if r.pos != text.len() {
-        return None;
-    }
-    Some(EnrichedEvent {
+    // The optional fields in the order `EnrichedEvent` declares (and serde writes) them. A
+    // struct's fields are evaluated in the order written, which is the order of the record.
+    let event = EnrichedEvent {
         event_id,
         event_type: Cow::Borrowed(event_type),
         occurred_at,
         received_at,
-        anonymous_id,
-        user_id,
-        session_id,
-        url,
-        referrer,
-        user_agent,
-        client_ip,
-        properties,
-    })
+        anonymous_id: r.text(r#","anonymous_id":"#, Scan::Short, ANONYMOUS_ID)?,
+        user_id: r.text(r#","user_id":"#, Scan::Short, USER_ID)?,
+        session_id: r.text(r#","session_id":"#, Scan::Short, SESSION_ID)?,
+        url: r.text(r#","url":"#, Scan::Long, URL)?,
+        referrer: r.text(r#","referrer":"#, Scan::Long, REFERRER)?,
+        user_agent: r.text(r#","user_agent":"#, Scan::Long, USER_AGENT)?,
+        client_ip: r.text(r#","client_ip":"#, Scan::Short, CLIENT_IP)?,
+        properties: r.properties()?,
+    };
+    r.expect("}}")?;
+    (r.pos == text.len()).then_some(event)
 }
 
 /// How to find a string's closing quote: identifiers and keys end within a few bytes, where a
@@ -101,7 +78,7 @@ enum Scan {
 /// (0x7F). Without them, a string ends at the next quote and only its length is left to check.
 /// Branch-free per chunk, so the compiler vectorises it.
 fn has_special_byte(bytes: &[u8]) -> bool {
-    bytes.chunks(64).any(|chunk| chunk.iter().fold(false, |any, &b| any | (b < 0x20) | (b == b'\\') | (b == 0x7f)))
+    bytes.chunks(64).any(|chunk| chunk.iter().fold(false, |any, &b| any | is_control_byte(b) | (b == b'\\')))
 }
 
 /// The first quote in `bytes`, eight bytes at a time (SWAR): in each word, the bytes equal to
@@ -122,11 +99,6 @@ fn find_quote(bytes: &[u8]) -> Option<usize> {
         at += 8;
     }
     words.remainder().iter().position(|&b| b == b'"').map(|i| at + i)
-}
-
-/// More than `max` characters (counted only when the bytes say it could be).
-fn longer_than(s: &str, max: usize) -> bool {
-    s.len() > max && s.chars().count() > max
 }
 
 struct Reader<'t> {
@@ -190,7 +162,7 @@ impl<'t> Reader<'t> {
 
     /// The event ID: hyphenated, so 36 characters (any other spelling goes to the general path).
     fn uuid(&mut self) -> Option<&'t str> {
-        const LEN: usize = 36;
+        const LEN: usize = uuid::fmt::Hyphenated::LENGTH;
         let rest = self.rest();
         if rest.first() != Some(&b'"') || rest.get(LEN + 1) != Some(&b'"') {
             return None;
@@ -216,15 +188,30 @@ impl<'t> Reader<'t> {
 
     /// An optional text field: absent, or `key` and a string within the field's length rule.
     #[inline(always)]
-    fn text(&mut self, key: &str, scan: Scan, (_, min, max): (&str, usize, usize)) -> Option<Option<Cow<'t, str>>> {
+    fn text(&mut self, key: &str, scan: Scan, rule: TextRule) -> Option<Option<Cow<'t, str>>> {
         if !self.eat(key) {
             return Some(None);
         }
         let s = self.string(scan)?;
-        if (s.is_empty() && min > 0) || longer_than(s, max) {
+        rule.length(s).ok()?;
+        Some(Some(Cow::Borrowed(s)))
+    }
+
+    /// `properties`, if present: an object whose text is borrowed once every rule has held.
+    fn properties(&mut self) -> Option<Properties<'t>> {
+        if !self.eat(r#","properties":"#) {
+            return Some(Properties::empty());
+        }
+        let start = self.pos;
+        if self.peek()? != b'{' {
             return None;
         }
-        Some(Some(Cow::Borrowed(s)))
+        self.value(0)?;
+        let json = &self.text[start..self.pos];
+        // Every number was checked to be in its compact form and no string has an escape, so the
+        // text is exactly as long as the compact JSON the size rule counts.
+        rules::properties_size(json.len()).ok()?;
+        Some(Properties::checked(json))
     }
 
     /// A value inside `properties`, checked against the rules; `depth` is the depth of the
@@ -232,9 +219,9 @@ impl<'t> Reader<'t> {
     /// `properties::check_properties`.
     fn value(&mut self, depth: usize) -> Option<()> {
         match self.peek()? {
-            b'{' if depth < MAX_PROPERTIES_DEPTH => self.object(depth + 1),
-            b'[' if depth < MAX_PROPERTIES_DEPTH => self.array(depth + 1),
-            b'"' => (!longer_than(self.string(Scan::Unknown)?, MAX_PROPERTY_STRING_LEN)).then_some(()),
+            b'{' if rules::nesting(depth).is_ok() => self.object(depth + 1),
+            b'[' if rules::nesting(depth).is_ok() => self.array(depth + 1),
+            b'"' => rules::property_string(self.string(Scan::Unknown)?).ok(),
             b't' => self.expect("true"),
             b'f' => self.expect("false"),
             b'n' => self.expect("null"),
@@ -250,10 +237,11 @@ impl<'t> Reader<'t> {
         if self.eat_byte(b'}') {
             return Some(());
         }
-        for _ in 0..MAX_PROPERTIES_KEYS {
-            if longer_than(self.string(Scan::Short)?, MAX_PROPERTY_KEY_LEN) {
-                return None;
-            }
+        let mut keys = 0;
+        loop {
+            keys += 1;
+            rules::key_count(keys).ok()?;
+            rules::property_key(self.string(Scan::Short)?).ok()?;
             if !self.eat_byte(b':') {
                 return None;
             }
@@ -265,7 +253,6 @@ impl<'t> Reader<'t> {
                 return None;
             }
         }
-        None
     }
 
     fn array(&mut self, depth: usize) -> Option<()> {
@@ -275,7 +262,10 @@ impl<'t> Reader<'t> {
         if self.eat_byte(b']') {
             return Some(());
         }
-        for _ in 0..MAX_PROPERTIES_ARRAY_ITEMS {
+        let mut items = 0;
+        loop {
+            items += 1;
+            rules::item_count(items).ok()?;
             self.value(depth)?;
             if self.eat_byte(b']') {
                 return Some(());
@@ -284,7 +274,6 @@ impl<'t> Reader<'t> {
                 return None;
             }
         }
-        None
     }
 
     /// A number in the form the producer writes it, so that the record's text is the compact

@@ -3,15 +3,13 @@
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::event::{EnrichedEvent, ValidationError};
-use crate::limits::MAX_EVENT_BYTES;
+use crate::event::EnrichedEvent;
+use crate::limits::MAX_RECORD_BYTES;
+use crate::rules::ValidationError;
 
 /// The version this build writes. A consumer meeting any other version quarantines the record
 /// (reason `unknown_version`) instead of failing the shard.
 pub const ENVELOPE_VERSION: u32 = 1;
-
-/// Room for the server facts and the envelope on top of a maximal client event.
-pub const MAX_RECORD_BYTES: usize = MAX_EVENT_BYTES + 4 * 1024;
 
 /// One record on the stream: `{"v": 1, "event": {...}}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

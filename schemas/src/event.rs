@@ -10,34 +10,17 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::de::visit_as_kind;
 use crate::limits::*;
 use crate::properties::{Properties, PropertiesSeed};
+use crate::rules::{
+    self, ANONYMOUS_ID, REFERRER, SESSION_ID, TEXT_RULES, TextRule, URL, USER_AGENT, USER_ID, parse_utc_fast,
+};
 
-/// Which field of an event failed validation, and why. `field` is a dotted path
-/// (`properties.cart.items`), or `""` for the event as a whole.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ValidationError {
-    pub field: String,
-    pub reason: String,
-}
-
-impl ValidationError {
-    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self { field: field.into(), reason: reason.into() }
-    }
-}
-
-impl fmt::Display for ValidationError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.field.is_empty() {
-            write!(f, "event: {}", self.reason)
-        } else {
-            write!(f, "{}: {}", self.field, self.reason)
-        }
-    }
-}
-
-impl std::error::Error for ValidationError {}
+// Defined with the rules and the serde helpers, below both this module and `properties`; kept
+// reachable here, where callers have always found them.
+pub use crate::de::BorrowedStr;
+pub use crate::rules::ValidationError;
 
 /// The top-level fields a client may send. Anything else is rejected, which also stops clients
 /// from forging the server facts (`received_at`, `client_ip`).
@@ -155,27 +138,16 @@ impl EnrichedEvent<'_> {
     /// The rules of every field but `properties`, in the order [`EnrichedEvent::check`] applies
     /// them (so the first broken rule is the same).
     fn check_fields(&self) -> Result<(), ValidationError> {
-        check_event_type(&self.event_type)?;
+        rules::event_type(&self.event_type).map_err(|b| b.at("event_type"))?;
         let values = [&self.anonymous_id, &self.user_id, &self.session_id, &self.url, &self.referrer, &self.user_agent];
-        for ((name, min, max), value) in TEXT_LIMITS.into_iter().zip(values) {
+        for (rule, value) in TEXT_RULES.into_iter().zip(values) {
             if let Some(s) = value {
-                check_text(name, s, min, max)?;
+                rule.check(s).map_err(|b| b.at(rule.field))?;
             }
         }
         Ok(())
     }
 }
-
-/// The length rules of the optional text fields, in the order `EnrichedEvent` declares them:
-/// (field, fewest characters, most characters).
-pub(crate) const TEXT_LIMITS: [(&str, usize, usize); 6] = [
-    ("anonymous_id", 1, MAX_ID_LEN),
-    ("user_id", 1, MAX_ID_LEN),
-    ("session_id", 1, MAX_ID_LEN),
-    ("url", 1, MAX_URL_LEN),
-    ("referrer", 0, MAX_URL_LEN),
-    ("user_agent", 0, MAX_USER_AGENT_LEN),
-];
 
 impl EnrichedEvent<'_> {
     /// The same event owning all its text, e.g. to keep it past the record it was read from.
@@ -231,7 +203,8 @@ impl<'a> ValidEvent<'a> {
 /// a TAB in header values, and [`EnrichedEvent::check`] (run again by the consumer) does not, so
 /// an unsanitised header would turn an acknowledged event into a poison record downstream.
 fn header_user_agent(ua: &str) -> String {
-    truncate_chars(ua, MAX_USER_AGENT_LEN).chars().map(|c| if is_forbidden_control(c) { ' ' } else { c }).collect()
+    let control = |c: char| u8::try_from(c).is_ok_and(rules::is_control_byte);
+    truncate_chars(ua, MAX_USER_AGENT_LEN).chars().map(|c| if control(c) { ' ' } else { c }).collect()
 }
 
 /// Zeroes the host part of an address: the last octet of IPv4, the last 80 bits of IPv6
@@ -272,109 +245,36 @@ pub fn validate_json(text: &str, now: DateTime<Utc>) -> Result<ValidEvent<'_>, V
 /// The one implementation of the client rules, over any JSON source (text or a parsed value):
 /// a single pass collects the fields, then they are checked in a fixed order.
 pub fn validate_from<'de, D: Deserializer<'de>>(de: D, now: DateTime<Utc>) -> Result<ValidEvent<'de>, ValidationError> {
-    let mut properties_error = None;
-    let fields = match de.deserialize_any(EventVisitor { properties_error: &mut properties_error }) {
-        Ok(fields) => fields,
-        Err(e) => {
-            return Err(properties_error.unwrap_or_else(|| ValidationError::new("", format!("is not valid JSON: {e}"))));
-        }
-    };
-    let mut f = match fields {
-        Shape::Object(f) => f,
-        Shape::NotObject(kind) => return Err(ValidationError::new("", format!("must be a JSON object, got {kind}"))),
-    };
+    let mut f = read_fields(de)?;
     if let Some(unknown) = f.unknown.take() {
         return Err(ValidationError::new(unknown, "unknown field"));
     }
-    let size = f.compact_size();
-    if size > MAX_EVENT_BYTES {
-        return Err(ValidationError::new("", format!("is {size} bytes, the limit is {MAX_EVENT_BYTES}")));
-    }
-
-    let event_id = match f.take("event_id") {
-        None => None,
-        Some(v) => Some(parse_uuid(&v.text("event_id")?)?),
-    };
-    let event_type = match f.take("event_type") {
-        None => return Err(ValidationError::new("event_type", "is required")),
-        Some(v) => {
-            let s = v.text("event_type")?;
-            check_event_type(&s)?;
-            s
-        }
-    };
-    let occurred_at = match f.take("occurred_at") {
-        None => None,
-        Some(v) => {
-            let at = parse_timestamp("occurred_at", &v.text("occurred_at")?)?;
-            if (at - now).num_seconds() > MAX_FUTURE_SKEW_SECS {
-                return Err(ValidationError::new(
-                    "occurred_at",
-                    format!("is more than {} hours in the future", MAX_FUTURE_SKEW_SECS / 3600),
-                ));
-            }
-            Some(at)
-        }
-    };
-    let mut text = |name: &'static str, min: usize, max: usize| -> Result<Option<Cow<'de, str>>, ValidationError> {
-        match f.take(name) {
-            None => Ok(None),
-            Some(v) => {
-                let s = v.text(name)?;
-                check_text(name, &s, min, max)?;
-                Ok(Some(s))
-            }
-        }
-    };
-    let anonymous_id = text("anonymous_id", 1, MAX_ID_LEN)?;
-    let user_id = text("user_id", 1, MAX_ID_LEN)?;
-    let session_id = text("session_id", 1, MAX_ID_LEN)?;
-    let url = text("url", 1, MAX_URL_LEN)?;
-    let referrer = text("referrer", 0, MAX_URL_LEN)?;
-    let user_agent = text("user_agent", 0, MAX_USER_AGENT_LEN)?;
-    let properties = match f.properties {
-        PropertiesSlot::Absent | PropertiesSlot::Null => Properties::empty(),
-        PropertiesSlot::Checked(p) => p,
-        PropertiesSlot::Invalid(e) => return Err(e),
-    };
+    rules::event_size(f.compact_size()).map_err(|b| b.at(""))?;
+    // A struct's fields are evaluated in the order written: this is the order the rules are
+    // checked in, and so decides which broken rule is reported.
     Ok(ValidEvent {
-        event_id,
-        event_type,
-        occurred_at,
-        anonymous_id,
-        user_id,
-        session_id,
-        url,
-        referrer,
-        user_agent,
-        properties,
+        event_id: f.event_id()?,
+        event_type: f.event_type()?,
+        occurred_at: f.occurred_at(now)?,
+        anonymous_id: f.text(ANONYMOUS_ID)?,
+        user_id: f.text(USER_ID)?,
+        session_id: f.text(SESSION_ID)?,
+        url: f.text(URL)?,
+        referrer: f.text(REFERRER)?,
+        user_agent: f.text(USER_AGENT)?,
+        properties: f.properties()?,
     })
 }
 
-/// The `visit_*` methods for the kinds of value that a visitor only reports by name — booleans,
-/// numbers and arrays (read to their end) — as `$wrap(name)`. Three visitors share them: the
-/// event itself, a top-level field and `properties`, each of which wants an object or a string.
-macro_rules! visit_as_kind {
-    ($de:lifetime, $value:ty, $wrap:expr) => {
-        fn visit_bool<E>(self, _: bool) -> Result<$value, E> {
-            Ok($wrap("a boolean"))
-        }
-        fn visit_i64<E>(self, _: i64) -> Result<$value, E> {
-            Ok($wrap("a number"))
-        }
-        fn visit_u64<E>(self, _: u64) -> Result<$value, E> {
-            Ok($wrap("a number"))
-        }
-        fn visit_f64<E>(self, _: f64) -> Result<$value, E> {
-            Ok($wrap("a number"))
-        }
-        fn visit_seq<A: serde::de::SeqAccess<$de>>(self, mut seq: A) -> Result<$value, A::Error> {
-            while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
-            Ok($wrap("an array"))
-        }
-    };
+/// The single pass over the JSON source that collects the client fields.
+fn read_fields<'de, D: Deserializer<'de>>(de: D) -> Result<Fields<'de>, ValidationError> {
+    let mut properties_error = None;
+    match de.deserialize_any(EventVisitor { properties_error: &mut properties_error }) {
+        Ok(Shape::Object(f)) => Ok(f),
+        Ok(Shape::NotObject(kind)) => Err(ValidationError::new("", format!("must be a JSON object, got {kind}"))),
+        Err(e) => Err(properties_error.unwrap_or_else(|| ValidationError::new("", format!("is not valid JSON: {e}")))),
+    }
 }
-pub(crate) use visit_as_kind;
 
 /// A top-level field as read: only strings are ever valid, so anything else keeps just its kind.
 #[derive(Debug, Default)]
@@ -431,6 +331,41 @@ impl<'de> Fields<'de> {
         match std::mem::take(&mut self.slots[i]) {
             Slot::Absent | Slot::Null => None,
             v => Some(v),
+        }
+    }
+
+    fn event_id(&mut self) -> Result<Option<Uuid>, ValidationError> {
+        let Some(v) = self.take("event_id") else { return Ok(None) };
+        rules::event_id(&v.text("event_id")?).map(Some).map_err(|b| b.at("event_id"))
+    }
+
+    fn event_type(&mut self) -> Result<Cow<'de, str>, ValidationError> {
+        let Some(v) = self.take("event_type") else { return Err(ValidationError::new("event_type", "is required")) };
+        let s = v.text("event_type")?;
+        rules::event_type(&s).map_err(|b| b.at("event_type"))?;
+        Ok(s)
+    }
+
+    fn occurred_at(&mut self, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>, ValidationError> {
+        let Some(v) = self.take("occurred_at") else { return Ok(None) };
+        let at = rules::timestamp(&v.text("occurred_at")?).map_err(|b| b.at("occurred_at"))?;
+        rules::not_too_far_ahead(at, now).map_err(|b| b.at("occurred_at"))?;
+        Ok(Some(at))
+    }
+
+    /// An optional text field, held to its rule.
+    fn text(&mut self, rule: TextRule) -> Result<Option<Cow<'de, str>>, ValidationError> {
+        let Some(v) = self.take(rule.field) else { return Ok(None) };
+        let s = v.text(rule.field)?;
+        rule.check(&s).map_err(|b| b.at(rule.field))?;
+        Ok(Some(s))
+    }
+
+    fn properties(&mut self) -> Result<Properties<'static>, ValidationError> {
+        match std::mem::take(&mut self.properties) {
+            PropertiesSlot::Absent | PropertiesSlot::Null => Ok(Properties::empty()),
+            PropertiesSlot::Checked(p) => Ok(p),
+            PropertiesSlot::Invalid(e) => Err(e),
         }
     }
 
@@ -520,11 +455,6 @@ impl<'de> Visitor<'de> for EventVisitor<'_> {
     }
 }
 
-/// A JSON string (a field name, say), borrowed from the input when it has no escapes: serde's
-/// `Cow<str>` alone always copies.
-#[derive(Debug, Deserialize)]
-pub struct BorrowedStr<'a>(#[serde(borrow)] pub Cow<'a, str>);
-
 /// One top-level field's value: a string (borrowed when it can be), null, or the kind of anything else.
 struct SlotValue<'de>(Slot<'de>);
 
@@ -561,66 +491,6 @@ impl<'de> Deserialize<'de> for SlotValue<'de> {
     }
 }
 
-/// `^[a-z][a-z0-9_]{0,63}$`, checked by hand: the rule is simple and the regex crate is a large
-/// dependency for one pattern. Because event types are stored as text and never used in paths,
-/// this is about cardinality and readability, not injection.
-pub fn check_event_type(s: &str) -> Result<(), ValidationError> {
-    let bytes = s.as_bytes();
-    let ok = !bytes.is_empty()
-        && bytes.len() <= MAX_EVENT_TYPE_LEN
-        && bytes[0].is_ascii_lowercase()
-        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_');
-    if ok {
-        Ok(())
-    } else {
-        Err(ValidationError::new("event_type", format!("must match ^[a-z][a-z0-9_]{{0,{}}}$", MAX_EVENT_TYPE_LEN - 1)))
-    }
-}
-
-fn check_text(field: &str, s: &str, min: usize, max: usize) -> Result<(), ValidationError> {
-    if s.is_empty() && min > 0 {
-        return Err(ValidationError::new(field, "must not be empty"));
-    }
-    // A character is at least one byte, so only strings longer in bytes need counting.
-    if s.len() > max {
-        let len = s.chars().count();
-        if len > max {
-            return Err(ValidationError::new(field, format!("is {len} characters, the limit is {max}")));
-        }
-    }
-    // In UTF-8 these bytes only ever stand for themselves, so a byte scan finds exactly the
-    // characters; a branch-free scan per chunk lets the compiler vectorise it.
-    let control = s.as_bytes().chunks(32).any(|c| c.iter().fold(false, |any, &b| any | (b <= 0x1f) | (b == 0x7f)));
-    if control {
-        return Err(ValidationError::new(field, "must not contain control characters"));
-    }
-    Ok(())
-}
-
-/// C0 controls and DEL. They have no place in identifiers or URLs and break log lines and CSV
-/// exports downstream.
-fn is_forbidden_control(c: char) -> bool {
-    c <= '\u{1f}' || c == '\u{7f}'
-}
-
-fn parse_uuid(s: &str) -> Result<Uuid, ValidationError> {
-    // Only the canonical hyphenated form: the same ID must not arrive in two spellings and
-    // escape deduplication.
-    if s.len() != 36 {
-        return Err(ValidationError::new("event_id", "must be a UUID in 8-4-4-4-12 hyphenated form"));
-    }
-    Uuid::parse_str(s).map_err(|_| ValidationError::new("event_id", "must be a UUID in 8-4-4-4-12 hyphenated form"))
-}
-
-/// RFC 3339 with an upper-case `T` and an explicit offset, exactly what the JSON Schema pattern allows.
-fn parse_timestamp(field: &str, s: &str) -> Result<DateTime<Utc>, ValidationError> {
-    let bad = || ValidationError::new(field, "must be an RFC 3339 timestamp such as 2024-05-01T12:00:00Z");
-    if !is_timestamp_shape(s.as_bytes()) {
-        return Err(bad());
-    }
-    DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc)).map_err(|_| bad())
-}
-
 /// A timestamp on the stream. Records carry the form this crate writes
 /// (`2024-05-01T11:59:58.123Z`), read here digit by digit; chrono's general RFC 3339 parser,
 /// several times slower, reads anything else exactly as the derived `Deserialize` would.
@@ -630,60 +500,6 @@ fn rfc3339<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
         return Ok(t);
     }
     text.parse::<DateTime<chrono::FixedOffset>>().map(|t| t.with_timezone(&Utc)).map_err(serde::de::Error::custom)
-}
-
-/// `YYYY-MM-DDTHH:MM:SS[.f{1,9}]Z`, or `None` for any other form (the same shape as
-/// [`is_timestamp_shape`] with a `Z`, read in one pass: every record carries two).
-pub(crate) fn parse_utc_fast(b: &[u8]) -> Option<DateTime<Utc>> {
-    let (date_time, rest) = b.split_at_checked(19)?;
-    let &[y1, y2, y3, y4, b'-', m1, m2, b'-', d1, d2, b'T', h1, h2, b':', i1, i2, b':', s1 @ b'0'..=b'5', s2] =
-        date_time
-    else {
-        return None;
-    };
-    let digit = |c: u8| {
-        let v = c.wrapping_sub(b'0');
-        (v < 10).then_some(u32::from(v))
-    };
-    let two = |a: u8, b: u8| Some(digit(a)? * 10 + digit(b)?);
-    let year = two(y1, y2)? * 100 + two(y3, y4)?;
-    let nanos = match rest {
-        [b'Z'] => 0,
-        [b'.', fraction @ .., b'Z'] if (1..=9).contains(&fraction.len()) => {
-            fraction.iter().try_fold(0u32, |n, &c| Some(n * 10 + digit(c)?))? * 10u32.pow(9 - fraction.len() as u32)
-        }
-        _ => return None,
-    };
-    let date = chrono::NaiveDate::from_ymd_opt(year as i32, two(m1, m2)?, two(d1, d2)?)?;
-    let time = date.and_hms_nano_opt(two(h1, h2)?, two(i1, i2)?, two(s1, s2)?, nanos)?;
-    Some(time.and_utc())
-}
-
-/// The shape of the published pattern, `\d{4}-\d\d-\d\dT\d\d:\d\d:[0-5]\d(\.\d{1,9})?(Z|[+-]\d\d:\d\d)`,
-/// checked by hand. chrono alone also takes `z`, ` UTC`, a space before the offset, a Unicode
-/// minus and leap seconds, which the pattern (and so the API description) does not; the value
-/// ranges (month 01-12, hour 00-23, …) are left to chrono.
-fn is_timestamp_shape(b: &[u8]) -> bool {
-    // `d` stands for a digit; a plain loop over the pattern is what the stream's hot path can afford.
-    const DATE_TIME: &[u8; 19] = b"dddd-dd-ddTdd:dd:dd";
-    let Some(date_time) = b.get(..DATE_TIME.len()) else { return false };
-    let shape = date_time.iter().zip(DATE_TIME).all(|(&c, &p)| if p == b'd' { c.is_ascii_digit() } else { c == p });
-    if !shape || b[17] > b'5' {
-        return false;
-    }
-    let mut i = DATE_TIME.len();
-    if b.get(i) == Some(&b'.') {
-        let fraction = b[i + 1..].iter().take_while(|c| c.is_ascii_digit()).count();
-        if !(1..=9).contains(&fraction) {
-            return false;
-        }
-        i += 1 + fraction;
-    }
-    match &b[i..] {
-        [b'Z'] => true,
-        [b'+' | b'-', h1, h2, b':', m1, m2] => [h1, h2, m1, m2].iter().all(|c| c.is_ascii_digit()),
-        _ => false,
-    }
 }
 
 fn truncate_chars(s: &str, max: usize) -> &str {
@@ -708,6 +524,7 @@ impl std::io::Write for ByteCounter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rules::is_timestamp_shape;
     use serde_json::json;
 
     fn now() -> DateTime<Utc> {

@@ -4,6 +4,7 @@
 //! verifier and the tests agree by construction rather than by convention.
 
 mod canonical;
+mod de;
 pub mod dynamo;
 pub mod envelope;
 pub mod event;
@@ -12,6 +13,7 @@ pub mod lake;
 pub mod lake_file;
 pub mod limits;
 pub mod properties;
+mod rules;
 
 pub use envelope::{DecodeError, ENVELOPE_VERSION, Envelope, decode_record, encode_record};
 pub use event::{

@@ -2,6 +2,9 @@
 
 /// Largest accepted event, serialized as compact JSON, in bytes (32 KiB).
 pub const MAX_EVENT_BYTES: usize = 32 * 1024;
+/// Largest stream record, in bytes: room for the server facts and the envelope on top of a
+/// maximal client event. The consumer quarantines anything larger unread.
+pub const MAX_RECORD_BYTES: usize = MAX_EVENT_BYTES + 4 * 1024;
 /// Most events in one request and in one `PutRecords` call (the Kinesis limit is also 500).
 pub const MAX_BATCH_EVENTS: usize = 500;
 /// Largest request body after decompression, in bytes (1 MiB).
@@ -20,6 +23,8 @@ pub const MAX_PROPERTIES_BYTES: usize = 8 * 1024;
 pub const MAX_PROPERTIES_DEPTH: usize = 5;
 /// Most keys in any one object inside `properties`.
 pub const MAX_PROPERTIES_KEYS: usize = 50;
+/// Most items in any array inside `properties`.
+pub const MAX_PROPERTIES_ARRAY_ITEMS: usize = 100;
 /// Longest key inside `properties`, in characters.
 pub const MAX_PROPERTY_KEY_LEN: usize = 128;
 /// Longest string value inside `properties`, in characters.

@@ -13,11 +13,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use crate::event::{BorrowedStr, ValidationError, visit_as_kind};
-use crate::limits::*;
-
-/// Most items in any array inside `properties`.
-pub const MAX_PROPERTIES_ARRAY_ITEMS: usize = 100;
+use crate::de::{BorrowedStr, visit_as_kind};
+use crate::rules::{self, Broken, ValidationError};
 
 /// A `properties` object as JSON text; compared by text. The producer's is the compact text that
 /// passed [`check_properties`]; the consumer's borrows the stream record (see [`Properties::check`]),
@@ -193,14 +190,9 @@ fn walk<'de, D: Deserializer<'de>>(
     Ok(match shape? {
         Top::Null => Ok(Checked::Null),
         Top::NotObject(kind) => Err(ValidationError::new("properties", format!("must be an object, got {kind}"))),
-        Top::Object => {
-            let size = counted.bytes;
-            if size > MAX_PROPERTIES_BYTES {
-                Err(ValidationError::new("properties", format!("is {size} bytes, the limit is {MAX_PROPERTIES_BYTES}")))
-            } else {
-                Ok(Checked::Object(size))
-            }
-        }
+        Top::Object => rules::properties_size(counted.bytes)
+            .map(|()| Checked::Object(counted.bytes))
+            .map_err(|b| b.at("properties")),
     })
 }
 
@@ -231,8 +223,8 @@ struct Walk<'o, W> {
 impl<W: Write> Walk<'_, W> {
     /// Records the broken rule (its path relative to the value being read) and returns the
     /// error that stops the parser.
-    fn fail<E: de::Error>(&mut self, reason: String) -> E {
-        self.error = Some(ValidationError::new(String::new(), reason));
+    fn fail<E: de::Error>(&mut self, broken: Broken) -> E {
+        self.error = Some(broken.at(String::new()));
         E::custom("properties rule")
     }
 
@@ -261,14 +253,7 @@ impl<W: Write> Walk<'_, W> {
         let mut keys = 0;
         while let Some(BorrowedStr(key)) = map.next_key::<BorrowedStr<'de>>()? {
             keys += 1;
-            if keys > MAX_PROPERTIES_KEYS {
-                return Err(
-                    self.fail(format!("has more than {MAX_PROPERTIES_KEYS} keys, the limit is {MAX_PROPERTIES_KEYS}"))
-                );
-            }
-            if key.chars().count() > MAX_PROPERTY_KEY_LEN {
-                return Err(self.fail(format!("has a key longer than {MAX_PROPERTY_KEY_LEN} characters")));
-            }
+            rules::key_count(keys).and_then(|()| rules::property_key(&key)).map_err(|b| self.fail(b))?;
             if keys > 1 {
                 self.put(b",")?;
             }
@@ -329,11 +314,7 @@ struct ValueSeed<'w, 'o, W> {
 
 impl<W: Write> ValueSeed<'_, '_, W> {
     fn nested<E: de::Error>(&mut self) -> Result<(), E> {
-        if self.depth >= MAX_PROPERTIES_DEPTH {
-            Err(self.walk.fail(format!("nests deeper than {MAX_PROPERTIES_DEPTH} levels")))
-        } else {
-            Ok(())
-        }
+        rules::nesting(self.depth).map_err(|b| self.walk.fail(b))
     }
 }
 
@@ -373,18 +354,12 @@ impl<'de, W: Write> Visitor<'de> for ValueSeed<'_, '_, W> {
                 break;
             }
             items += 1;
-            if items > MAX_PROPERTIES_ARRAY_ITEMS {
-                return Err(self.walk.fail(format!(
-                    "has more than {MAX_PROPERTIES_ARRAY_ITEMS} items, the limit is {MAX_PROPERTIES_ARRAY_ITEMS}"
-                )));
-            }
+            rules::item_count(items).map_err(|b| self.walk.fail(b))?;
         }
         self.walk.put(b"]")
     }
     fn visit_str<E: de::Error>(self, s: &str) -> Result<(), E> {
-        if s.chars().count() > MAX_PROPERTY_STRING_LEN {
-            return Err(self.walk.fail(format!("is longer than {MAX_PROPERTY_STRING_LEN} characters")));
-        }
+        rules::property_string(s).map_err(|b| self.walk.fail(b))?;
         self.walk.put_str(s)
     }
     fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
