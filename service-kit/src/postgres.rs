@@ -84,8 +84,11 @@ struct SecretFields {
     dbname: Option<String>,
 }
 
-/// Connection options from the config, reading the secret when one is configured. With a CA
-/// bundle TLS is required and the certificate and host verified; otherwise TLS is preferred.
+/// Connection options from the config, reading the secret when one is configured. With a secret
+/// or a CA bundle, TLS is required and the certificate and host verified (verify-full; without a
+/// bundle against the built-in web roots, which RDS's CA is not among, so deployments set
+/// `DATABASE_SSL_ROOT_CERT` to the bundle shipped in the package). A plain `DATABASE_URL` keeps
+/// its own `sslmode`.
 pub async fn connect_options(
     config: &DatabaseConfig,
     secrets: Option<&aws_sdk_secretsmanager::Client>,
@@ -109,7 +112,8 @@ pub async fn connect_options(
                 .database(name.as_deref().or(fields.dbname.as_deref()).unwrap_or("analytics"))
                 .username(&fields.username)
                 .password(&fields.password)
-                .ssl_mode(PgSslMode::Prefer)
+                // A secret means a deployed database (RDS): never accept an unverified server.
+                .ssl_mode(PgSslMode::VerifyFull)
         }
     };
     if let Some(ca) = &config.ssl_root_cert {
@@ -130,6 +134,60 @@ async fn read_secret(client: &aws_sdk_secretsmanager::Client, arn: &str) -> Resu
     })
 }
 
+/// SQLSTATE of a refused password: what every new connection gets once RDS has rotated a
+/// secret that this process read before the rotation.
+pub const INVALID_PASSWORD: &str = "28P01";
+
+/// The database of a long-lived process: a pool, and where its credentials come from, so that
+/// when a rotated secret makes the server refuse the password the secret is read again.
+pub struct Database {
+    pool: PgPool,
+    config: DatabaseConfig,
+    secrets: Option<aws_sdk_secretsmanager::Client>,
+    application_name: String,
+}
+
+impl Database {
+    /// Reads the credentials (the secret, if one is configured) and builds a lazy pool.
+    pub async fn connect(
+        config: DatabaseConfig,
+        secrets: Option<aws_sdk_secretsmanager::Client>,
+        application_name: &str,
+        max_connections: u32,
+    ) -> Result<Self, KitError> {
+        let options = connect_options(&config, secrets.as_ref(), application_name).await?;
+        Ok(Database {
+            pool: lazy_pool(options, max_connections),
+            config,
+            secrets,
+            application_name: application_name.to_owned(),
+        })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// When `e` is a refused password and the credentials come from a secret, reads the secret
+    /// again and makes every new connection use it; returns whether it did. The caller then
+    /// retries its work once the usual way (connections already open keep working: a rotation
+    /// only changes what new logins need).
+    pub async fn renew_credentials_if_refused(&self, e: &sqlx::Error) -> Result<bool, KitError> {
+        if !self.config.needs_secret() || !is_refused_password(e) {
+            return Ok(false);
+        }
+        let options = connect_options(&self.config, self.secrets.as_ref(), &self.application_name).await?;
+        self.pool.set_connect_options(options);
+        tracing::warn!("the database refused the password; read the secret again for new connections");
+        Ok(true)
+    }
+}
+
+/// Whether the server refused the login's password (SQLSTATE 28P01).
+pub fn is_refused_password(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some(INVALID_PASSWORD))
+}
+
 /// A pool that connects on first use, so a process starts (and answers `--help`, or a Lambda
 /// init) even while the database is unreachable; the first query then fails and is retried.
 pub fn lazy_pool(options: PgConnectOptions, max_connections: u32) -> PgPool {
@@ -148,10 +206,12 @@ pub fn is_outage(e: &sqlx::Error) -> bool {
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed
         | sqlx::Error::BeginFailed => true,
-        // SQLSTATE classes: connection exception, transaction rollback (serialization,
-        // deadlock), insufficient resources, operator intervention (shutdown), system error.
+        // SQLSTATE classes: connection exception, invalid authorization (a rotated password,
+        // renewed by `Database::renew_credentials_if_refused`), transaction rollback
+        // (serialization, deadlock), insufficient resources, operator intervention (shutdown),
+        // system error.
         sqlx::Error::Database(db) => {
-            db.code().is_some_and(|c| matches!(c.get(..2), Some("08" | "40" | "53" | "57" | "58")))
+            db.code().is_some_and(|c| matches!(c.get(..2), Some("08" | "28" | "40" | "53" | "57" | "58")))
         }
         _ => false,
     }
