@@ -14,6 +14,7 @@ pub mod error;
 pub mod handler;
 pub mod lake;
 pub mod lambda;
+pub mod ledger;
 pub mod memory;
 pub mod plan;
 pub mod runner;

@@ -93,11 +93,14 @@ impl TestEnv {
         TestEnv { aws, s3, dynamo, bucket, table, database, ledger }
     }
 
-    pub fn pipeline(&self) -> Pipeline<S3Lake, DynamoItems> {
+    pub fn pipeline(&self) -> Pipeline<S3Lake, DynamoItems, PgLedger> {
         self.pipeline_with(DynamoItems::new(self.dynamo.clone(), self.table.clone()))
     }
 
-    pub fn pipeline_with<D: stream_consumer::sinks::dynamo::ItemStore>(&self, items: D) -> Pipeline<S3Lake, D> {
+    pub fn pipeline_with<D: stream_consumer::sinks::dynamo::ItemStore>(
+        &self,
+        items: D,
+    ) -> Pipeline<S3Lake, D, PgLedger> {
         Pipeline::new(S3Lake::new(self.s3.clone(), self.bucket.clone()), items, self.ledger.clone(), settings())
     }
 
