@@ -307,3 +307,281 @@ pub fn record_outcome(shard: &str, first_seq: &str, last_seq: &str, result: &Res
         }
     }
 }
+
+/// The batch logic on the in-memory ledger and stores: each test names the invariant it pins
+/// (ARCHITECTURE.md, "Exactly once").
+#[cfg(test)]
+mod tests {
+    use std::ops::Range;
+
+    use arrow_array::cast::AsArray;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use schemas::EnrichedEvent;
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::in_memory::{MemoryLake, MemoryPipeline};
+    use crate::testing::{raw_record, record_of, sample_event, seq, settings};
+
+    const TYPES: [&str; 3] = ["page_view", "click", "purchase"];
+
+    fn pipeline() -> MemoryPipeline {
+        MemoryPipeline::in_memory(settings())
+    }
+
+    /// `n` fresh events of cycling types, and their records at sequence numbers `from..from + n`.
+    fn batch(from: usize, n: usize) -> (Vec<EnrichedEvent<'static>>, Vec<InputRecord>) {
+        let events: Vec<_> = (0..n).map(|i| sample_event(TYPES[i % TYPES.len()], None, Utc::now())).collect();
+        let records = events.iter().enumerate().map(|(i, e)| record_of(&seq(from + i), e)).collect();
+        (events, records)
+    }
+
+    /// Every `event_id` in every Parquet object of the lake, with repeats, sorted.
+    fn lake_ids(lake: &MemoryLake) -> Vec<Uuid> {
+        let mut ids = Vec::new();
+        for key in lake.keys("events/") {
+            let body = lake.objects()[&key].body.clone();
+            for batch in ParquetRecordBatchReaderBuilder::try_new(body).unwrap().build().unwrap() {
+                let batch = batch.unwrap();
+                let column = batch.column_by_name("event_id").unwrap().as_string::<i32>().clone();
+                ids.extend(column.iter().map(|id| id.unwrap().parse::<Uuid>().unwrap()));
+            }
+        }
+        ids.sort();
+        ids
+    }
+
+    /// The invariant every scenario ends on: each of `events` is once in the lake, once in
+    /// DynamoDB and counted once (per type and per type × hour), and nothing else is stored.
+    fn assert_stored_once(p: &MemoryPipeline, events: &[EnrichedEvent<'_>], context: &str) {
+        let mut expected: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
+        expected.sort();
+        assert_eq!(lake_ids(&p.lake), expected, "{context}: lake");
+        let items: Vec<Uuid> = p.items.items().keys().map(|k| k.parse().unwrap()).collect();
+        assert_eq!(items, expected, "{context}: DynamoDB");
+        let counts = Counts::of(events.iter().map(|e| (&*e.event_type, e.received_at)));
+        assert_eq!(p.ledger.counts(), counts.totals, "{context}: counts");
+        assert_eq!(p.ledger.hourly_counts(), counts.hourly, "{context}: hourly counts");
+        assert_eq!(p.ledger.claimed(), events.len(), "{context}: claims");
+    }
+
+    /// Invariant: a fresh batch is stored once in every store, counted once, and reported.
+    #[tokio::test]
+    async fn fresh_batch_is_stored_once_everywhere_and_counted() {
+        let p = pipeline();
+        let (events, records) = batch(1, 7);
+        let report = p.process(&records).await.unwrap();
+        assert_stored_once(&p, &events, "fresh");
+        let key = p.lake.keys("events/").pop().unwrap();
+        let expected = BatchReport {
+            records: 7,
+            bytes: records.iter().map(|r| r.data.len()).sum(),
+            new_events: 7,
+            owned_events: 7,
+            lake_objects: vec![key.clone()],
+            lake_rows: 7,
+            ..BatchReport::default()
+        };
+        assert_eq!(report, expected);
+        assert_eq!(p.lake.objects()[&key].content_type, "application/vnd.apache.parquet");
+        assert!(p.lake.keys("dead-letter/").is_empty());
+    }
+
+    /// Invariant: an empty batch touches no store.
+    #[tokio::test]
+    async fn empty_batch_does_nothing() {
+        let p = pipeline();
+        assert_eq!(p.process(&[]).await.unwrap(), BatchReport::default());
+        assert!(p.lake.puts().is_empty() && p.items.writes() == 0 && p.ledger.claimed() == 0);
+    }
+
+    /// Invariant: the same batch redelivered changes nothing: the same object is overwritten
+    /// with identical bytes, the items are overwritten, and nothing is counted again.
+    #[tokio::test]
+    async fn identical_redelivery_changes_nothing() {
+        let p = pipeline();
+        let (events, records) = batch(1, 7);
+        let first = p.process(&records).await.unwrap();
+        let (objects, items) = (p.lake.objects(), p.items.items());
+        let again = p.process(&records).await.unwrap();
+        assert_eq!((again.new_events, again.owned_events, again.duplicates_in_window), (0, 7, 0));
+        assert_eq!(again.lake_objects, first.lake_objects);
+        assert_eq!(p.lake.puts(), [first.lake_objects.clone(), first.lake_objects].concat(), "same key twice");
+        assert_eq!(p.lake.objects(), objects, "identical bytes");
+        assert_eq!(p.items.items(), items);
+        assert_eq!(p.items.writes(), 14);
+        assert_stored_once(&p, &events, "redelivered");
+    }
+
+    /// A failure to inject into one store operation, for the next call only.
+    #[derive(Debug, Clone, Copy)]
+    enum Fault {
+        LakePut,
+        LakeHead,
+        Items,
+        Claim,
+        Reassign,
+    }
+
+    impl Fault {
+        fn arm(self, p: &MemoryPipeline) {
+            match self {
+                Fault::LakePut => p.lake.put_faults.fail_next(1),
+                Fault::LakeHead => p.lake.head_faults.fail_next(1),
+                Fault::Items => p.items.faults.fail_next(1),
+                Fault::Claim => p.ledger.claim_faults.fail_next(1),
+                Fault::Reassign => p.ledger.reassign_faults.fail_next(1),
+            }
+        }
+    }
+
+    /// One delivery of a part of the batch: the records, a fault to inject, whether it succeeds.
+    type Delivery = (Range<usize>, Option<Fault>, bool);
+
+    /// Scenarios of one 6-record batch delivered, failing and redelivered in parts (a suffix,
+    /// bisected halves, the whole again), and the number of lake objects it must end with.
+    const SCENARIOS: &[(&str, &[Delivery], usize)] = &[
+        ("suffix after success: already in the lake", &[(0..6, None, true), (3..6, None, true)], 1),
+        ("S3 failed, whole batch retried", &[(0..6, Some(Fault::LakePut), false), (0..6, None, true)], 1),
+        (
+            "S3 failed, bisected: both halves reassigned",
+            &[(0..6, Some(Fault::LakePut), false), (3..6, None, true), (0..3, None, true)],
+            2,
+        ),
+        (
+            "DynamoDB failed after the lake landed, bisected",
+            &[(0..6, Some(Fault::Items), false), (3..6, None, true), (0..3, None, true)],
+            1,
+        ),
+        ("DynamoDB failed, whole batch retried", &[(0..6, Some(Fault::Items), false), (0..6, None, true)], 1),
+        (
+            "claim failed, suffix then whole",
+            &[(0..6, Some(Fault::Claim), false), (3..6, None, true), (0..6, None, true)],
+            2,
+        ),
+        (
+            "S3 failed, then HeadObject failed on the suffix",
+            &[
+                (0..6, Some(Fault::LakePut), false),
+                (3..6, Some(Fault::LakeHead), false),
+                (3..6, None, true),
+                (0..3, None, true),
+            ],
+            2,
+        ),
+        (
+            "S3 failed, then the reassignment failed, then whole",
+            &[
+                (0..6, Some(Fault::LakePut), false),
+                (3..6, Some(Fault::Reassign), false),
+                (3..6, None, true),
+                (0..6, None, true),
+            ],
+            2,
+        ),
+    ];
+
+    /// Invariant: whatever part of a batch fails and whatever parts come back, every event ends
+    /// once in every store and is counted once.
+    #[tokio::test]
+    async fn redelivery_after_partial_failure_stays_exact() {
+        for (name, deliveries, objects) in SCENARIOS {
+            let p = pipeline();
+            let (events, records) = batch(1, 6);
+            for (step, (range, fault, succeeds)) in deliveries.iter().enumerate() {
+                if let Some(fault) = fault {
+                    fault.arm(&p);
+                }
+                let result = p.process(&records[range.clone()]).await;
+                assert_eq!(result.is_ok(), *succeeds, "{name}, delivery {step}: {result:?}");
+            }
+            assert_stored_once(&p, &events, name);
+            assert_eq!(p.lake.keys("events/").len(), *objects, "{name}: lake objects");
+        }
+    }
+
+    /// Invariant: events whose first object never landed move to the object that holds them
+    /// (the ledger points at it, and a later redelivery finds them there).
+    #[tokio::test]
+    async fn events_of_an_object_that_never_landed_are_reassigned() {
+        let p = pipeline();
+        let (events, records) = batch(1, 4);
+        p.lake.put_faults.fail_next(1);
+        p.process(&records).await.unwrap_err();
+        let first_key = p.ledger.object_of(events[0].event_id).unwrap();
+        let suffix = p.process(&records[2..]).await.unwrap();
+        assert_eq!(suffix.lake_objects.len(), 1);
+        assert_ne!(suffix.lake_objects[0], first_key);
+        for (i, e) in events.iter().enumerate() {
+            let expected = if i < 2 { &first_key } else { &suffix.lake_objects[0] };
+            assert_eq!(p.ledger.object_of(e.event_id).as_ref(), Some(expected), "event {i}");
+        }
+        // The whole batch again: its first object now gets the events still assigned to it.
+        let whole = p.process(&records).await.unwrap();
+        assert_eq!(whole.lake_objects, [first_key]);
+        assert_eq!(whole.lake_rows, 2);
+        assert_stored_once(&p, &events, "reassigned");
+    }
+
+    /// Invariant: a client re-sending an `event_id` in a later record is a duplicate, dropped
+    /// from every store (the first record's event stays); a re-send within the batch too.
+    #[tokio::test]
+    async fn client_resend_in_a_later_record_is_dropped_everywhere() {
+        let p = pipeline();
+        let (mut events, records) = batch(1, 3);
+        p.process(&records).await.unwrap();
+        let original = events[0].event_id;
+        let resend = sample_event("signup", Some(original), Utc::now());
+        let fresh = sample_event("click", None, Utc::now());
+        let later = [record_of(&seq(10), &resend), record_of(&seq(11), &fresh), record_of(&seq(12), &fresh)];
+        let report = p.process(&later).await.unwrap();
+        assert_eq!(
+            (report.new_events, report.owned_events, report.duplicates_in_window, report.duplicates_in_batch),
+            (1, 1, 1, 1)
+        );
+        events.push(fresh);
+        assert_stored_once(&p, &events, "re-sent");
+        let item = &p.items.items()[&original.to_string()];
+        assert_eq!(item["event_type"].as_s().unwrap(), TYPES[0], "the first record's event stays");
+    }
+
+    /// Invariant: records that cannot be decoded go to one dead-letter object with their reason,
+    /// and the batch's events are stored as usual.
+    #[tokio::test]
+    async fn quarantined_records_go_to_the_dead_letter_object() {
+        let p = pipeline();
+        let (events, mut records) = batch(1, 3);
+        records.push(raw_record(&seq(4), b"not json"));
+        records.push(raw_record(&seq(5), br#"{"v":99,"event":{}}"#));
+        let report = p.process(&records).await.unwrap();
+        assert_eq!(report.quarantined, 2);
+        assert_stored_once(&p, &events, "with quarantined records");
+        let key = report.dead_letter_object.unwrap();
+        assert_eq!(p.lake.keys("dead-letter/"), std::slice::from_ref(&key));
+        let object = &p.lake.objects()[&key];
+        assert_eq!(object.content_type, "application/x-ndjson");
+        let lines: Vec<serde_json::Value> = object
+            .body
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).unwrap())
+            .collect();
+        let sequences: Vec<&str> = lines.iter().map(|l| l["sequence_number"].as_str().unwrap()).collect();
+        assert_eq!(sequences, [seq(4), seq(5)]);
+        assert!(lines.iter().all(|l| l["reason_code"].as_str().is_some_and(|r| !r.is_empty())));
+    }
+
+    /// Invariant: once an object is compacted, a redelivery of its batch writes nothing to the lake.
+    #[tokio::test]
+    async fn redelivery_after_compaction_writes_nothing_to_the_lake() {
+        let p = pipeline();
+        let (events, records) = batch(1, 4);
+        let first = p.process(&records).await.unwrap();
+        p.ledger.mark_compacted(&first.lake_objects[0]);
+        let again = p.process(&records).await.unwrap();
+        assert!(again.lake_objects.is_empty());
+        assert_eq!(p.lake.puts().len(), 1);
+        assert_eq!(again.owned_events, 4);
+        assert_stored_once(&p, &events, "compacted");
+    }
+}

@@ -12,6 +12,7 @@ pub mod decode;
 pub mod enrich;
 pub mod error;
 pub mod handler;
+pub mod in_memory;
 pub mod lake;
 pub mod lambda;
 pub mod ledger;

@@ -1,4 +1,4 @@
-//! Record builders shared by unit tests, integration tests and benchmarks.
+//! Record builders and settings shared by unit tests, integration tests and benchmarks.
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -9,7 +9,18 @@ use crate::aggregate::Counts;
 use crate::decode::{InputRecord, decode_batch};
 use crate::enrich::AgentCache;
 use crate::error::ConsumerError;
+use crate::handler::HandlerSettings;
 use crate::lake::{LakeRow, encode_parquet};
+
+/// Handler settings for tests and benchmarks: a 20 s sink budget, 24 h dedup window.
+pub fn settings() -> HandlerSettings {
+    HandlerSettings {
+        dynamodb_ttl_days: 30,
+        dynamodb_concurrency: 8,
+        sink_budget: std::time::Duration::from_secs(20),
+        dedup_window_hours: 24,
+    }
+}
 
 /// The shard used by [`event_record`] and [`raw_record`].
 pub const SHARD: &str = "shardId-000000000000";

@@ -27,12 +27,7 @@ pub struct TestEnv {
 }
 
 pub fn settings() -> HandlerSettings {
-    HandlerSettings {
-        dynamodb_ttl_days: 30,
-        dynamodb_concurrency: 8,
-        sink_budget: Duration::from_secs(20),
-        dedup_window_hours: 24,
-    }
+    stream_consumer::testing::settings()
 }
 
 fn require_stack() {
