@@ -22,6 +22,7 @@ use sqlx::Row;
 use stream_consumer::Pipeline;
 use stream_consumer::decode::InputRecord;
 use stream_consumer::sinks::dynamo::{CallFailure, Item, ItemStore};
+use stream_consumer::sinks::postgres::PgLedger;
 use stream_consumer::sinks::s3::S3Lake;
 use stream_consumer::testing::{record_of, sample_event, seq};
 use support::TestEnv;
@@ -67,11 +68,11 @@ fn hour_batches(
     (batches, ids)
 }
 
-fn pipeline(env: &TestEnv) -> Pipeline<S3Lake, NullItems> {
+fn pipeline(env: &TestEnv) -> Pipeline<S3Lake, NullItems, PgLedger> {
     env.pipeline_with(NullItems)
 }
 
-async fn ingest(p: &Pipeline<S3Lake, NullItems>, batches: &[Vec<InputRecord>]) {
+async fn ingest(p: &Pipeline<S3Lake, NullItems, PgLedger>, batches: &[Vec<InputRecord>]) {
     for b in batches {
         p.process(b).await.unwrap();
     }

@@ -1,13 +1,15 @@
-//! Peak memory of the consumer's CPU path for one full batch (10,000 records of ~600 bytes):
-//! decode, enrich, aggregate, Parquet bytes and DynamoDB items, as `Pipeline::process` builds
-//! them before writing. Prints the process's peak RSS (VmHWM).
+//! Peak memory of one full batch (10,000 records of ~600 bytes) through the real
+//! `Pipeline::process` on the in-memory ledger and stores: decode, enrich, claim and count,
+//! Parquet bytes and DynamoDB items, written. The stores keep what was written (the Parquet
+//! bytes and the items), so the peak includes one batch's output held after the batch. Prints
+//! the process's peak RSS (VmHWM).
 //!
 //!     cargo run --release -p stream-consumer --example batch_memory
 //!
-//! With `--repeat N` it runs the CPU path N more times, for an instruction count that does not
-//! depend on the machine's speed:
+//! With `--repeat N` it runs N more fresh batches (the stores emptied first), for an
+//! instruction count that does not depend on the machine's speed:
 //!
-//!     valgrind --tool=callgrind --toggle-collect='stream_consumer::testing::cpu_path' \
+//!     valgrind --tool=callgrind --toggle-collect='batch_memory::process_batch' \
 //!         target/profiling/examples/batch_memory --repeat 3
 //!
 //! With `LAKE_COLUMN_SIZES=1` it prints each lake column's size before and after compression.
@@ -15,11 +17,11 @@
 #![allow(clippy::print_stdout)]
 
 use parquet::file::reader::{FileReader, SerializedFileReader};
-use schemas::dynamo;
-use stream_consumer::decode::decode_batch;
-use stream_consumer::enrich::AgentCache;
-use stream_consumer::sinks::dynamo::to_item;
-use stream_consumer::testing::{bench_records, cpu_path};
+use stream_consumer::BatchReport;
+use stream_consumer::decode::InputRecord;
+use stream_consumer::in_memory::MemoryPipeline;
+use stream_consumer::testing::{bench_records, settings};
+use tokio::runtime::Runtime;
 
 fn vm_hwm_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -27,6 +29,13 @@ fn vm_hwm_kib() -> u64 {
         .lines()
         .find_map(|l| l.strip_prefix("VmHWM:").and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok()))
         .unwrap_or(0)
+}
+
+/// One batch through the real pipeline. Never inlined, so that callgrind can count exactly its
+/// instructions (`--toggle-collect`).
+#[inline(never)]
+fn process_batch(runtime: &Runtime, pipeline: &MemoryPipeline, records: &[InputRecord]) -> BatchReport {
+    runtime.block_on(pipeline.process(records)).expect("process")
 }
 
 fn main() {
@@ -39,37 +48,40 @@ fn main() {
     let before = vm_hwm_kib();
     let records = bench_records(10_000);
     let bytes: usize = records.iter().map(|r| r.data.len()).sum();
-    let agents = AgentCache::default();
-    let (counts, parquet) = cpu_path(&records, &agents).expect("encode");
-    // The DynamoDB items are built from the same decoded batch while the Parquet bytes are held.
-    let decoded = decode_batch(&records);
-    let items: Vec<_> = decoded.events.iter().map(|d| to_item(dynamo::item(&d.event, 30))).collect();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("runtime");
+    let pipeline = MemoryPipeline::in_memory(settings());
+    let report = process_batch(&runtime, &pipeline, &records);
+    let objects = pipeline.lake.objects();
+    let parquet: Vec<_> = report.lake_objects.iter().map(|key| objects[key].body.clone()).collect();
     println!(
         "records={} input_bytes={} parquet_bytes={} dynamo_items={} event_types={} peak_rss_mib={:.1} (baseline {:.1})",
         records.len(),
         bytes,
-        parquet.len(),
-        items.len(),
-        counts.totals.len(),
+        parquet.iter().map(|p| p.len()).sum::<usize>(),
+        pipeline.items.items().len(),
+        pipeline.ledger.counts().len(),
         vm_hwm_kib() as f64 / 1024.0,
         before as f64 / 1024.0
     );
     if std::env::var_os("LAKE_COLUMN_SIZES").is_some() {
-        let file = SerializedFileReader::new(parquet.clone()).expect("read the file back");
-        for c in file.metadata().row_group(0).columns() {
-            println!(
-                "{:20} {:>9} {:>9} {:?}",
-                c.column_path().string(),
-                c.uncompressed_size(),
-                c.compressed_size(),
-                c.compression()
-            );
+        for file in &parquet {
+            let file = SerializedFileReader::new(file.clone()).expect("read the file back");
+            for c in file.metadata().row_group(0).columns() {
+                println!(
+                    "{:20} {:>9} {:>9} {:?}",
+                    c.column_path().string(),
+                    c.uncompressed_size(),
+                    c.compressed_size(),
+                    c.compression()
+                );
+            }
         }
     }
     if repeat > 0 {
-        drop((counts, parquet, decoded, items));
+        drop((objects, parquet));
         for _ in 0..repeat {
-            cpu_path(&records, &agents).expect("encode");
+            pipeline.clear_stores();
+            process_batch(&runtime, &pipeline, &records);
         }
         // Later batches reuse the first one's freed memory (`stream_consumer::memory`), so the
         // peak stays one batch's.

@@ -1,21 +1,23 @@
-//! One batch, start to finish: decode, enrich, claim, then write the lake, DynamoDB and dead-letter concurrently.
+//! One batch, start to finish, in named steps: decode (and enrich), claim (ledger, lake checks,
+//! counts), encode, then write the lake, DynamoDB and dead-letter concurrently, and record metrics.
 
 use std::collections::HashSet;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use chrono::Utc;
 use schemas::dynamo;
 use schemas::lake::{Partition, dead_letter_object_key};
 
 use crate::aggregate::Counts;
-use crate::decode::{DecodedBatch, InputRecord, decode_batch, quarantine};
-use crate::enrich::AgentCache;
+use crate::decode::{DecodedBatch, DecodedEvent, InputRecord, Quarantined, decode_batch, quarantine};
+use crate::enrich::{AgentCache, BatchAgents};
 use crate::error::ConsumerError;
 use crate::lake::{LakeRow, encode_dead_letter, encode_parquet};
-use crate::plan::{objects_to_check, plan_claims, resolve};
-use crate::sinks::dynamo::{ItemStore, to_item, write_all};
-use crate::sinks::postgres::PgLedger;
+use crate::ledger::Ledger;
+use crate::plan::{WritePlan, objects_to_check, plan_claims, resolve};
+use crate::sinks::dynamo::{Item, ItemStore, to_item, write_all};
 use crate::sinks::s3::ObjectStore;
 
 /// How often one process prunes the dedup ledger.
@@ -31,10 +33,10 @@ pub struct HandlerSettings {
 }
 
 /// The stores and caches one process keeps across batches.
-pub struct Pipeline<O: ObjectStore, D: ItemStore> {
+pub struct Pipeline<O: ObjectStore, D: ItemStore, L: Ledger> {
     pub lake: O,
     pub items: D,
-    pub ledger: PgLedger,
+    pub ledger: L,
     pub agents: AgentCache,
     pub settings: HandlerSettings,
     last_prune: Mutex<Option<Instant>>,
@@ -58,32 +60,91 @@ pub struct BatchReport {
     pub dead_letter_object: Option<String>,
 }
 
-impl<O: ObjectStore, D: ItemStore> Pipeline<O, D> {
-    pub fn new(lake: O, items: D, ledger: PgLedger, settings: HandlerSettings) -> Self {
+/// Where a batch sits on its shard: the first record's shard, the first and last sequence numbers.
+#[derive(Clone, Copy)]
+struct Span<'r> {
+    shard: &'r str,
+    first_seq: &'r str,
+    last_seq: &'r str,
+}
+
+impl<'r> Span<'r> {
+    fn of(records: &'r [InputRecord]) -> Option<Self> {
+        let (first, last) = (records.first()?, records.last()?);
+        Some(Span { shard: &first.shard_id, first_seq: &first.sequence_number, last_seq: &last.sequence_number })
+    }
+}
+
+/// A decoded batch: its events (unique by `event_id`, in stream order, borrowing the records),
+/// their user-agent facts by index, and the records quarantined.
+struct Decoded<'r> {
+    events: Vec<DecodedEvent<'r>>,
+    agents: BatchAgents,
+    quarantined: Vec<Quarantined>,
+    duplicates_in_batch: usize,
+}
+
+/// Everything a batch writes, encoded.
+struct Encoded {
+    /// (object key, Parquet bytes), in key order.
+    lake_files: Vec<(String, Bytes)>,
+    lake_rows: usize,
+    items: Vec<Item>,
+    /// (object key, NDJSON bytes) when records were quarantined.
+    dead_letter: Option<(String, Bytes)>,
+}
+
+/// The keys a batch wrote.
+struct Written {
+    lake_objects: Vec<String>,
+    dead_letter_object: Option<String>,
+}
+
+impl<O: ObjectStore, D: ItemStore, L: Ledger> Pipeline<O, D, L> {
+    pub fn new(lake: O, items: D, ledger: L, settings: HandlerSettings) -> Self {
         Pipeline { lake, items, ledger, agents: AgentCache::default(), settings, last_prune: Mutex::new(None) }
     }
 
     /// Processes one batch of records from one shard. On error nothing is reported as done:
     /// the caller retries the whole batch, and the ledger makes the retry exact.
     pub async fn process(&self, records: &[InputRecord]) -> Result<BatchReport, ConsumerError> {
-        let (Some(first), Some(last)) = (records.first(), records.last()) else {
-            return Ok(BatchReport::default());
-        };
-        let (first_seq, last_seq) = (first.sequence_number.as_str(), last.sequence_number.as_str());
+        let Some(span) = Span::of(records) else { return Ok(BatchReport::default()) };
         let deadline = tokio::time::Instant::now() + self.settings.sink_budget;
-        let mut report = BatchReport {
+        let batch = self.decode(records);
+        let plan = self.claim(&batch.events, span).await?;
+        let encoded = self.encode(&batch, &plan, span)?;
+        let lake_rows = encoded.lake_rows;
+        let written = self.write(encoded, deadline).await?;
+        record_metrics(&batch, &plan);
+        self.maybe_prune().await;
+        Ok(BatchReport {
             records: records.len(),
             bytes: records.iter().map(|r| r.data.len()).sum(),
-            ..Default::default()
-        };
+            new_events: plan.new.len(),
+            owned_events: plan.dynamo.len(),
+            duplicates_in_batch: batch.duplicates_in_batch,
+            duplicates_in_window: plan.duplicates,
+            quarantined: batch.quarantined.len(),
+            lake_objects: written.lake_objects,
+            lake_rows,
+            dead_letter_object: written.dead_letter_object,
+        })
+    }
 
+    /// Step 1: decodes the records (quarantining what cannot be read, dropping in-batch
+    /// duplicates) and looks up each event's user-agent facts.
+    fn decode<'r>(&self, records: &'r [InputRecord]) -> Decoded<'r> {
         let DecodedBatch { events, quarantined, duplicates_in_batch } = decode_batch(records);
-        report.duplicates_in_batch = duplicates_in_batch;
-        report.quarantined = quarantined.len();
         let agents = self.agents.lookup_all(events.iter().map(|d| d.event.user_agent.as_deref()));
+        Decoded { events, agents, quarantined, duplicates_in_batch }
+    }
 
-        // 1. The ledger decides, transactionally, which events are ours and counts the new ones.
-        let (claims, objects) = plan_claims(&events, first_seq, last_seq);
+    /// Step 2: the ledger decides, transactionally, which events are ours and counts the new
+    /// ones. Events an earlier attempt assigned to another lake object stay there if that object
+    /// exists (one `HeadObject` each) and are reassigned to this attempt's object if it never
+    /// landed. Returns what to write.
+    async fn claim(&self, events: &[DecodedEvent<'_>], span: Span<'_>) -> Result<WritePlan, ConsumerError> {
+        let (claims, objects) = plan_claims(events, span.first_seq, span.last_seq);
         let started = Instant::now();
         let statuses = if claims.is_empty() {
             Vec::new()
@@ -100,33 +161,42 @@ impl<O: ObjectStore, D: ItemStore> Pipeline<O, D> {
                 existing.insert(key);
             }
         }
-        let plan = resolve(&events, &claims, &statuses, &existing, first_seq, last_seq);
+        let plan = resolve(events, &claims, &statuses, &existing, span.first_seq, span.last_seq);
         self.ledger.reassign(&plan.reassign).await?;
         metrics::histogram!("consumer_sink_duration_seconds", "sink" => "postgres")
             .record(started.elapsed().as_secs_f64());
-        report.new_events = plan.new.len();
-        report.owned_events = plan.dynamo.len();
-        report.duplicates_in_window = plan.duplicates;
+        Ok(plan)
+    }
 
-        // 2. Encode everything before any write, so an encoding bug fails before side effects.
+    /// Step 3: encodes everything before any write, so an encoding bug fails before side
+    /// effects: one Parquet file per lake object, the DynamoDB items of every event this batch
+    /// owns, and the quarantined records as dead-letter NDJSON.
+    fn encode(&self, batch: &Decoded<'_>, plan: &WritePlan, span: Span<'_>) -> Result<Encoded, ConsumerError> {
+        let events = &batch.events;
         let mut lake_files = Vec::with_capacity(plan.lake.len());
+        let mut lake_rows = 0;
         for (key, indices) in &plan.lake {
             let rows: Vec<LakeRow<'_>> =
-                indices.iter().map(|&i| LakeRow { decoded: &events[i], agent: agents.get(i) }).collect();
-            report.lake_rows += rows.len();
+                indices.iter().map(|&i| LakeRow { decoded: &events[i], agent: batch.agents.get(i) }).collect();
+            lake_rows += rows.len();
             lake_files.push((key.clone(), encode_parquet(&rows)?));
         }
-        let items: Vec<_> = plan
+        let items = plan
             .dynamo
             .iter()
             .map(|&i| to_item(dynamo::item(&events[i].event, self.settings.dynamodb_ttl_days)))
             .collect();
-        let dead_letter = (!quarantined.is_empty()).then(|| {
-            let key = dead_letter_object_key(&Partition::of(Utc::now()), &first.shard_id, first_seq, last_seq);
-            (key, encode_dead_letter(&quarantined))
+        let dead_letter = (!batch.quarantined.is_empty()).then(|| {
+            let key = dead_letter_object_key(&Partition::of(Utc::now()), span.shard, span.first_seq, span.last_seq);
+            (key, encode_dead_letter(&batch.quarantined))
         });
+        Ok(Encoded { lake_files, lake_rows, items, dead_letter })
+    }
 
-        // 3. The writes run concurrently; all are idempotent overwrites.
+    /// Step 4: writes the lake files, the DynamoDB items and the dead-letter object
+    /// concurrently; all are idempotent overwrites. Returns the keys written.
+    async fn write(&self, encoded: Encoded, deadline: tokio::time::Instant) -> Result<Written, ConsumerError> {
+        let Encoded { lake_files, items, dead_letter, .. } = encoded;
         let lake_write = async {
             let started = Instant::now();
             for (key, body) in &lake_files {
@@ -154,19 +224,10 @@ impl<O: ObjectStore, D: ItemStore> Pipeline<O, D> {
         let (lake_result, dynamo_result, dead_letter_result) =
             tokio::join!(lake_write, dynamo_write, dead_letter_write);
         lake_result.and(dynamo_result).and(dead_letter_result)?;
-
-        for q in &quarantined {
-            metrics::counter!("consumer_quarantined_total", "reason" => q.reason_code.clone()).increment(1);
-        }
-        let now = Utc::now();
-        for &i in &plan.new {
-            let age = (now - events[i].event.received_at).num_milliseconds().max(0) as f64 / 1000.0;
-            metrics::histogram!("consumer_end_to_end_latency_seconds").record(age);
-        }
-        report.lake_objects = lake_files.into_iter().map(|(k, _)| k).collect();
-        report.dead_letter_object = dead_letter.map(|(k, _)| k);
-        self.maybe_prune().await;
-        Ok(report)
+        Ok(Written {
+            lake_objects: lake_files.into_iter().map(|(key, _)| key).collect(),
+            dead_letter_object: dead_letter.map(|(key, _)| key),
+        })
     }
 
     /// Sends records that kept failing to the dead-letter prefix, so the shard can move on.
@@ -201,6 +262,19 @@ impl<O: ObjectStore, D: ItemStore> Pipeline<O, D> {
     }
 }
 
+/// Step 5, once every write succeeded: records the quarantine reasons, and the end-to-end
+/// latency of the events stored for the first time.
+fn record_metrics(batch: &Decoded<'_>, plan: &WritePlan) {
+    for q in &batch.quarantined {
+        metrics::counter!("consumer_quarantined_total", "reason" => q.reason_code.clone()).increment(1);
+    }
+    let now = Utc::now();
+    for &i in &plan.new {
+        let age = (now - batch.events[i].event.received_at).num_milliseconds().max(0) as f64 / 1000.0;
+        metrics::histogram!("consumer_end_to_end_latency_seconds").record(age);
+    }
+}
+
 /// Records the outcome of a batch in metrics and one log line.
 pub fn record_outcome(shard: &str, first_seq: &str, last_seq: &str, result: &Result<BatchReport, ConsumerError>) {
     match result {
@@ -231,5 +305,283 @@ pub fn record_outcome(shard: &str, first_seq: &str, last_seq: &str, result: &Res
             metrics::counter!("consumer_batches_total", "outcome" => "failed").increment(1);
             tracing::warn!(shard, first_seq, last_seq, error = %e, "batch failed");
         }
+    }
+}
+
+/// The batch logic on the in-memory ledger and stores: each test names the invariant it pins
+/// (ARCHITECTURE.md, "Exactly once").
+#[cfg(test)]
+mod tests {
+    use std::ops::Range;
+
+    use arrow_array::cast::AsArray;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use schemas::EnrichedEvent;
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::in_memory::{MemoryLake, MemoryPipeline};
+    use crate::testing::{raw_record, record_of, sample_event, seq, settings};
+
+    const TYPES: [&str; 3] = ["page_view", "click", "purchase"];
+
+    fn pipeline() -> MemoryPipeline {
+        MemoryPipeline::in_memory(settings())
+    }
+
+    /// `n` fresh events of cycling types, and their records at sequence numbers `from..from + n`.
+    fn batch(from: usize, n: usize) -> (Vec<EnrichedEvent<'static>>, Vec<InputRecord>) {
+        let events: Vec<_> = (0..n).map(|i| sample_event(TYPES[i % TYPES.len()], None, Utc::now())).collect();
+        let records = events.iter().enumerate().map(|(i, e)| record_of(&seq(from + i), e)).collect();
+        (events, records)
+    }
+
+    /// Every `event_id` in every Parquet object of the lake, with repeats, sorted.
+    fn lake_ids(lake: &MemoryLake) -> Vec<Uuid> {
+        let mut ids = Vec::new();
+        for key in lake.keys("events/") {
+            let body = lake.objects()[&key].body.clone();
+            for batch in ParquetRecordBatchReaderBuilder::try_new(body).unwrap().build().unwrap() {
+                let batch = batch.unwrap();
+                let column = batch.column_by_name("event_id").unwrap().as_string::<i32>().clone();
+                ids.extend(column.iter().map(|id| id.unwrap().parse::<Uuid>().unwrap()));
+            }
+        }
+        ids.sort();
+        ids
+    }
+
+    /// The invariant every scenario ends on: each of `events` is once in the lake, once in
+    /// DynamoDB and counted once (per type and per type × hour), and nothing else is stored.
+    fn assert_stored_once(p: &MemoryPipeline, events: &[EnrichedEvent<'_>], context: &str) {
+        let mut expected: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
+        expected.sort();
+        assert_eq!(lake_ids(&p.lake), expected, "{context}: lake");
+        let items: Vec<Uuid> = p.items.items().keys().map(|k| k.parse().unwrap()).collect();
+        assert_eq!(items, expected, "{context}: DynamoDB");
+        let counts = Counts::of(events.iter().map(|e| (&*e.event_type, e.received_at)));
+        assert_eq!(p.ledger.counts(), counts.totals, "{context}: counts");
+        assert_eq!(p.ledger.hourly_counts(), counts.hourly, "{context}: hourly counts");
+        assert_eq!(p.ledger.claimed(), events.len(), "{context}: claims");
+    }
+
+    /// Invariant: a fresh batch is stored once in every store, counted once, and reported.
+    #[tokio::test]
+    async fn fresh_batch_is_stored_once_everywhere_and_counted() {
+        let p = pipeline();
+        let (events, records) = batch(1, 7);
+        let report = p.process(&records).await.unwrap();
+        assert_stored_once(&p, &events, "fresh");
+        let key = p.lake.keys("events/").pop().unwrap();
+        let expected = BatchReport {
+            records: 7,
+            bytes: records.iter().map(|r| r.data.len()).sum(),
+            new_events: 7,
+            owned_events: 7,
+            lake_objects: vec![key.clone()],
+            lake_rows: 7,
+            ..BatchReport::default()
+        };
+        assert_eq!(report, expected);
+        assert_eq!(p.lake.objects()[&key].content_type, "application/vnd.apache.parquet");
+        assert!(p.lake.keys("dead-letter/").is_empty());
+    }
+
+    /// Invariant: an empty batch touches no store.
+    #[tokio::test]
+    async fn empty_batch_does_nothing() {
+        let p = pipeline();
+        assert_eq!(p.process(&[]).await.unwrap(), BatchReport::default());
+        assert!(p.lake.puts().is_empty() && p.items.writes() == 0 && p.ledger.claimed() == 0);
+    }
+
+    /// Invariant: the same batch redelivered changes nothing: the same object is overwritten
+    /// with identical bytes, the items are overwritten, and nothing is counted again.
+    #[tokio::test]
+    async fn identical_redelivery_changes_nothing() {
+        let p = pipeline();
+        let (events, records) = batch(1, 7);
+        let first = p.process(&records).await.unwrap();
+        let (objects, items) = (p.lake.objects(), p.items.items());
+        let again = p.process(&records).await.unwrap();
+        assert_eq!((again.new_events, again.owned_events, again.duplicates_in_window), (0, 7, 0));
+        assert_eq!(again.lake_objects, first.lake_objects);
+        assert_eq!(p.lake.puts(), [first.lake_objects.clone(), first.lake_objects].concat(), "same key twice");
+        assert_eq!(p.lake.objects(), objects, "identical bytes");
+        assert_eq!(p.items.items(), items);
+        assert_eq!(p.items.writes(), 14);
+        assert_stored_once(&p, &events, "redelivered");
+    }
+
+    /// A failure to inject into one store operation, for the next call only.
+    #[derive(Debug, Clone, Copy)]
+    enum Fault {
+        LakePut,
+        LakeHead,
+        Items,
+        Claim,
+        Reassign,
+    }
+
+    impl Fault {
+        fn arm(self, p: &MemoryPipeline) {
+            match self {
+                Fault::LakePut => p.lake.put_faults.fail_next(1),
+                Fault::LakeHead => p.lake.head_faults.fail_next(1),
+                Fault::Items => p.items.faults.fail_next(1),
+                Fault::Claim => p.ledger.claim_faults.fail_next(1),
+                Fault::Reassign => p.ledger.reassign_faults.fail_next(1),
+            }
+        }
+    }
+
+    /// One delivery of a part of the batch: the records, a fault to inject, whether it succeeds.
+    type Delivery = (Range<usize>, Option<Fault>, bool);
+
+    /// Scenarios of one 6-record batch delivered, failing and redelivered in parts (a suffix,
+    /// bisected halves, the whole again), and the number of lake objects it must end with.
+    const SCENARIOS: &[(&str, &[Delivery], usize)] = &[
+        ("suffix after success: already in the lake", &[(0..6, None, true), (3..6, None, true)], 1),
+        ("S3 failed, whole batch retried", &[(0..6, Some(Fault::LakePut), false), (0..6, None, true)], 1),
+        (
+            "S3 failed, bisected: both halves reassigned",
+            &[(0..6, Some(Fault::LakePut), false), (3..6, None, true), (0..3, None, true)],
+            2,
+        ),
+        (
+            "DynamoDB failed after the lake landed, bisected",
+            &[(0..6, Some(Fault::Items), false), (3..6, None, true), (0..3, None, true)],
+            1,
+        ),
+        ("DynamoDB failed, whole batch retried", &[(0..6, Some(Fault::Items), false), (0..6, None, true)], 1),
+        (
+            "claim failed, suffix then whole",
+            &[(0..6, Some(Fault::Claim), false), (3..6, None, true), (0..6, None, true)],
+            2,
+        ),
+        (
+            "S3 failed, then HeadObject failed on the suffix",
+            &[
+                (0..6, Some(Fault::LakePut), false),
+                (3..6, Some(Fault::LakeHead), false),
+                (3..6, None, true),
+                (0..3, None, true),
+            ],
+            2,
+        ),
+        (
+            "S3 failed, then the reassignment failed, then whole",
+            &[
+                (0..6, Some(Fault::LakePut), false),
+                (3..6, Some(Fault::Reassign), false),
+                (3..6, None, true),
+                (0..6, None, true),
+            ],
+            2,
+        ),
+    ];
+
+    /// Invariant: whatever part of a batch fails and whatever parts come back, every event ends
+    /// once in every store and is counted once.
+    #[tokio::test]
+    async fn redelivery_after_partial_failure_stays_exact() {
+        for (name, deliveries, objects) in SCENARIOS {
+            let p = pipeline();
+            let (events, records) = batch(1, 6);
+            for (step, (range, fault, succeeds)) in deliveries.iter().enumerate() {
+                if let Some(fault) = fault {
+                    fault.arm(&p);
+                }
+                let result = p.process(&records[range.clone()]).await;
+                assert_eq!(result.is_ok(), *succeeds, "{name}, delivery {step}: {result:?}");
+            }
+            assert_stored_once(&p, &events, name);
+            assert_eq!(p.lake.keys("events/").len(), *objects, "{name}: lake objects");
+        }
+    }
+
+    /// Invariant: events whose first object never landed move to the object that holds them
+    /// (the ledger points at it, and a later redelivery finds them there).
+    #[tokio::test]
+    async fn events_of_an_object_that_never_landed_are_reassigned() {
+        let p = pipeline();
+        let (events, records) = batch(1, 4);
+        p.lake.put_faults.fail_next(1);
+        p.process(&records).await.unwrap_err();
+        let first_key = p.ledger.object_of(events[0].event_id).unwrap();
+        let suffix = p.process(&records[2..]).await.unwrap();
+        assert_eq!(suffix.lake_objects.len(), 1);
+        assert_ne!(suffix.lake_objects[0], first_key);
+        for (i, e) in events.iter().enumerate() {
+            let expected = if i < 2 { &first_key } else { &suffix.lake_objects[0] };
+            assert_eq!(p.ledger.object_of(e.event_id).as_ref(), Some(expected), "event {i}");
+        }
+        // The whole batch again: its first object now gets the events still assigned to it.
+        let whole = p.process(&records).await.unwrap();
+        assert_eq!(whole.lake_objects, [first_key]);
+        assert_eq!(whole.lake_rows, 2);
+        assert_stored_once(&p, &events, "reassigned");
+    }
+
+    /// Invariant: a client re-sending an `event_id` in a later record is a duplicate, dropped
+    /// from every store (the first record's event stays); a re-send within the batch too.
+    #[tokio::test]
+    async fn client_resend_in_a_later_record_is_dropped_everywhere() {
+        let p = pipeline();
+        let (mut events, records) = batch(1, 3);
+        p.process(&records).await.unwrap();
+        let original = events[0].event_id;
+        let resend = sample_event("signup", Some(original), Utc::now());
+        let fresh = sample_event("click", None, Utc::now());
+        let later = [record_of(&seq(10), &resend), record_of(&seq(11), &fresh), record_of(&seq(12), &fresh)];
+        let report = p.process(&later).await.unwrap();
+        assert_eq!(
+            (report.new_events, report.owned_events, report.duplicates_in_window, report.duplicates_in_batch),
+            (1, 1, 1, 1)
+        );
+        events.push(fresh);
+        assert_stored_once(&p, &events, "re-sent");
+        let item = &p.items.items()[&original.to_string()];
+        assert_eq!(item["event_type"].as_s().unwrap(), TYPES[0], "the first record's event stays");
+    }
+
+    /// Invariant: records that cannot be decoded go to one dead-letter object with their reason,
+    /// and the batch's events are stored as usual.
+    #[tokio::test]
+    async fn quarantined_records_go_to_the_dead_letter_object() {
+        let p = pipeline();
+        let (events, mut records) = batch(1, 3);
+        records.push(raw_record(&seq(4), b"not json"));
+        records.push(raw_record(&seq(5), br#"{"v":99,"event":{}}"#));
+        let report = p.process(&records).await.unwrap();
+        assert_eq!(report.quarantined, 2);
+        assert_stored_once(&p, &events, "with quarantined records");
+        let key = report.dead_letter_object.unwrap();
+        assert_eq!(p.lake.keys("dead-letter/"), std::slice::from_ref(&key));
+        let object = &p.lake.objects()[&key];
+        assert_eq!(object.content_type, "application/x-ndjson");
+        let lines: Vec<serde_json::Value> = object
+            .body
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).unwrap())
+            .collect();
+        let sequences: Vec<&str> = lines.iter().map(|l| l["sequence_number"].as_str().unwrap()).collect();
+        assert_eq!(sequences, [seq(4), seq(5)]);
+        assert!(lines.iter().all(|l| l["reason_code"].as_str().is_some_and(|r| !r.is_empty())));
+    }
+
+    /// Invariant: once an object is compacted, a redelivery of its batch writes nothing to the lake.
+    #[tokio::test]
+    async fn redelivery_after_compaction_writes_nothing_to_the_lake() {
+        let p = pipeline();
+        let (events, records) = batch(1, 4);
+        let first = p.process(&records).await.unwrap();
+        p.ledger.mark_compacted(&first.lake_objects[0]);
+        let again = p.process(&records).await.unwrap();
+        assert!(again.lake_objects.is_empty());
+        assert_eq!(p.lake.puts().len(), 1);
+        assert_eq!(again.owned_events, 4);
+        assert_stored_once(&p, &events, "compacted");
     }
 }

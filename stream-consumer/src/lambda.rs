@@ -6,6 +6,7 @@ use bytes::Bytes;
 
 use crate::decode::InputRecord;
 use crate::handler::{Pipeline, record_outcome};
+use crate::ledger::Ledger;
 use crate::sinks::dynamo::ItemStore;
 use crate::sinks::s3::ObjectStore;
 
@@ -37,8 +38,8 @@ pub fn to_input(records: Vec<KinesisEventRecord>) -> Vec<InputRecord> {
 /// Handles one event-source-mapping invocation. The batch is all or nothing: on failure the
 /// first record is reported (ReportBatchItemFailures), so the mapping retries the whole batch —
 /// or, with bisection, parts of it — and the ledger keeps every retry exact.
-pub async fn handle_kinesis_event<O: ObjectStore, D: ItemStore>(
-    pipeline: &Pipeline<O, D>,
+pub async fn handle_kinesis_event<O: ObjectStore, D: ItemStore, L: Ledger>(
+    pipeline: &Pipeline<O, D, L>,
     event: KinesisEvent,
 ) -> KinesisEventResponse {
     let records = to_input(event.records);

@@ -15,6 +15,7 @@ use crate::error::ConsumerError;
 use crate::handler::{Pipeline, record_outcome};
 use crate::sinks::SINK_RETRY;
 use crate::sinks::dynamo::ItemStore;
+use crate::sinks::postgres::PgLedger;
 use crate::sinks::s3::ObjectStore;
 
 /// How often the shard list is refreshed (to find the children of a split or merge).
@@ -34,7 +35,7 @@ pub struct RunnerSettings {
 }
 
 pub struct Runner<O: ObjectStore, D: ItemStore> {
-    pub pipeline: Arc<Pipeline<O, D>>,
+    pub pipeline: Arc<Pipeline<O, D, PgLedger>>,
     pub kinesis: Client,
     pub settings: RunnerSettings,
 }

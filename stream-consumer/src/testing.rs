@@ -1,15 +1,22 @@
-//! Record builders shared by unit tests, integration tests and benchmarks.
+//! Record builders and settings shared by unit tests, integration tests and benchmarks.
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use schemas::{EnrichedEvent, ServerFacts, encode_record, validate_event};
 use uuid::Uuid;
 
-use crate::aggregate::Counts;
-use crate::decode::{InputRecord, decode_batch};
-use crate::enrich::AgentCache;
-use crate::error::ConsumerError;
-use crate::lake::{LakeRow, encode_parquet};
+use crate::decode::InputRecord;
+use crate::handler::HandlerSettings;
+
+/// Handler settings for tests and benchmarks: a 20 s sink budget, 24 h dedup window.
+pub fn settings() -> HandlerSettings {
+    HandlerSettings {
+        dynamodb_ttl_days: 30,
+        dynamodb_concurrency: 8,
+        sink_budget: std::time::Duration::from_secs(20),
+        dedup_window_hours: 24,
+    }
+}
 
 /// The shard used by [`event_record`] and [`raw_record`].
 pub const SHARD: &str = "shardId-000000000000";
@@ -69,18 +76,4 @@ pub fn bench_records(n: usize) -> Vec<InputRecord> {
             record_of(&seq(i), &sample_event(types[i % types.len()], None, received))
         })
         .collect()
-}
-
-/// The consumer's CPU path for one batch, as `Pipeline::process` runs it before any write:
-/// decode and validate, user-agent facts, counts, Parquet bytes. What the `cpu_path` benchmark
-/// times and the `batch_memory` example measures. Never inlined, so that callgrind can count
-/// exactly its instructions (`--toggle-collect`).
-#[inline(never)]
-pub fn cpu_path(records: &[InputRecord], agents: &AgentCache) -> Result<(Counts, Bytes), ConsumerError> {
-    let decoded = decode_batch(records);
-    let facts = agents.lookup_all(decoded.events.iter().map(|d| d.event.user_agent.as_deref()));
-    let counts = Counts::of(decoded.events.iter().map(|d| (&*d.event.event_type, d.event.received_at)));
-    let rows: Vec<LakeRow<'_>> =
-        decoded.events.iter().enumerate().map(|(i, d)| LakeRow { decoded: d, agent: facts.get(i) }).collect();
-    Ok((counts, encode_parquet(&rows)?))
 }

@@ -2,12 +2,13 @@
 
 use chrono::Utc;
 use service_kit::postgres::{MIGRATOR, lazy_pool};
-use sqlx::postgres::PgConnectOptions;
-use sqlx::{PgPool, Row};
+use sqlx::postgres::{PgConnectOptions, PgRow};
+use sqlx::{PgPool, Postgres, Row, Transaction};
 use uuid::Uuid;
 
 use crate::aggregate::Counts;
 use crate::error::ConsumerError;
+use crate::ledger::Ledger;
 use crate::plan::{Claim, ClaimStatus, LakeObject};
 
 /// Connections per process: a Lambda instance handles one batch at a time, and the local
@@ -33,136 +34,6 @@ impl PgLedger {
     /// Applies the embedded migrations (idempotent).
     pub async fn migrate(&self) -> Result<(), ConsumerError> {
         MIGRATOR.run(&self.pool).await.map_err(|e| ConsumerError::Postgres { step: "migrate", source: e.into() })
-    }
-
-    /// In one transaction: registers the lake objects, claims every event (first claim wins),
-    /// and adds `count(new)` — the counts of the events claimed just now — to the totals and
-    /// hourly counts with one `UNNEST` upsert. Returns one status per claim.
-    pub async fn claim(
-        &self,
-        claims: &[Claim],
-        objects: &[LakeObject],
-        count: impl FnOnce(&[usize]) -> Counts,
-    ) -> Result<Vec<ClaimStatus>, ConsumerError> {
-        metrics::counter!("consumer_sink_requests_total", "sink" => "postgres").increment(1);
-        let mut tx = self.pool.begin().await.map_err(ConsumerError::postgres("begin"))?;
-        sqlx::query(
-            "INSERT INTO lake_objects (id, object_key) SELECT * FROM UNNEST($1::int8[], $2::text[]) ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(objects.iter().map(|o| o.id).collect::<Vec<_>>())
-        .bind(objects.iter().map(|o| o.key.clone()).collect::<Vec<_>>())
-        .execute(&mut *tx)
-        .await
-        .map_err(ConsumerError::postgres("register lake objects"))?;
-
-        // The LEFT JOIN on seen_events reads the statement's snapshot: a row committed by a
-        // concurrent batch after it began is neither inserted nor visible, and is correctly
-        // treated as owned by someone else.
-        let rows = sqlx::query(
-            "WITH input AS (
-                 SELECT * FROM UNNEST($1::uuid[], $2::int8[], $3::int8[]) AS t(event_id, owner, lake_object)
-             ), inserted AS (
-                 INSERT INTO seen_events (event_id, owner, lake_object)
-                 SELECT event_id, owner, lake_object FROM input
-                 ON CONFLICT (event_id) DO NOTHING
-                 RETURNING event_id
-             )
-             SELECT i.event_id, (ins.event_id IS NOT NULL) AS inserted, s.owner, s.lake_object, lo.object_key,
-                    (lo.compacted_into IS NOT NULL) AS compacted
-             FROM input i
-             LEFT JOIN inserted ins ON ins.event_id = i.event_id
-             LEFT JOIN seen_events s ON s.event_id = i.event_id
-             LEFT JOIN lake_objects lo ON lo.id = s.lake_object",
-        )
-        .bind(claims.iter().map(|c| c.event_id).collect::<Vec<_>>())
-        .bind(claims.iter().map(|c| c.owner).collect::<Vec<_>>())
-        .bind(claims.iter().map(|c| c.lake_object).collect::<Vec<_>>())
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(ConsumerError::postgres("claim events"))?;
-
-        let mut by_id = std::collections::HashMap::with_capacity(rows.len());
-        for row in rows {
-            let id: Uuid = row.get(0);
-            let inserted: bool = row.get(1);
-            let owner: Option<i64> = row.get(2);
-            let lake_object: Option<i64> = row.get(3);
-            let key: Option<String> = row.get(4);
-            let compacted: Option<bool> = row.get(5);
-            by_id.insert(id, (inserted, owner, lake_object, key, compacted.unwrap_or(false)));
-        }
-        let statuses: Vec<ClaimStatus> = claims
-            .iter()
-            .map(|c| match by_id.remove(&c.event_id) {
-                Some((true, ..)) => ClaimStatus::New,
-                Some((false, Some(owner), Some(lake_object), object_key, compacted)) if owner == c.owner => {
-                    ClaimStatus::Own { lake_object, object_key, compacted }
-                }
-                _ => ClaimStatus::Duplicate,
-            })
-            .collect();
-
-        let new: Vec<usize> =
-            statuses.iter().enumerate().filter(|(_, s)| **s == ClaimStatus::New).map(|(i, _)| i).collect();
-        let counts = count(&new);
-        if !counts.is_empty() {
-            let cols = counts.as_columns();
-            sqlx::query(
-                "WITH hourly AS (
-                     INSERT INTO event_type_hourly_counts (event_type, hour, event_count)
-                     SELECT * FROM UNNEST($3::text[], $4::timestamptz[], $5::int8[])
-                     ON CONFLICT (event_type, hour) DO UPDATE
-                         SET event_count = event_type_hourly_counts.event_count + EXCLUDED.event_count, updated_at = now()
-                 )
-                 INSERT INTO event_type_counts (event_type, event_count)
-                 SELECT * FROM UNNEST($1::text[], $2::int8[])
-                 ON CONFLICT (event_type) DO UPDATE
-                     SET event_count = event_type_counts.event_count + EXCLUDED.event_count, updated_at = now()",
-            )
-            .bind(cols.total_types)
-            .bind(cols.total_counts)
-            .bind(cols.hourly_types)
-            .bind(cols.hourly_hours)
-            .bind(cols.hourly_counts)
-            .execute(&mut *tx)
-            .await
-            .map_err(ConsumerError::postgres("upsert counts"))?;
-        }
-        tx.commit().await.map_err(ConsumerError::postgres("commit"))?;
-        Ok(statuses)
-    }
-
-    /// Moves events whose earlier lake object never landed to this attempt's object.
-    pub async fn reassign(&self, moves: &[(Uuid, i64)]) -> Result<(), ConsumerError> {
-        if moves.is_empty() {
-            return Ok(());
-        }
-        sqlx::query(
-            "UPDATE seen_events s SET lake_object = m.lake_object
-             FROM UNNEST($1::uuid[], $2::int8[]) AS m(event_id, lake_object) WHERE s.event_id = m.event_id",
-        )
-        .bind(moves.iter().map(|m| m.0).collect::<Vec<_>>())
-        .bind(moves.iter().map(|m| m.1).collect::<Vec<_>>())
-        .execute(&self.pool)
-        .await
-        .map_err(ConsumerError::postgres("reassign lake objects"))?;
-        Ok(())
-    }
-
-    /// Forgets claims made longer ago than the dedup window (and lake objects older than twice it).
-    pub async fn prune(&self, window_hours: u32) -> Result<u64, ConsumerError> {
-        let cutoff = Utc::now() - chrono::Duration::hours(i64::from(window_hours));
-        let done = sqlx::query("DELETE FROM seen_events WHERE claimed_at < $1")
-            .bind(cutoff)
-            .execute(&self.pool)
-            .await
-            .map_err(ConsumerError::postgres("prune seen_events"))?;
-        sqlx::query("DELETE FROM lake_objects WHERE created_at < $1")
-            .bind(cutoff - chrono::Duration::hours(i64::from(window_hours)))
-            .execute(&self.pool)
-            .await
-            .map_err(ConsumerError::postgres("prune lake_objects"))?;
-        Ok(done.rows_affected())
     }
 
     /// The local runner's checkpoint for a shard: (last processed sequence number, shard finished).
@@ -210,5 +81,147 @@ impl PgLedger {
             .await
             .map_err(ConsumerError::postgres("read counts"))?;
         Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    /// `claim`'s answer for each claim, from the rows of its statement.
+    fn statuses(claims: &[Claim], rows: Vec<PgRow>) -> Vec<ClaimStatus> {
+        let mut by_id = std::collections::HashMap::with_capacity(rows.len());
+        for row in rows {
+            let id: Uuid = row.get(0);
+            let inserted: bool = row.get(1);
+            let owner: Option<i64> = row.get(2);
+            let lake_object: Option<i64> = row.get(3);
+            let key: Option<String> = row.get(4);
+            let compacted: Option<bool> = row.get(5);
+            by_id.insert(id, (inserted, owner, lake_object, key, compacted.unwrap_or(false)));
+        }
+        claims
+            .iter()
+            .map(|c| match by_id.remove(&c.event_id) {
+                Some((true, ..)) => ClaimStatus::New,
+                Some((false, Some(owner), Some(lake_object), object_key, compacted)) if owner == c.owner => {
+                    ClaimStatus::Own { lake_object, object_key, compacted }
+                }
+                _ => ClaimStatus::Duplicate,
+            })
+            .collect()
+    }
+
+    /// Adds `counts` to the totals and hourly counts with one `UNNEST` upsert, in `tx`.
+    async fn add_counts(tx: &mut Transaction<'_, Postgres>, counts: &Counts) -> Result<(), ConsumerError> {
+        let cols = counts.as_columns();
+        sqlx::query(
+            "WITH hourly AS (
+                 INSERT INTO event_type_hourly_counts (event_type, hour, event_count)
+                 SELECT * FROM UNNEST($3::text[], $4::timestamptz[], $5::int8[])
+                 ON CONFLICT (event_type, hour) DO UPDATE
+                     SET event_count = event_type_hourly_counts.event_count + EXCLUDED.event_count, updated_at = now()
+             )
+             INSERT INTO event_type_counts (event_type, event_count)
+             SELECT * FROM UNNEST($1::text[], $2::int8[])
+             ON CONFLICT (event_type) DO UPDATE
+                 SET event_count = event_type_counts.event_count + EXCLUDED.event_count, updated_at = now()",
+        )
+        .bind(cols.total_types)
+        .bind(cols.total_counts)
+        .bind(cols.hourly_types)
+        .bind(cols.hourly_hours)
+        .bind(cols.hourly_counts)
+        .execute(&mut **tx)
+        .await
+        .map_err(ConsumerError::postgres("upsert counts"))?;
+        Ok(())
+    }
+}
+
+impl Ledger for PgLedger {
+    /// In one transaction: registers the lake objects, claims every event (first claim wins),
+    /// and adds `count(new)` — the counts of the events claimed just now — to the totals and
+    /// hourly counts with one `UNNEST` upsert. Returns one status per claim.
+    async fn claim(
+        &self,
+        claims: &[Claim],
+        objects: &[LakeObject],
+        count: impl FnOnce(&[usize]) -> Counts + Send,
+    ) -> Result<Vec<ClaimStatus>, ConsumerError> {
+        metrics::counter!("consumer_sink_requests_total", "sink" => "postgres").increment(1);
+        let mut tx = self.pool.begin().await.map_err(ConsumerError::postgres("begin"))?;
+        sqlx::query(
+            "INSERT INTO lake_objects (id, object_key) SELECT * FROM UNNEST($1::int8[], $2::text[]) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(objects.iter().map(|o| o.id).collect::<Vec<_>>())
+        .bind(objects.iter().map(|o| o.key.clone()).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await
+        .map_err(ConsumerError::postgres("register lake objects"))?;
+
+        // The LEFT JOIN on seen_events reads the statement's snapshot: a row committed by a
+        // concurrent batch after it began is neither inserted nor visible, and is correctly
+        // treated as owned by someone else.
+        let rows = sqlx::query(
+            "WITH input AS (
+                 SELECT * FROM UNNEST($1::uuid[], $2::int8[], $3::int8[]) AS t(event_id, owner, lake_object)
+             ), inserted AS (
+                 INSERT INTO seen_events (event_id, owner, lake_object)
+                 SELECT event_id, owner, lake_object FROM input
+                 ON CONFLICT (event_id) DO NOTHING
+                 RETURNING event_id
+             )
+             SELECT i.event_id, (ins.event_id IS NOT NULL) AS inserted, s.owner, s.lake_object, lo.object_key,
+                    (lo.compacted_into IS NOT NULL) AS compacted
+             FROM input i
+             LEFT JOIN inserted ins ON ins.event_id = i.event_id
+             LEFT JOIN seen_events s ON s.event_id = i.event_id
+             LEFT JOIN lake_objects lo ON lo.id = s.lake_object",
+        )
+        .bind(claims.iter().map(|c| c.event_id).collect::<Vec<_>>())
+        .bind(claims.iter().map(|c| c.owner).collect::<Vec<_>>())
+        .bind(claims.iter().map(|c| c.lake_object).collect::<Vec<_>>())
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(ConsumerError::postgres("claim events"))?;
+
+        let statuses = Self::statuses(claims, rows);
+        let new: Vec<usize> =
+            statuses.iter().enumerate().filter(|(_, s)| **s == ClaimStatus::New).map(|(i, _)| i).collect();
+        let counts = count(&new);
+        if !counts.is_empty() {
+            Self::add_counts(&mut tx, &counts).await?;
+        }
+        tx.commit().await.map_err(ConsumerError::postgres("commit"))?;
+        Ok(statuses)
+    }
+
+    /// Moves events whose earlier lake object never landed to this attempt's object.
+    async fn reassign(&self, moves: &[(Uuid, i64)]) -> Result<(), ConsumerError> {
+        if moves.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "UPDATE seen_events s SET lake_object = m.lake_object
+             FROM UNNEST($1::uuid[], $2::int8[]) AS m(event_id, lake_object) WHERE s.event_id = m.event_id",
+        )
+        .bind(moves.iter().map(|m| m.0).collect::<Vec<_>>())
+        .bind(moves.iter().map(|m| m.1).collect::<Vec<_>>())
+        .execute(&self.pool)
+        .await
+        .map_err(ConsumerError::postgres("reassign lake objects"))?;
+        Ok(())
+    }
+
+    /// Forgets claims made longer ago than the dedup window (and lake objects older than twice it).
+    async fn prune(&self, window_hours: u32) -> Result<u64, ConsumerError> {
+        let cutoff = Utc::now() - chrono::Duration::hours(i64::from(window_hours));
+        let done = sqlx::query("DELETE FROM seen_events WHERE claimed_at < $1")
+            .bind(cutoff)
+            .execute(&self.pool)
+            .await
+            .map_err(ConsumerError::postgres("prune seen_events"))?;
+        sqlx::query("DELETE FROM lake_objects WHERE created_at < $1")
+            .bind(cutoff - chrono::Duration::hours(i64::from(window_hours)))
+            .execute(&self.pool)
+            .await
+            .map_err(ConsumerError::postgres("prune lake_objects"))?;
+        Ok(done.rows_affected())
     }
 }

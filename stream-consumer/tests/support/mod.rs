@@ -28,12 +28,7 @@ pub struct TestEnv {
 }
 
 pub fn settings() -> HandlerSettings {
-    HandlerSettings {
-        dynamodb_ttl_days: 30,
-        dynamodb_concurrency: 8,
-        sink_budget: Duration::from_secs(20),
-        dedup_window_hours: 24,
-    }
+    stream_consumer::testing::settings()
 }
 
 fn require_stack() {
@@ -95,11 +90,14 @@ impl TestEnv {
         TestEnv { aws, s3, dynamo, bucket, table, database, ledger }
     }
 
-    pub fn pipeline(&self) -> Pipeline<S3Lake, DynamoItems> {
+    pub fn pipeline(&self) -> Pipeline<S3Lake, DynamoItems, PgLedger> {
         self.pipeline_with(DynamoItems::new(self.dynamo.clone(), self.table.clone()))
     }
 
-    pub fn pipeline_with<D: stream_consumer::sinks::dynamo::ItemStore>(&self, items: D) -> Pipeline<S3Lake, D> {
+    pub fn pipeline_with<D: stream_consumer::sinks::dynamo::ItemStore>(
+        &self,
+        items: D,
+    ) -> Pipeline<S3Lake, D, PgLedger> {
         Pipeline::new(S3Lake::new(self.s3.clone(), self.bucket.clone()), items, self.ledger.clone(), settings())
     }
 
