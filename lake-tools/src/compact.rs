@@ -24,7 +24,8 @@ use std::collections::{HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use schemas::lake::Partition;
 use serde::Serialize;
-use sqlx::{PgConnection, PgPool};
+use service_kit::postgres::Database;
+use sqlx::PgConnection;
 
 use crate::ToolError;
 use plan::{Chunk, Limits, ObjectInfo};
@@ -102,13 +103,13 @@ struct Placed {
 /// The compactor: the lake, the database that holds the marks and locks, and the limits.
 pub struct Compactor {
     pub files: LakeFiles,
-    pub pool: PgPool,
+    pub db: Database,
     pub limits: Limits,
 }
 
 impl Compactor {
-    pub fn new(files: LakeFiles, pool: PgPool, limits: Limits) -> Self {
-        Compactor { files, pool, limits }
+    pub fn new(files: LakeFiles, db: Database, limits: Limits) -> Self {
+        Compactor { files, db, limits }
     }
 
     /// Compacts the `hours_back` latest closed hours at `now`, newest first. A failing partition
@@ -158,7 +159,14 @@ impl Compactor {
             report.bytes_after = report.bytes_before;
             return Ok(report);
         }
-        let Some(mut conn) = store::lock_partition(&self.pool, p).await? else {
+        let locked = store::lock_partition(self.db.pool(), p).await;
+        if let Err(ToolError::Postgres { source, .. }) = &locked {
+            // A secret rotated since start-up: the next partition (or run) logs in again.
+            if let Err(e) = self.db.renew_credentials_if_refused(source).await {
+                tracing::warn!(error = %e, "reading the database secret again failed");
+            }
+        }
+        let Some(mut conn) = locked? else {
             tracing::info!(partition = %p.path(), "another compactor holds this partition; skipped");
             report.skipped_locked = true;
             return Ok(report);

@@ -19,6 +19,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use schemas::lake::Partition;
 use schemas::{EnrichedEvent, ServerFacts, encode_record, validate_event};
 use serde_json::{Value, json};
+use service_kit::postgres::Database;
 use stream_consumer::decode::InputRecord;
 use stream_consumer::enrich::parse_agent;
 use support::TestEnv;
@@ -367,7 +368,7 @@ async fn example_queries_answer_what_the_pipeline_was_sent() {
 
     let compactor = Compactor::new(
         LakeFiles::new(env.s3.clone(), env.bucket.clone()),
-        env.ledger.pool().clone(),
+        Database::from_pool(env.ledger.pool().clone()),
         Limits::default(),
     );
     for h in hours() {

@@ -18,6 +18,7 @@ use lake_tools::compact::store::LakeFiles;
 use lake_tools::compact::{Compactor, Halt};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use schemas::lake::Partition;
+use service_kit::postgres::Database;
 use sqlx::Row;
 use stream_consumer::Pipeline;
 use stream_consumer::decode::InputRecord;
@@ -79,7 +80,11 @@ async fn ingest(p: &Pipeline<S3Lake, NullItems, PgLedger>, batches: &[Vec<InputR
 }
 
 fn compactor(env: &TestEnv, limits: Limits) -> Compactor {
-    Compactor::new(LakeFiles::new(env.s3.clone(), env.bucket.clone()), env.ledger.pool().clone(), limits)
+    Compactor::new(
+        LakeFiles::new(env.s3.clone(), env.bucket.clone()),
+        Database::from_pool(env.ledger.pool().clone()),
+        limits,
+    )
 }
 
 fn prefix(start: DateTime<Utc>) -> String {

@@ -12,6 +12,8 @@ pub enum KitError {
     Secret { arn: String, message: String },
     #[error("S3 {op} of {key} failed: {message}")]
     S3 { op: &'static str, key: String, message: String },
+    #[error("applying the database migrations failed: {0}")]
+    Migrate(String),
     #[error("starting the metrics exporter failed: {0}")]
     Metrics(String),
 }

@@ -68,6 +68,24 @@ impl FromEnv for DatabaseConfig {
 }
 
 impl DatabaseConfig {
+    /// The migrator's credentials, when they differ from the application's:
+    /// `DATABASE_MIGRATOR_URL`, or `DATABASE_MIGRATOR_SECRET_ARN` with the application's host,
+    /// port, database name and CA bundle. `None` when neither is set: the application's
+    /// credentials then apply the migrations (the local stack).
+    pub fn migrator_from_settings<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Option<Self>, KitError> {
+        let source = match (env.get("DATABASE_MIGRATOR_URL"), env.get("DATABASE_MIGRATOR_SECRET_ARN")) {
+            (Some(url), _) => DatabaseSource::Url(url),
+            (None, Some(arn)) => DatabaseSource::Secret {
+                arn,
+                host: env.get("DATABASE_HOST"),
+                port: env.parse_opt("DATABASE_PORT")?,
+                name: env.get("DATABASE_NAME"),
+            },
+            (None, None) => return Ok(None),
+        };
+        Ok(Some(DatabaseConfig { source, ssl_root_cert: env.get("DATABASE_SSL_ROOT_CERT") }))
+    }
+
     /// Whether connecting needs a Secrets Manager client.
     pub fn needs_secret(&self) -> bool {
         matches!(self.source, DatabaseSource::Secret { .. })
@@ -142,6 +160,11 @@ pub const INVALID_PASSWORD: &str = "28P01";
 /// when a rotated secret makes the server refuse the password the secret is read again.
 pub struct Database {
     pool: PgPool,
+    /// Where the credentials came from; `None` for fixed options (tests, a plain URL).
+    source: Option<CredentialSource>,
+}
+
+struct CredentialSource {
     config: DatabaseConfig,
     secrets: Option<aws_sdk_secretsmanager::Client>,
     application_name: String,
@@ -156,12 +179,18 @@ impl Database {
         max_connections: u32,
     ) -> Result<Self, KitError> {
         let options = connect_options(&config, secrets.as_ref(), application_name).await?;
-        Ok(Database {
-            pool: lazy_pool(options, max_connections),
-            config,
-            secrets,
-            application_name: application_name.to_owned(),
-        })
+        let source = CredentialSource { config, secrets, application_name: application_name.to_owned() };
+        Ok(Database { pool: lazy_pool(options, max_connections), source: Some(source) })
+    }
+
+    /// A database over fixed connection options, whose credentials are never re-read.
+    pub fn with_options(options: PgConnectOptions, max_connections: u32) -> Self {
+        Self::from_pool(lazy_pool(options, max_connections))
+    }
+
+    /// A database over an existing pool, whose credentials are never re-read.
+    pub fn from_pool(pool: PgPool) -> Self {
+        Database { pool, source: None }
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -173,10 +202,11 @@ impl Database {
     /// retries its work once the usual way (connections already open keep working: a rotation
     /// only changes what new logins need).
     pub async fn renew_credentials_if_refused(&self, e: &sqlx::Error) -> Result<bool, KitError> {
-        if !self.config.needs_secret() || !is_refused_password(e) {
+        let Some(source) = self.source.as_ref().filter(|s| s.config.needs_secret()) else { return Ok(false) };
+        if !is_refused_password(e) {
             return Ok(false);
         }
-        let options = connect_options(&self.config, self.secrets.as_ref(), &self.application_name).await?;
+        let options = connect_options(&source.config, source.secrets.as_ref(), &source.application_name).await?;
         self.pool.set_connect_options(options);
         tracing::warn!("the database refused the password; read the secret again for new connections");
         Ok(true)
@@ -186,6 +216,28 @@ impl Database {
 /// Whether the server refused the login's password (SQLSTATE 28P01).
 pub fn is_refused_password(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some(INVALID_PASSWORD))
+}
+
+/// Applies the embedded migrations with `config`'s credentials, on one connection opened for
+/// that and closed after. sqlx's migrator holds a PostgreSQL advisory lock while it works, so
+/// many processes starting at once (ten Lambda cold starts) apply each migration once and the
+/// others wait, then find nothing to do.
+pub async fn migrate(
+    config: &DatabaseConfig,
+    secrets: Option<&aws_sdk_secretsmanager::Client>,
+    application_name: &str,
+) -> Result<(), KitError> {
+    let options = connect_options(config, secrets, application_name).await?;
+    let migration_error = |e: &dyn std::fmt::Display| KitError::Migrate(e.to_string());
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .connect_with(options)
+        .await
+        .map_err(|e| migration_error(&e))?;
+    let applied = MIGRATOR.run(&pool).await.map_err(|e| migration_error(&e));
+    pool.close().await;
+    applied
 }
 
 /// A pool that connects on first use, so a process starts (and answers `--help`, or a Lambda

@@ -18,6 +18,9 @@ pub struct Config {
     /// `DATABASE_URL` or `DATABASE_SECRET_ARN` (+ host/port/name), and
     /// `DATABASE_SSL_ROOT_CERT` (see `service_kit::postgres::DatabaseConfig`).
     pub database: DatabaseConfig,
+    /// `DATABASE_MIGRATOR_URL` or `DATABASE_MIGRATOR_SECRET_ARN`: the role that owns the schema
+    /// and applies migrations (at start-up); when unset, the application's credentials do.
+    pub migrator: Option<DatabaseConfig>,
     /// `DEDUP_WINDOW_HOURS`: how long an `event_id` is remembered across batches, in hours (default 24).
     pub dedup_window_hours: u32,
     /// `DYNAMODB_TTL_DAYS`: item lifetime, in days (default 30).
@@ -44,6 +47,7 @@ impl FromEnv for Config {
             lake_bucket: env.required("LAKE_BUCKET")?,
             dynamodb_table: env.required("DYNAMODB_TABLE")?,
             database: DatabaseConfig::from_settings(env)?,
+            migrator: DatabaseConfig::migrator_from_settings(env)?,
             dedup_window_hours: env.parse_or("DEDUP_WINDOW_HOURS", 24)?,
             dynamodb_ttl_days: env.parse_or("DYNAMODB_TTL_DAYS", 30)?,
             dynamodb_concurrency: env.parse_or("DYNAMODB_CONCURRENCY", 16usize)?.max(1),

@@ -6,11 +6,11 @@ use anyhow::Context;
 use lambda_runtime::{LambdaEvent, service_fn};
 use service_kit::aws::{self, Retries};
 use service_kit::env::FromEnv;
-use service_kit::postgres;
+use service_kit::postgres::{self, Database};
 use service_kit::telemetry::{self, MetricsExport};
 use stream_consumer::runner::{Runner, RunnerSettings};
 use stream_consumer::sinks::dynamo::DynamoItems;
-use stream_consumer::sinks::postgres::PgLedger;
+use stream_consumer::sinks::postgres::{POOL_MAX_CONNECTIONS, PgLedger};
 use stream_consumer::sinks::s3::S3Lake;
 use stream_consumer::{Config, Pipeline, handler_settings, lambda};
 
@@ -21,22 +21,25 @@ async fn main() -> anyhow::Result<()> {
     tracing::debug!(kept, "allocator keeps freed memory between batches");
     let config = Config::from_env()?;
     let sdk = aws::load().await;
-    let secrets = config.database.needs_secret().then(|| aws::secrets_manager(&sdk, Retries::Sdk));
-    let ledger =
-        PgLedger::connect(postgres::connect_options(&config.database, secrets.as_ref(), "stream-consumer").await?);
+    let secrets = (config.database.needs_secret() || config.migrator.as_ref().is_some_and(|m| m.needs_secret()))
+        .then(|| aws::secrets_manager(&sdk, Retries::Sdk));
 
+    // The schema before anything else, on Lambda too (at init, so a cold start that cannot
+    // migrate fails its init instead of every batch), with the migrator's credentials when set.
+    let migrator = config.migrator.as_ref().unwrap_or(&config.database);
+    postgres::migrate(migrator, secrets.as_ref(), "stream-consumer-migrate").await.context("applying migrations")?;
     if std::env::args().nth(1).as_deref() == Some("migrate") {
-        ledger.migrate().await.context("applying migrations")?;
         tracing::info!("migrations applied");
         return Ok(());
     }
 
+    let db = Database::connect(config.database.clone(), secrets, "stream-consumer", POOL_MAX_CONNECTIONS).await?;
     // Who retries each store's calls is decided here, once (ARCHITECTURE.md, "Who retries"):
     // S3 puts and heads have no loop of ours around them; DynamoDB's unprocessed items have.
     let pipeline = Arc::new(Pipeline::new(
         S3Lake::new(aws::s3(&sdk, Retries::Sdk), config.lake_bucket.clone()),
         DynamoItems::new(aws::dynamodb(&sdk, Retries::Ours), config.dynamodb_table.clone()),
-        ledger,
+        PgLedger::new(db),
         handler_settings(&config),
     ));
 
@@ -54,7 +57,6 @@ async fn main() -> anyhow::Result<()> {
         return lambda_runtime::run(handler).await.map_err(|e| anyhow::anyhow!(e));
     }
 
-    pipeline.ledger.migrate().await.context("applying migrations")?;
     let stream_name = config.stream_name.clone().context("STREAM_NAME is required for the local runner")?;
     let runner = Arc::new(Runner {
         pipeline,

@@ -15,7 +15,7 @@ use lambda_runtime::{LambdaEvent, service_fn};
 use schemas::lake::Partition;
 use service_kit::aws::{self, Retries};
 use service_kit::env::{self, FromEnv};
-use service_kit::postgres::{self, DatabaseConfig};
+use service_kit::postgres::{self, Database, DatabaseConfig};
 use service_kit::telemetry;
 
 /// Compacts closed hour partitions of the lake: many micro-batch Parquet files into a few large
@@ -59,13 +59,10 @@ async fn main() -> anyhow::Result<()> {
     // No retry loop of ours around single S3 calls: the SDK retries them (ARCHITECTURE.md).
     let files = LakeFiles::new(aws::s3(&sdk, Retries::Sdk), bucket);
     let secrets = database.needs_secret().then(|| aws::secrets_manager(&sdk, Retries::Sdk));
-    let pool = postgres::lazy_pool(
-        postgres::connect_options(&database, secrets.as_ref(), "compactor").await?,
-        POOL_MAX_CONNECTIONS,
-    );
+    let db = Database::connect(database, secrets, "compactor", POOL_MAX_CONNECTIONS).await?;
 
     let Some(args) = args else {
-        let compactor = std::sync::Arc::new(Compactor::new(files, pool, Limits::default()));
+        let compactor = std::sync::Arc::new(Compactor::new(files, db, Limits::default()));
         let handler = service_fn(move |event: LambdaEvent<serde_json::Value>| {
             let compactor = compactor.clone();
             async move {
@@ -78,8 +75,8 @@ async fn main() -> anyhow::Result<()> {
         return lambda_runtime::run(handler).await.map_err(|e| anyhow::anyhow!(e));
     };
 
-    postgres::MIGRATOR.run(&pool).await?;
-    let compactor = Compactor::new(files, pool, Limits::with_chunk_bytes(args.chunk_mb.max(1) << 20));
+    postgres::MIGRATOR.run(db.pool()).await?;
+    let compactor = Compactor::new(files, db, Limits::with_chunk_bytes(args.chunk_mb.max(1) << 20));
     let reports = match args.hour {
         Some(p) => {
             if !plan::is_closed(&p, Utc::now()) {

@@ -1,7 +1,9 @@
 //! PostgreSQL: the dedup ledger and counts (one transaction per batch) and the local runner's checkpoints.
 
+use std::sync::Arc;
+
 use chrono::Utc;
-use service_kit::postgres::{MIGRATOR, lazy_pool};
+use service_kit::postgres::{Database, MIGRATOR};
 use sqlx::postgres::{PgConnectOptions, PgRow};
 use sqlx::{PgPool, Postgres, Row, Transaction};
 use uuid::Uuid;
@@ -18,22 +20,36 @@ pub const POOL_MAX_CONNECTIONS: u32 = 2;
 /// The ledger and counts store.
 #[derive(Clone)]
 pub struct PgLedger {
-    pool: PgPool,
+    db: Arc<Database>,
 }
 
 impl PgLedger {
-    /// A ledger over a pool that connects on first use.
+    /// A ledger over `db` (whose credentials are re-read when a rotated secret is refused).
+    pub fn new(db: Database) -> Self {
+        PgLedger { db: Arc::new(db) }
+    }
+
+    /// A ledger over fixed connection options, connecting on first use.
     pub fn connect(options: PgConnectOptions) -> Self {
-        PgLedger { pool: lazy_pool(options, POOL_MAX_CONNECTIONS) }
+        Self::new(Database::with_options(options, POOL_MAX_CONNECTIONS))
     }
 
     pub fn pool(&self) -> &PgPool {
-        &self.pool
+        self.db.pool()
+    }
+
+    /// A batch's first login failed: when the password was refused (the secret rotated since
+    /// this process read it), read the secret again, so that the batch's retry logs in.
+    async fn renew_if_refused(&self, e: &sqlx::Error) {
+        match self.db.renew_credentials_if_refused(e).await {
+            Ok(_) => {}
+            Err(renew) => tracing::warn!(error = %renew, "reading the database secret again failed"),
+        }
     }
 
     /// Applies the embedded migrations (idempotent).
     pub async fn migrate(&self) -> Result<(), ConsumerError> {
-        MIGRATOR.run(&self.pool).await.map_err(|e| ConsumerError::Postgres { step: "migrate", source: e.into() })
+        MIGRATOR.run(self.pool()).await.map_err(|e| ConsumerError::Postgres { step: "migrate", source: e.into() })
     }
 
     /// The local runner's checkpoint for a shard: (last processed sequence number, shard finished).
@@ -43,7 +59,7 @@ impl PgLedger {
         )
         .bind(stream)
         .bind(shard)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.pool())
         .await
         .map_err(ConsumerError::postgres("read checkpoint"))?;
         Ok(row.map(|r| (r.get(0), r.get(1))).unwrap_or((None, false)))
@@ -68,7 +84,7 @@ impl PgLedger {
         .bind(shard)
         .bind(sequence)
         .bind(closed)
-        .execute(&self.pool)
+        .execute(self.pool())
         .await
         .map_err(ConsumerError::postgres("save checkpoint"))?;
         Ok(())
@@ -77,7 +93,7 @@ impl PgLedger {
     /// Counts per event type (for tests and the verifier).
     pub async fn counts(&self) -> Result<Vec<(String, i64)>, ConsumerError> {
         let rows = sqlx::query("SELECT event_type, event_count FROM event_type_counts ORDER BY event_type")
-            .fetch_all(&self.pool)
+            .fetch_all(self.pool())
             .await
             .map_err(ConsumerError::postgres("read counts"))?;
         Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
@@ -145,7 +161,13 @@ impl Ledger for PgLedger {
         count: impl FnOnce(&[usize]) -> Counts + Send,
     ) -> Result<Vec<ClaimStatus>, ConsumerError> {
         metrics::counter!("consumer_sink_requests_total", "sink" => "postgres").increment(1);
-        let mut tx = self.pool.begin().await.map_err(ConsumerError::postgres("begin"))?;
+        let mut tx = match self.pool().begin().await {
+            Ok(tx) => tx,
+            Err(e) => {
+                self.renew_if_refused(&e).await;
+                return Err(ConsumerError::postgres("begin")(e));
+            }
+        };
         sqlx::query(
             "INSERT INTO lake_objects (id, object_key) SELECT * FROM UNNEST($1::int8[], $2::text[]) ON CONFLICT (id) DO NOTHING",
         )
@@ -203,7 +225,7 @@ impl Ledger for PgLedger {
         )
         .bind(moves.iter().map(|m| m.0).collect::<Vec<_>>())
         .bind(moves.iter().map(|m| m.1).collect::<Vec<_>>())
-        .execute(&self.pool)
+        .execute(self.pool())
         .await
         .map_err(ConsumerError::postgres("reassign lake objects"))?;
         Ok(())
@@ -214,12 +236,12 @@ impl Ledger for PgLedger {
         let cutoff = Utc::now() - chrono::Duration::hours(i64::from(window_hours));
         let done = sqlx::query("DELETE FROM seen_events WHERE claimed_at < $1")
             .bind(cutoff)
-            .execute(&self.pool)
+            .execute(self.pool())
             .await
             .map_err(ConsumerError::postgres("prune seen_events"))?;
         sqlx::query("DELETE FROM lake_objects WHERE created_at < $1")
             .bind(cutoff - chrono::Duration::hours(i64::from(window_hours)))
-            .execute(&self.pool)
+            .execute(self.pool())
             .await
             .map_err(ConsumerError::postgres("prune lake_objects"))?;
         Ok(done.rows_affected())
