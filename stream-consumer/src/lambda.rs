@@ -35,9 +35,17 @@ pub fn to_input(records: Vec<KinesisEventRecord>) -> Vec<InputRecord> {
         .collect()
 }
 
-/// Handles one event-source-mapping invocation. The batch is all or nothing: on failure the
-/// first record is reported (ReportBatchItemFailures), so the mapping retries the whole batch —
-/// or, with bisection, parts of it — and the ledger keeps every retry exact.
+/// Handles one event-source-mapping invocation (with `ReportBatchItemFailures`).
+///
+/// On failure the response names the first record not durably processed, as the partial-batch
+/// contract asks; the mapping then retries from it (bisecting, if configured). A batch is
+/// written as a whole — its sinks run concurrently and no record counts as stored until all of
+/// them succeeded — so that record is the batch's first. Reporting a record whose writes did in
+/// part land is safe: the ledger made its owner this record, so the retry finds the claim as
+/// `Own`, counts nothing again and overwrites the same lake object and items. The failure is
+/// counted (`consumer_batches_total{outcome="failed"}`, an EMF metric on Lambda), which the
+/// `consumer-batches-failed` alarm watches: the handler does not also return an error, which
+/// would make the mapping ignore the partial-batch response and retry the whole batch.
 pub async fn handle_kinesis_event<O: ObjectStore, D: ItemStore, L: Ledger>(
     pipeline: &Pipeline<O, D, L>,
     event: KinesisEvent,
