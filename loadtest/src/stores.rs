@@ -6,6 +6,7 @@ use aws_sdk_kinesis::types::ShardIteratorType;
 use bytes::Bytes;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use service_kit::dynamo::scan_all;
 use service_kit::s3::Bucket;
 use sqlx::Row;
 use uuid::Uuid;
@@ -96,28 +97,13 @@ impl Stores {
 
     pub async fn dynamo_view(&self) -> Result<StoreView, VerifyError> {
         let mut view = StoreView::new("dynamodb");
-        let mut start = None;
-        loop {
-            let out = self
-                .dynamo
-                .scan()
-                .table_name(&self.table)
-                .projection_expression("event_id, event_type")
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(err("dynamodb"))?;
-            for item in out.items() {
-                let s = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
-                if let (Some(id), Some(t)) = (s("event_id").and_then(|i| Uuid::parse_str(&i).ok()), s("event_type")) {
-                    view.add(id, &t);
-                }
-            }
-            match out.last_evaluated_key {
-                Some(k) if !k.is_empty() => start = Some(k),
-                _ => return Ok(view),
+        for item in scan_all(&self.dynamo, &self.table, "event_id, event_type").await.map_err(err("dynamodb"))? {
+            let s = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
+            if let (Some(id), Some(t)) = (s("event_id").and_then(|i| Uuid::parse_str(&i).ok()), s("event_type")) {
+                view.add(id, &t);
             }
         }
+        Ok(view)
     }
 
     pub async fn pg_counts(&self) -> Result<BTreeMap<String, i64>, VerifyError> {

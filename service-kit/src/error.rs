@@ -1,4 +1,4 @@
-//! The crate's error type: which setting, secret, S3 call or exporter failed, and why.
+//! The crate's error type: which setting, secret, AWS call, migration or exporter failed, and why.
 
 use thiserror::Error;
 
@@ -12,6 +12,8 @@ pub enum KitError {
     Secret { arn: String, message: String },
     #[error("S3 {op} of {key} failed: {message}")]
     S3 { op: &'static str, key: String, message: String },
+    #[error("DynamoDB {op} on {table} failed: {message}")]
+    DynamoDb { op: &'static str, table: String, message: String },
     #[error("applying the database migrations failed: {0}")]
     Migrate(String),
     #[error("starting the metrics exporter failed: {0}")]
@@ -23,6 +25,6 @@ impl KitError {
     /// the same way every time (a setting that is missing or malformed). Every S3 error counts:
     /// whole-object puts, gets and heads cannot fail for good because of what they carry.
     pub fn is_transient(&self) -> bool {
-        matches!(self, KitError::Secret { .. } | KitError::S3 { .. })
+        matches!(self, KitError::Secret { .. } | KitError::S3 { .. } | KitError::DynamoDb { .. })
     }
 }

@@ -7,6 +7,8 @@
 //! Every custom retry loop waits through one [`retry::RetryPolicy`].
 
 pub mod aws;
+#[cfg(feature = "dynamodb")]
+pub mod dynamo;
 pub mod env;
 mod error;
 #[cfg(feature = "postgres")]

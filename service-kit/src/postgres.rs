@@ -53,17 +53,8 @@ pub struct DatabaseConfig {
 
 impl FromEnv for DatabaseConfig {
     fn from_settings<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, KitError> {
-        let source = match (env.get("DATABASE_URL"), env.get("DATABASE_SECRET_ARN")) {
-            (Some(url), _) => DatabaseSource::Url(url),
-            (None, Some(arn)) => DatabaseSource::Secret {
-                arn,
-                host: env.get("DATABASE_HOST"),
-                port: env.parse_opt("DATABASE_PORT")?,
-                name: env.get("DATABASE_NAME"),
-            },
-            (None, None) => return Err(KitError::MissingEnv { name: "DATABASE_URL or DATABASE_SECRET_ARN".into() }),
-        };
-        Ok(DatabaseConfig { source, ssl_root_cert: env.get("DATABASE_SSL_ROOT_CERT") })
+        Self::from_vars(env, "DATABASE_URL", "DATABASE_SECRET_ARN")?
+            .ok_or_else(|| KitError::MissingEnv { name: "DATABASE_URL or DATABASE_SECRET_ARN".into() })
     }
 }
 
@@ -73,7 +64,17 @@ impl DatabaseConfig {
     /// port, database name and CA bundle. `None` when neither is set: the application's
     /// credentials then apply the migrations (the local stack).
     pub fn migrator_from_settings<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Option<Self>, KitError> {
-        let source = match (env.get("DATABASE_MIGRATOR_URL"), env.get("DATABASE_MIGRATOR_SECRET_ARN")) {
+        Self::from_vars(env, "DATABASE_MIGRATOR_URL", "DATABASE_MIGRATOR_SECRET_ARN")
+    }
+
+    /// The credentials in `url_var`, or else the secret in `arn_var` with the shared
+    /// `DATABASE_HOST`/`PORT`/`NAME`; `None` when neither is set.
+    fn from_vars<F: Fn(&str) -> Option<String>>(
+        env: &Env<F>,
+        url_var: &str,
+        arn_var: &str,
+    ) -> Result<Option<Self>, KitError> {
+        let source = match (env.get(url_var), env.get(arn_var)) {
             (Some(url), _) => DatabaseSource::Url(url),
             (None, Some(arn)) => DatabaseSource::Secret {
                 arn,

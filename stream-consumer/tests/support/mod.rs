@@ -137,24 +137,7 @@ impl TestEnv {
     }
 
     pub async fn dynamo_count(&self) -> usize {
-        let mut n = 0;
-        let mut start = None;
-        loop {
-            let out = self
-                .dynamo
-                .scan()
-                .table_name(&self.table)
-                .select(aws_sdk_dynamodb::types::Select::Count)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .unwrap();
-            n += out.count() as usize;
-            match out.last_evaluated_key {
-                Some(k) if !k.is_empty() => start = Some(k),
-                _ => return n,
-            }
-        }
+        service_kit::dynamo::scan_all(&self.dynamo, &self.table, "event_id").await.unwrap().len()
     }
 
     pub async fn counts(&self) -> HashMap<String, i64> {
