@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Build the three Lambda zips with cargo-lambda, where terraform/ looks for them by default:
-#   target/lambda/producer-api/bootstrap.zip     -p producer-api
-#   target/lambda/stream-consumer/bootstrap.zip  -p stream-consumer  (+ global-bundle.pem)
+#   target/lambda/producer-api/bootstrap.zip     -p producer-api --bin producer-api
+#   target/lambda/stream-consumer/bootstrap.zip  -p stream-consumer --bin stream-consumer  (+ global-bundle.pem)
 #   target/lambda/compactor/bootstrap.zip        -p lake-tools --bin compactor  (+ global-bundle.pem)
-# (target/ of the repository, not CARGO_TARGET_DIR: the zips are written with --lambda-dir.)
+# (target/ of the repository, not CARGO_TARGET_DIR: cargo lambda --lambda-dir writes them there.)
 #
 #   make package                       # arm64 if its Rust target is installed, else x86_64
 #   make package ARCH=x86_64           # or ARCH=arm64 (fails unless its Rust target is installed)
@@ -47,10 +47,10 @@ CA_CACHE="$ROOT/.local/rds-ca"
 CA_ZIP_NAME="global-bundle.pem"
 
 # Packages that connect to PostgreSQL get the CA bundle.
-# name | cargo selection | needs the CA bundle
+# binary (= zip directory) | cargo selection | needs the CA bundle
 PACKAGES=(
-  "producer-api|-p producer-api|no"
-  "stream-consumer|-p stream-consumer|yes"
+  "producer-api|-p producer-api --bin producer-api|no"
+  "stream-consumer|-p stream-consumer --bin stream-consumer|yes"
   "compactor|-p lake-tools --bin compactor|yes"
 )
 
@@ -193,7 +193,7 @@ PY
 }
 
 main() {
-  local arch target ca="" entry name selection with_ca zip size
+  local arch target ca="" entry name selection with_ca zip size stage
   case "${1:-}" in
     "") ;;
     --print-arch)
@@ -218,13 +218,23 @@ main() {
     rm -f "$LAMBDA_DIR/${entry%%|*}/bootstrap.zip"
   done
 
+  # cargo lambda zips every workspace binary it finds built in the target directory, not only
+  # the selected one (with this build's --include): each build writes into its own staging
+  # directory, and only its own zip is moved to target/lambda/.
+  mkdir -p "$ROOT/target"
+  stage="$(mktemp -d "$ROOT/target/.lambda-build.XXXXXX")"
+  # shellcheck disable=SC2064
+  trap "rm -rf '$stage'" EXIT
   for entry in "${PACKAGES[@]}"; do
     IFS='|' read -r name selection with_ca <<<"$entry"
     local -a args
     read -r -a args <<<"$selection"
     [ "$with_ca" = yes ] && args+=(--include "$CA_ZIP_NAME:$ca")
     cargo_step "lambda build $name ($arch)" lambda build --release --target "$target" \
-      --output-format zip --lambda-dir "$LAMBDA_DIR" "${args[@]}"
+      --output-format zip --lambda-dir "$stage/$name" "${args[@]}"
+    [ -f "$stage/$name/$name/bootstrap.zip" ] || die "cargo lambda wrote no $name/bootstrap.zip"
+    mkdir -p "$LAMBDA_DIR/$name"
+    mv "$stage/$name/$name/bootstrap.zip" "$LAMBDA_DIR/$name/bootstrap.zip"
   done
 
   for entry in "${PACKAGES[@]}"; do

@@ -168,8 +168,8 @@ def test_zips_are_written_where_terraform_reads_them():
     assert 'LAMBDA_DIR="$ROOT/target/lambda"' in text
     packages = dict(re.findall(r'^  "([a-z-]+)\|([^|]+)\|(?:yes|no)"$', text, re.M))
     assert packages == {
-        "producer-api": "-p producer-api",
-        "stream-consumer": "-p stream-consumer",
+        "producer-api": "-p producer-api --bin producer-api",
+        "stream-consumer": "-p stream-consumer --bin stream-consumer",
         "compactor": "-p lake-tools --bin compactor",
     }
     for var, name in (("producer_zip", "producer-api"), ("consumer_zip", "stream-consumer"), ("compactor_zip", "compactor")):
