@@ -28,8 +28,8 @@ test-faults: ## fault injection under load: SIGKILL, paused emulators, PostgreSQ
 bench: ## criterion benchmarks + an end-to-end k6 load; writes bench/RESULTS.md
 	@bash scripts/bench.sh
 
-package: ## build the Lambda zips with cargo-lambda (arm64)
-	cargo lambda build --release --arm64 --output-format zip -p producer-api -p stream-consumer -p lake-tools
+package: ## build the Lambda zips into target/lambda/ (ARCH=arm64|x86_64, RDS_CA_BUNDLE=pem)
+	@bash scripts/package.sh
 
 fmt: ## format the code
 	cargo fmt --all

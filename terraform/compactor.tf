@@ -3,14 +3,14 @@
 # few large sorted files and marks the inputs in PostgreSQL (athena/README.md, "Compaction").
 # Also the Glue table over dead-letter/ (NDJSON), which the example queries in athena/ use.
 #
-# Artifact: `cargo lambda build --release --arm64 --output-format zip -p lake-tools` builds it
-# (`make package`); the compactor's zip is ../target/lambda/compactor/bootstrap.zip.
+# Artifact: `make package` builds it (`cargo lambda build -p lake-tools --bin compactor`, with the
+# RDS CA bundle) into ../target/lambda/compactor/bootstrap.zip, var.compactor_zip's default.
 
 # Tuning lives in locals, not variables, until someone needs to change it per deployment (a
 # variable also needs a row in terraform/README.md).
 locals {
   compactor_function_name = "${var.name}-compactor"
-  compactor_zip           = "${path.module}/../target/lambda/compactor/bootstrap.zip"
+  compactor_zip           = startswith(var.compactor_zip, "/") ? var.compactor_zip : "${path.module}/${var.compactor_zip}"
   # A full chunk (256 MiB of input) needs about 1.1 GB (bench/RESULTS.md, "Compaction");
   # the headroom also buys CPU, which Lambda scales with memory.
   compactor_memory_mb = 3008

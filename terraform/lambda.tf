@@ -1,11 +1,10 @@
 # The two Rust Lambdas (runtime provided.al2023, handler "bootstrap"), their log groups and
 # least-privilege execution roles.
 #
-# Artifacts: `make package` runs
-#   cargo lambda build --release --arm64 --output-format zip
-# which writes ../target/lambda/<crate>/bootstrap.zip (cross-compiles to
-# aarch64-unknown-linux-gnu through zig; see README.md). With lambda_architecture = "x86_64"
-# build without --arm64 instead.
+# Artifacts: `make package` (scripts/package.sh) builds ../target/lambda/<function>/bootstrap.zip
+# with cargo-lambda for ARCH=arm64 (default when the Rust target is installed) or x86_64;
+# lambda_architecture must name the same architecture. The consumer's and the compactor's zips
+# also hold the RDS CA bundle (/var/task/global-bundle.pem, var.database_ssl_root_cert).
 
 locals {
   producer_zip = startswith(var.producer_zip, "/") ? var.producer_zip : "${path.module}/${var.producer_zip}"

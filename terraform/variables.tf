@@ -147,15 +147,21 @@ variable "lambda_architecture" {
 }
 
 variable "producer_zip" {
-  description = "Path of the producer-api Lambda zip (from `make package` / `cargo lambda build --release --arm64 --output-format zip`), relative to this directory."
+  description = "Path of the producer-api Lambda zip (built by `make package`), relative to this directory or absolute."
   type        = string
   default     = "../target/lambda/producer-api/bootstrap.zip"
 }
 
 variable "consumer_zip" {
-  description = "Path of the stream-consumer Lambda zip, relative to this directory."
+  description = "Path of the stream-consumer Lambda zip (built by `make package`, with the RDS CA bundle), relative to this directory or absolute."
   type        = string
   default     = "../target/lambda/stream-consumer/bootstrap.zip"
+}
+
+variable "compactor_zip" {
+  description = "Path of the compactor Lambda zip (built by `make package`, with the RDS CA bundle), relative to this directory or absolute."
+  type        = string
+  default     = "../target/lambda/compactor/bootstrap.zip"
 }
 
 variable "producer_memory_mb" {
@@ -257,9 +263,14 @@ variable "sink_budget_ms" {
 }
 
 variable "database_ssl_root_cert" {
-  description = "DATABASE_SSL_ROOT_CERT: path of the RDS CA bundle inside the consumer package (e.g. /var/task/rds-ca-bundle.pem) for verify-full TLS; empty = TLS without a pinned CA."
+  description = "DATABASE_SSL_ROOT_CERT of the consumer and the compactor: absolute path of the RDS CA bundle their zips ship (`make package` puts it at /var/task/global-bundle.pem); PostgreSQL TLS is verify-full against it."
   type        = string
-  default     = ""
+  default     = "/var/task/global-bundle.pem"
+
+  validation {
+    condition     = startswith(var.database_ssl_root_cert, "/")
+    error_message = "database_ssl_root_cert must be an absolute path (the CA bundle inside the Lambda package, e.g. /var/task/global-bundle.pem): without it TLS to RDS is not verified."
+  }
 }
 
 # --- Event source mapping (Kinesis -> consumer) ---------------------------------

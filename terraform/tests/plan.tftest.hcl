@@ -154,19 +154,30 @@ run "default_stack" {
     condition     = length(aws_db_proxy.postgres) == 0 && length(aws_vpc_security_group_ingress_rule.rds_from_consumer) == 1
     error_message = "no proxy by default; RDS open to the consumer only"
   }
+  assert {
+    condition = alltrue([for f in [aws_lambda_function.producer, aws_lambda_function.consumer, aws_lambda_function.compactor] :
+    tolist(f.architectures) == tolist(["arm64"])])
+    error_message = "all three functions run on arm64 by default"
+  }
+  assert {
+    condition = alltrue([for f in [aws_lambda_function.consumer, aws_lambda_function.compactor] :
+    f.environment[0].variables["DATABASE_SSL_ROOT_CERT"] == "/var/task/global-bundle.pem"])
+    error_message = "the consumer and the compactor verify PostgreSQL against the CA bundle make package ships"
+  }
 }
 
 run "alternative_stack" {
   command = apply
 
   variables {
-    api_type           = "http"
-    enable_rds_proxy   = true
-    stream_mode        = "PROVISIONED"
-    stream_shard_count = 4
-    allowed_cidr       = "203.0.113.7/32"
-    availability_zones = ["us-east-1c", "us-east-1d"]
-    alarm_email        = "ops@example.com"
+    api_type            = "http"
+    enable_rds_proxy    = true
+    stream_mode         = "PROVISIONED"
+    stream_shard_count  = 4
+    allowed_cidr        = "203.0.113.7/32"
+    availability_zones  = ["us-east-1c", "us-east-1d"]
+    alarm_email         = "ops@example.com"
+    lambda_architecture = "x86_64"
   }
 
   override_data {
@@ -210,6 +221,11 @@ run "alternative_stack" {
     condition     = length(aws_sns_topic_subscription.alarm_email) == 1
     error_message = "alarm e-mail subscription"
   }
+  assert {
+    condition = alltrue([for f in [aws_lambda_function.producer, aws_lambda_function.consumer, aws_lambda_function.compactor] :
+    tolist(f.architectures) == tolist(["x86_64"])])
+    error_message = "lambda_architecture applies to all three functions"
+  }
 }
 
 run "rejects_open_grafana_cidr" {
@@ -231,6 +247,17 @@ run "rejects_bad_api_type_and_batch_size" {
   }
 
   expect_failures = [var.api_type, var.consumer_batch_size]
+}
+
+run "rejects_unverified_database_tls_and_unknown_architecture" {
+  command = plan
+
+  variables {
+    database_ssl_root_cert = ""
+    lambda_architecture    = "ppc64le"
+  }
+
+  expect_failures = [var.database_ssl_root_cert, var.lambda_architecture]
 }
 
 run "without_optional_parts" {
