@@ -103,6 +103,7 @@ class Tally:
     text: int = 0
     metrics: set[str] = field(default_factory=set)
     invalid: list[str] = field(default_factory=list)
+    error_logs: dict[str, int] = field(default_factory=dict)  # ERROR log messages -> how many
 
     def add_line(self, line: str, source: str = "") -> None:
         kind, doc = classify(line)
@@ -111,6 +112,9 @@ class Tally:
             return
         if kind == "log":
             self.logs += 1
+            if str(doc.get("level", "")).upper() == "ERROR":
+                message = f"{source}: {str(doc.get('message', doc))[:200]}"
+                self.error_logs[message] = self.error_logs.get(message, 0) + 1
             return
         self.emf += 1
         for directive in doc["_aws"].get("CloudWatchMetrics", []) or []:
@@ -126,3 +130,5 @@ class Tally:
         self.text += other.text
         self.metrics |= other.metrics
         self.invalid += other.invalid
+        for message, n in other.error_logs.items():
+            self.error_logs[message] = self.error_logs.get(message, 0) + n

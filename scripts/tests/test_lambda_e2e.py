@@ -43,10 +43,12 @@ def test_lines_are_told_apart():
     tally = emf.Tally()
     tally.add_line(json.dumps(CASES[0]["line"]))
     tally.add_line('{"timestamp":"2026-12-06T03:00:00Z","level":"INFO","message":"batch done"}')
+    tally.add_line('{"timestamp":"2026-12-06T03:00:00Z","level":"ERROR","message":"Failed to record histogram value"}', "c")
     tally.add_line("thread 'main' panicked")
     tally.add_line("")
     tally.add_line(json.dumps(CASES[-1]["line"]), "src")
-    assert (tally.emf, tally.logs, tally.text) == (2, 1, 1)
+    assert (tally.emf, tally.logs, tally.text) == (2, 2, 1)
+    assert tally.error_logs == {"c: Failed to record histogram value": 1}
     assert tally.metrics == {"producer_requests_total", "m"}
     assert len(tally.invalid) == 1 and tally.invalid[0].startswith("src: ")
 
