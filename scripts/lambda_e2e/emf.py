@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -80,14 +81,17 @@ def references_schema(doc: dict) -> dict:
     }
 
 
-def errors(doc: dict) -> list[str]:
-    """Every way `doc` breaks the specification (empty when it is a valid EMF document)."""
+def errors(doc: dict, now_ms: int | None = None) -> list[str]:
+    """Every way `doc` breaks the specification (empty when it is a valid EMF document). With
+    `now_ms`, the Timestamp must also be within a day of it: milliseconds, not seconds."""
     found = [
         f"{'/'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}"
         for e in _spec_validator().iter_errors(doc)
     ]
     if found:
         return found
+    if now_ms is not None and abs(doc["_aws"]["Timestamp"] - now_ms) > 86_400_000:
+        return [f"_aws/Timestamp: {doc['_aws']['Timestamp']} is not within a day of now ({now_ms} ms)"]
     return [
         f"{'/'.join(map(str, e.absolute_path)) or '(root)'}: {e.message[:300]}"
         for e in _validator(references_schema(doc)).iter_errors(doc)
@@ -121,7 +125,7 @@ class Tally:
             for metric in directive.get("Metrics", []) or []:
                 if isinstance(metric, dict) and isinstance(metric.get("Name"), str):
                     self.metrics.add(metric["Name"])
-        for problem in errors(doc):
+        for problem in errors(doc, int(time.time() * 1000)):
             self.invalid.append(f"{source}: {problem}")
 
     def merge(self, other: "Tally") -> None:

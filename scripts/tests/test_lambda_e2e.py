@@ -3,6 +3,7 @@ pass and lines that must fail), telling EMF lines from logs, and the shapes of t
 
 import base64
 import json
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -39,14 +40,24 @@ def test_limits_of_the_specification():
     assert emf.errors(doc(1, 1, 101)), "more than 100 values in a metric's array"
 
 
+def test_timestamp_is_milliseconds_of_now():
+    line = json.loads(json.dumps(CASES[0]["line"]))
+    assert emf.errors(line, now_ms=line["_aws"]["Timestamp"] + 5_000) == []
+    line["_aws"]["Timestamp"] //= 1000  # seconds
+    assert emf.errors(line, now_ms=line["_aws"]["Timestamp"] * 1000)
+
+
 def test_lines_are_told_apart():
+    now = {"Timestamp": int(time.time() * 1000)}
+    good = {**CASES[0]["line"], "_aws": {**CASES[0]["line"]["_aws"], **now}}
+    bad = {**CASES[-1]["line"], "_aws": {**CASES[-1]["line"]["_aws"], **now}}
     tally = emf.Tally()
-    tally.add_line(json.dumps(CASES[0]["line"]))
+    tally.add_line(json.dumps(good))
     tally.add_line('{"timestamp":"2026-12-06T03:00:00Z","level":"INFO","message":"batch done"}')
     tally.add_line('{"timestamp":"2026-12-06T03:00:00Z","level":"ERROR","message":"Failed to record histogram value"}', "c")
     tally.add_line("thread 'main' panicked")
     tally.add_line("")
-    tally.add_line(json.dumps(CASES[-1]["line"]), "src")
+    tally.add_line(json.dumps(bad), "src")
     assert (tally.emf, tally.logs, tally.text) == (2, 2, 1)
     assert tally.error_logs == {"c: Failed to record histogram value": 1}
     assert tally.metrics == {"producer_requests_total", "m"}
