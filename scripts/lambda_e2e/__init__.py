@@ -1,11 +1,12 @@
 """`make lambda-e2e`: the Lambda bootstraps, as packaged, under cargo-lambda's runtime emulator.
 
-Run: scripts/lambda-e2e.sh [--bin-dir DIR] [--batch-size N] [--lambda-migrates] [--keep]
+Run: scripts/lambda-e2e.sh [--bin-dir DIR] [--batch-size N] [--lambda-migrates auto|yes|no] [--keep]
 (`python -m lambda_e2e` from scripts/ with the project venv). Steps:
 
  1. the three `bootstrap`s from target/lambda/<fn>/bootstrap.zip (or --bin-dir), checked to be
     executables for this machine; own stream/bucket/table on the local stack; database
-    analytics_lambda_e2e dropped and created;
+    analytics_lambda_e2e dropped and created; the schema is applied by the consumer Lambdas at
+    init (when the binary does that; else first by its `migrate` command);
  2. `cargo lambda watch --only-lambda-apis` (two instances: the main one, and a side one for the
     failure case and the init benchmark); each bootstrap is started by us with
     AWS_LAMBDA_RUNTIME_API=http://127.0.0.1:<probe>/.rt/<function>, a probe that forwards to the

@@ -439,9 +439,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="records per consumer invocation, the mapping's BatchSize (default 100)")
     parser.add_argument("--cold-starts", type=int, default=10)
     parser.add_argument("--init-starts", type=int, default=20, help="starts per binary for the init-time medians")
-    parser.add_argument("--lambda-migrates", action="store_true",
-                        default=os.environ.get("LAMBDA_E2E_LAMBDA_MIGRATES") == "1",
-                        help="the consumer applies migrations at init (skip `stream-consumer migrate`)")
+    parser.add_argument("--lambda-migrates", choices=["auto", "yes", "no"],
+                        default={"1": "yes", "0": "no"}.get(os.environ.get("LAMBDA_E2E_LAMBDA_MIGRATES", ""), "auto"),
+                        help="yes: the consumer Lambda applies the migrations at init, so the cold starts race "
+                             "on a schema-less database; no: `stream-consumer migrate` first; auto (default): yes "
+                             "when the consumer binary reads DATABASE_MIGRATOR_URL")
     parser.add_argument("--keep", action="store_true", help="keep the stream, bucket, table and database")
     args = parser.parse_args(argv)
 
@@ -454,6 +456,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         bins = bootstraps(args.bin_dir, scratch)
         say("bootstraps: " + ", ".join(f"{k}={v}" for k, v in bins.items()))
+        if args.lambda_migrates == "auto":
+            # The consumer that migrates at init takes the migrator's URL from this variable.
+            migrates = b"DATABASE_MIGRATOR_URL" in bins["stream-consumer"].read_bytes()
+            say(f"migrations: the consumer {'applies them at init' if migrates else 'does not migrate at init'} "
+                f"(auto; LAMBDA_E2E_LAMBDA_MIGRATES=0/1 to choose)")
+        else:
+            migrates = args.lambda_migrates == "yes"
+        args.lambda_migrates = migrates
         exe = cargo_lambda()
         base_env = env_sh()
         stack = Stack(base_env, shards=2)
