@@ -21,6 +21,9 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/web-analytics-pipeline
 
 case "${1:-}" in -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
 
+if [ -z "${CARGO_LAMBDA:-}" ] && [ ! -x .local/venv/bin/cargo-lambda ]; then
+  bash scripts/package.sh --install-tools # cargo-lambda's runtime emulator, pinned
+fi
 bash scripts/local-stack.sh up
 cargo_step "the verifier" build -p loadtest --bin verify --locked
 cd scripts

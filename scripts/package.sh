@@ -10,6 +10,7 @@
 #   make package RDS_CA_BUNDLE=/path/to/global-bundle.pem
 #   bash scripts/package.sh --print-arch        # only tell which architecture would be built
 #   bash scripts/package.sh --print-ca-bundle   # only fetch/check the CA bundle, print its path
+#   bash scripts/package.sh --install-tools     # only install cargo-lambda and Zig into .local/venv
 #
 # cargo-lambda and Zig (PyPI: cargo-lambda, ziglang) are installed hash-pinned into the project
 # venv from scripts/requirements/on-demand/package.txt; nothing else needs to be on the machine
@@ -202,8 +203,11 @@ main() {
     --print-ca-bundle)
       resolve_ca_bundle
       return ;;
-    -h|--help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; return ;;
-    *) die "unknown argument '$1' (usage: package.sh [--print-arch|--print-ca-bundle])" ;;
+    --install-tools)
+      install_tools
+      return ;;
+    -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; return ;;
+    *) die "unknown argument '$1' (usage: package.sh [--print-arch|--print-ca-bundle|--install-tools])" ;;
   esac
 
   arch="$(choose_arch "${ARCH:-}" "$(installed_targets)")"

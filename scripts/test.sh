@@ -26,6 +26,12 @@ source scripts/env.sh
 step "cargo test (unit + integration against the local stack)"
 cargo test --workspace --locked -- --test-threads=4
 
+# The Lambda entry points (lambda_http, lambda_runtime, EMF) of the debug builds above, under
+# cargo-lambda's runtime emulator: the same code as the zips, without the release build that
+# `make package` takes many minutes for on two cores (`make lambda-e2e` runs the zips).
+step "Lambda e2e (the three binaries under a Lambda runtime emulator)"
+bash scripts/lambda-e2e.sh --bin-dir "$CARGO_TARGET_DIR/debug" --init-starts 0
+
 step "python checks (stack, Terraform, dashboards and rules)"
 # promtool (Debian's prometheus package) checks the Prometheus config and alert rules.
 bash scripts/prometheus.sh install

@@ -427,8 +427,8 @@ def bench_init(side: Emulator, bins: dict[str, Path], stack: Stack, starts: int)
     return samples
 
 
-def ms(values: list[float]) -> float:
-    return round(statistics.median(values) * 1000, 1)
+def ms(values: list[float]) -> float | None:
+    return round(statistics.median(values) * 1000, 1) if values else None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -262,6 +262,10 @@ impl<O: ObjectStore, D: ItemStore, L: Ledger> Pipeline<O, D, L> {
     }
 }
 
+/// Most values one metric may carry in one CloudWatch Embedded Metric Format line (an EMF
+/// limit); the EMF recorder drops, with an error line each, what a flush would hold beyond it.
+pub const EMF_MAX_VALUES_PER_METRIC: usize = 100;
+
 /// Step 5, once every write succeeded: records the quarantine reasons, and the end-to-end
 /// latency of the events stored for the first time.
 fn record_metrics(batch: &Decoded<'_>, plan: &WritePlan) {
@@ -269,10 +273,23 @@ fn record_metrics(batch: &Decoded<'_>, plan: &WritePlan) {
         metrics::counter!("consumer_quarantined_total", "reason" => q.reason_code.clone()).increment(1);
     }
     let now = Utc::now();
-    for &i in &plan.new {
-        let age = (now - batch.events[i].event.received_at).num_milliseconds().max(0) as f64 / 1000.0;
-        metrics::histogram!("consumer_end_to_end_latency_seconds").record(age);
+    let ages = plan.new.iter().map(|&i| (now - batch.events[i].event.received_at).num_milliseconds().max(0));
+    for age_ms in latency_samples(ages.collect()) {
+        metrics::histogram!("consumer_end_to_end_latency_seconds").record(age_ms as f64 / 1000.0);
     }
+}
+
+/// At most [`EMF_MAX_VALUES_PER_METRIC`] of a batch's latencies, evenly spaced over their
+/// sorted order, so a batch's distribution (its median, its p99) survives in one EMF line on
+/// Lambda — where recording every event of a 10,000-record batch would drop all but the first
+/// 100 — and the same values feed the Prometheus histogram locally.
+pub fn latency_samples(mut ages_ms: Vec<i64>) -> Vec<i64> {
+    let n = ages_ms.len();
+    if n <= EMF_MAX_VALUES_PER_METRIC {
+        return ages_ms;
+    }
+    ages_ms.sort_unstable();
+    (0..EMF_MAX_VALUES_PER_METRIC).map(|k| ages_ms[k * (n - 1) / (EMF_MAX_VALUES_PER_METRIC - 1)]).collect()
 }
 
 /// Records the outcome of a batch in metrics and one log line.
@@ -320,6 +337,19 @@ mod tests {
     use uuid::Uuid;
 
     use super::*;
+
+    /// Regression (lambda-e2e): a 10,000-event batch recorded 10,000 latencies, and the EMF
+    /// recorder kept the first 100 and logged an error for each of the rest.
+    #[test]
+    fn latency_samples_keep_the_distribution_within_the_emf_limit() {
+        assert_eq!(latency_samples(vec![5, 1, 3]), [5, 1, 3]);
+        let ages: Vec<i64> = (0..10_000).rev().collect();
+        let samples = latency_samples(ages);
+        assert_eq!(samples.len(), EMF_MAX_VALUES_PER_METRIC);
+        assert_eq!((samples[0], samples[99]), (0, 9_999), "the extremes are kept");
+        assert!(samples.windows(2).all(|w| w[0] <= w[1]));
+        assert!((4_900..=5_100).contains(&samples[50]), "median {}", samples[50]);
+    }
     use crate::in_memory::{MemoryLake, MemoryPipeline};
     use crate::testing::{raw_record, record_of, sample_event, seq, settings};
 
