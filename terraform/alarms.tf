@@ -56,6 +56,26 @@ resource "aws_cloudwatch_metric_alarm" "lambda_errors" {
   ok_actions          = local.alarm_actions
 }
 
+# A batch the consumer failed: it answered with the batch's first record in batchItemFailures and
+# the mapping retries it. The handler reports failures in its response, not as an invocation
+# error (which would make the mapping ignore the partial-batch response; ARCHITECTURE.md,
+# "Start-up"), so Lambda's Errors metric stays 0 for them: this EMF metric is the signal.
+resource "aws_cloudwatch_metric_alarm" "consumer_batches_failed" {
+  alarm_name          = "${var.name}-consumer-batches-failed"
+  alarm_description   = "stream-consumer failed at least one batch in 5 minutes (EMF consumer_batches_total, outcome=failed); the mapping retries it. Its log line 'batch failed' says why."
+  namespace           = "WebAnalytics"
+  metric_name         = "consumer_batches_total"
+  dimensions          = { function = "stream-consumer", outcome = "failed" }
+  statistic           = "Sum"
+  period              = 300
+  evaluation_periods  = 1
+  threshold           = 1
+  comparison_operator = "GreaterThanOrEqualToThreshold"
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = local.alarm_actions
+  ok_actions          = local.alarm_actions
+}
+
 # Any message here is a batch the consumer gave up on (retries or record age exhausted).
 resource "aws_cloudwatch_metric_alarm" "consumer_failures_queue" {
   alarm_name          = "${var.name}-consumer-failed-batches"

@@ -379,6 +379,20 @@ def test_alarms_cover_lag_errors_failures_and_5xx(tf):
     assert "aws_kms_key.main" in expr(attr(topic, "kms_master_key_id"))
 
 
+def test_failed_batches_alarm_watches_the_metric_the_consumer_emits(tf):
+    """The consumer answers a failed batch in its response, not with an error, so Lambda's Errors
+    stays 0: the alarm must watch the EMF counter the code really emits, under its namespace."""
+    alarm = tf.resource("aws_cloudwatch_metric_alarm", "consumer_batches_failed")
+    kit = (REPO_ROOT / "service-kit/src/telemetry.rs").read_text()
+    namespace = re.search(r'pub const EMF_NAMESPACE: &str = "([^"]+)"', kit).group(1)
+    assert attr(alarm, "namespace") == namespace
+    assert attr(alarm, "metric_name") == "consumer_batches_total"
+    handler = (REPO_ROOT / "stream-consumer/src/handler.rs").read_text()
+    assert 'counter!("consumer_batches_total", "outcome" => "failed")' in handler
+    dims = expr(attr(alarm, "dimensions"))
+    assert "stream-consumer" in dims and "failed" in dims, dims
+
+
 def test_outputs(tf):
     outputs = set(re.findall(r'^output "([a-z_]+)"', tf.files["outputs.tf"], re.M))
     required = {"api_url", "grafana_url", "stream_name", "lake_bucket", "glue_table", "athena_workgroup",
