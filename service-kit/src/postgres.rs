@@ -241,6 +241,21 @@ pub async fn migrate(
     applied
 }
 
+/// Whether the database lacks a migration this binary embeds, or cannot tell (no migrations
+/// table, no right to read it, no connection). One query on the pool the process uses anyway —
+/// its connection then serves the first batch — where [`migrate`] opens a connection of its own
+/// and takes a lock: that cost every cold start ~140 ms with nothing to apply. Checksums are
+/// left to the migrator, which runs whenever a version is missing.
+pub async fn migrations_pending(pool: &PgPool) -> bool {
+    let embedded = MIGRATOR.iter().map(|m| m.version).max();
+    let applied: Result<Option<i64>, sqlx::Error> =
+        sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success").fetch_one(pool).await;
+    match applied {
+        Ok(newest) => newest < embedded,
+        Err(_) => true,
+    }
+}
+
 /// A pool that connects on first use, so a process starts (and answers `--help`, or a Lambda
 /// init) even while the database is unreachable; the first query then fails and is retried.
 pub fn lazy_pool(options: PgConnectOptions, max_connections: u32) -> PgPool {

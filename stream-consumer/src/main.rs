@@ -24,16 +24,23 @@ async fn main() -> anyhow::Result<()> {
     let secrets = (config.database.needs_secret() || config.migrator.as_ref().is_some_and(|m| m.needs_secret()))
         .then(|| aws::secrets_manager(&sdk, Retries::Sdk));
 
+    let db =
+        Database::connect(config.database.clone(), secrets.clone(), "stream-consumer", POOL_MAX_CONNECTIONS).await?;
     // The schema before anything else, on Lambda too (at init, so a cold start that cannot
-    // migrate fails its init instead of every batch), with the migrator's credentials when set.
-    let migrator = config.migrator.as_ref().unwrap_or(&config.database);
-    postgres::migrate(migrator, secrets.as_ref(), "stream-consumer-migrate").await.context("applying migrations")?;
-    if std::env::args().nth(1).as_deref() == Some("migrate") {
+    // migrate fails its init instead of every batch), with the migrator's credentials when set;
+    // when nothing is missing, one query on the application's pool says so.
+    let migrate_only = std::env::args().nth(1).as_deref() == Some("migrate");
+    if migrate_only || postgres::migrations_pending(db.pool()).await {
+        let migrator = config.migrator.as_ref().unwrap_or(&config.database);
+        postgres::migrate(migrator, secrets.as_ref(), "stream-consumer-migrate")
+            .await
+            .context("applying migrations")?;
+    }
+    if migrate_only {
         tracing::info!("migrations applied");
         return Ok(());
     }
 
-    let db = Database::connect(config.database.clone(), secrets, "stream-consumer", POOL_MAX_CONNECTIONS).await?;
     // Who retries each store's calls is decided here, once (ARCHITECTURE.md, "Who retries"):
     // S3 puts and heads have no loop of ours around them; DynamoDB's unprocessed items have.
     let pipeline = Arc::new(Pipeline::new(
