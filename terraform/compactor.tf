@@ -25,7 +25,7 @@ locals {
   # Names from the README configuration table; the compactor needs the lake and PostgreSQL only.
   compactor_environment = {
     LAKE_BUCKET            = aws_s3_bucket.lake.id
-    DATABASE_SECRET_ARN    = local.db_secret_arn
+    DATABASE_SECRET_ARN    = local.db_app_secret_arn
     DATABASE_HOST          = var.enable_rds_proxy ? aws_db_proxy.postgres[0].endpoint : aws_db_instance.postgres.address
     DATABASE_PORT          = tostring(aws_db_instance.postgres.port)
     DATABASE_NAME          = var.rds_database_name
@@ -80,7 +80,7 @@ data "aws_iam_policy_document" "compactor" {
   statement {
     sid       = "ReadDatabaseSecret"
     actions   = ["secretsmanager:GetSecretValue"]
-    resources = [local.db_secret_arn]
+    resources = [local.db_app_secret_arn]
   }
 
   statement {

@@ -20,19 +20,20 @@ locals {
   }
 
   consumer_environment = {
-    LAKE_BUCKET            = aws_s3_bucket.lake.id
-    DYNAMODB_TABLE         = aws_dynamodb_table.events.name
-    DATABASE_SECRET_ARN    = local.db_secret_arn
-    DATABASE_HOST          = var.enable_rds_proxy ? aws_db_proxy.postgres[0].endpoint : aws_db_instance.postgres.address
-    DATABASE_PORT          = tostring(aws_db_instance.postgres.port)
-    DATABASE_NAME          = var.rds_database_name
-    DATABASE_SSL_ROOT_CERT = var.database_ssl_root_cert
-    DEDUP_WINDOW_HOURS     = tostring(var.dedup_window_hours)
-    DYNAMODB_TTL_DAYS      = tostring(var.dynamodb_ttl_days)
-    DYNAMODB_CONCURRENCY   = tostring(var.dynamodb_concurrency)
-    SINK_BUDGET_MS         = tostring(var.sink_budget_ms)
-    LOG_FORMAT             = "json"
-    RUST_LOG               = var.rust_log
+    LAKE_BUCKET                  = aws_s3_bucket.lake.id
+    DYNAMODB_TABLE               = aws_dynamodb_table.events.name
+    DATABASE_SECRET_ARN          = local.db_app_secret_arn
+    DATABASE_MIGRATOR_SECRET_ARN = local.db_secret_arn
+    DATABASE_HOST                = var.enable_rds_proxy ? aws_db_proxy.postgres[0].endpoint : aws_db_instance.postgres.address
+    DATABASE_PORT                = tostring(aws_db_instance.postgres.port)
+    DATABASE_NAME                = var.rds_database_name
+    DATABASE_SSL_ROOT_CERT       = var.database_ssl_root_cert
+    DEDUP_WINDOW_HOURS           = tostring(var.dedup_window_hours)
+    DYNAMODB_TTL_DAYS            = tostring(var.dynamodb_ttl_days)
+    DYNAMODB_CONCURRENCY         = tostring(var.dynamodb_concurrency)
+    SINK_BUDGET_MS               = tostring(var.sink_budget_ms)
+    LOG_FORMAT                   = "json"
+    RUST_LOG                     = var.rust_log
   }
 }
 
@@ -164,9 +165,9 @@ data "aws_iam_policy_document" "consumer" {
   }
 
   statement {
-    sid       = "ReadDatabaseSecret"
+    sid       = "ReadDatabaseSecrets"
     actions   = ["secretsmanager:GetSecretValue"]
-    resources = [local.db_secret_arn]
+    resources = [local.db_app_secret_arn, local.db_secret_arn]
   }
 
   statement {

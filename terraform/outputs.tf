@@ -54,8 +54,13 @@ output "rds_instance_endpoint" {
 }
 
 output "db_secret_arn" {
-  description = "RDS-managed Secrets Manager secret with the master username/password (DATABASE_SECRET_ARN)."
+  description = "RDS-managed Secrets Manager secret with the master username/password: the migrator (DATABASE_MIGRATOR_SECRET_ARN)."
   value       = local.db_secret_arn
+}
+
+output "db_app_secret_arn" {
+  description = "Secrets Manager secret of the application's login, DML only (DATABASE_SECRET_ARN of the consumer and compactor)."
+  value       = local.db_app_secret_arn
 }
 
 output "consumer_failures_queue_url" {

@@ -4,8 +4,47 @@
 
 locals {
   rds_major_version = split(".", var.rds_engine_version)[0]
-  # The RDS-managed Secrets Manager secret (username/password, rotated by RDS).
+  # The RDS-managed Secrets Manager secret (username/password, rotated by RDS): the master user,
+  # which owns the schema and is used only to apply migrations (DATABASE_MIGRATOR_SECRET_ARN).
   db_secret_arn = aws_db_instance.postgres.master_user_secret[0].secret_arn
+  # The application's login (DATABASE_SECRET_ARN): DML on the pipeline's tables only.
+  db_app_secret_arn = aws_secretsmanager_secret.db_app.arn
+}
+
+# --- The application's database login ------------------------------------------------------
+# The consumer and the compactor log in as var.rds_app_username, a member of the
+# `analytics_writer` group role (schemas/migrations/0003_roles.sql: SELECT/INSERT/UPDATE/DELETE
+# on the pipeline's tables, no DDL). Terraform cannot reach the private database, so the
+# consumer creates the role at its first init, as the master user, with the password this
+# secret holds (service_kit::postgres::grant_application_role). Secrets Manager generates the
+# password and Terraform writes it write-only: it is in neither the plan nor the state.
+ephemeral "aws_secretsmanager_random_password" "db_app" {
+  password_length     = 40
+  exclude_punctuation = true
+}
+
+resource "aws_secretsmanager_secret" "db_app" {
+  #checkov:skip=CKV2_AWS_57:No rotation function is deployed with the stack; README ("Database roles") gives the one command that attaches AWS's multi-user PostgreSQL rotation function, whose `masterarn` field this secret already carries. The binaries re-read the secret on a refused password.
+  name_prefix             = "${var.name}-db-app-"
+  description             = "${var.name}: PostgreSQL login of the consumer and compactor (DML only)"
+  kms_key_id              = aws_kms_key.main.arn
+  recovery_window_in_days = 7
+}
+
+resource "aws_secretsmanager_secret_version" "db_app" {
+  secret_id = aws_secretsmanager_secret.db_app.id
+  # The shape AWS's RDS rotation functions read and write.
+  secret_string_wo = jsonencode({
+    engine    = "postgres"
+    host      = aws_db_instance.postgres.address
+    port      = aws_db_instance.postgres.port
+    dbname    = var.rds_database_name
+    username  = var.rds_app_username
+    password  = ephemeral.aws_secretsmanager_random_password.db_app.random_password
+    masterarn = local.db_secret_arn
+  })
+  # Bump to write a new generated password (then update the role, or let a rotation do both).
+  secret_string_wo_version = 1
 }
 
 resource "aws_db_subnet_group" "postgres" {
@@ -163,7 +202,7 @@ resource "aws_iam_role" "rds_proxy" {
   count = var.enable_rds_proxy ? 1 : 0
 
   name               = "${local.rds_identifier}-proxy"
-  description        = "RDS Proxy reads the RDS-managed master secret"
+  description        = "RDS Proxy reads the master and application secrets"
   assume_role_policy = data.aws_iam_policy_document.rds_proxy_assume.json
 }
 
@@ -171,7 +210,7 @@ data "aws_iam_policy_document" "rds_proxy" {
   statement {
     sid       = "ReadDatabaseSecret"
     actions   = ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"]
-    resources = [local.db_secret_arn]
+    resources = [local.db_secret_arn, local.db_app_secret_arn]
   }
 
   statement {
@@ -221,6 +260,15 @@ resource "aws_db_proxy" "postgres" {
     client_password_auth_type = "POSTGRES_SCRAM_SHA_256"
     iam_auth                  = "DISABLED"
     secret_arn                = local.db_secret_arn
+  }
+
+  # The application's login through the proxy (the master's above serves the migrations).
+  auth {
+    auth_scheme = "SECRETS"
+    #checkov:skip=CKV_SECRET_6:False positive: the next line names the SCRAM-SHA-256 auth method (an enum), not a secret.
+    client_password_auth_type = "POSTGRES_SCRAM_SHA_256"
+    iam_auth                  = "DISABLED"
+    secret_arn                = local.db_app_secret_arn
   }
 
   depends_on = [

@@ -501,9 +501,20 @@ variable "rds_database_name" {
 }
 
 variable "rds_master_username" {
-  description = "Master user; its password is generated and kept in Secrets Manager by RDS."
+  description = "Master user; its password is generated and kept in Secrets Manager by RDS. It owns the schema and is used only to apply migrations."
   type        = string
   default     = "analytics_admin"
+}
+
+variable "rds_app_username" {
+  description = "The consumer's and compactor's login role (DML on the pipeline's tables only); the consumer creates it at its first start with the password of the db_app secret."
+  type        = string
+  default     = "analytics_app"
+
+  validation {
+    condition     = can(regex("^[a-z_][a-z0-9_]{0,62}$", var.rds_app_username)) && var.rds_app_username != var.rds_master_username
+    error_message = "rds_app_username must be a lower-case PostgreSQL identifier, different from rds_master_username."
+  }
 }
 
 variable "rds_multi_az" {

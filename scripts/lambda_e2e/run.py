@@ -21,9 +21,9 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from pylib import CARGO_TARGET, ROOT, env_sh, local_client, run
+from pylib import CARGO_TARGET, HOST, ROOT, env_sh, local_client, run
 
-from . import emf, events, producer
+from . import emf, events, producer, secure_db
 from .functions import Emulator, Function, free_port, port_open
 
 FUNCTIONS = ("producer-api", "stream-consumer", "compactor")
@@ -182,7 +182,7 @@ class Stack:
 # Records straight onto the stream: a closed hour's events and poison
 
 
-def seed_records(count: int, hours_ago: int) -> list[bytes]:
+def seed_records(count: int, hours_ago: int, event_type: str = SEED_TYPE) -> list[bytes]:
     """Producer-shaped records ({"v":1,"event":…}) received `hours_ago` hours ago, so their lake
     partition is a closed hour the compactor takes (the lake is partitioned by received_at,
     which the producer stamps; only records written with an old stamp land in a closed hour)."""
@@ -192,7 +192,7 @@ def seed_records(count: int, hours_ago: int) -> list[bytes]:
         received = at + timedelta(milliseconds=i)
         stamp = lambda d: d.strftime("%Y-%m-%dT%H:%M:%S.") + f"{d.microsecond // 1000:03d}Z"  # noqa: E731
         out.append(json.dumps({"v": 1, "event": {
-            "event_id": str(uuid.uuid4()), "event_type": SEED_TYPE,
+            "event_id": str(uuid.uuid4()), "event_type": event_type,
             "occurred_at": stamp(received - timedelta(seconds=1)), "received_at": stamp(received),
             "anonymous_id": f"anon-{i}", "url": "https://shop.example/archive",
         }}, separators=(",", ":")).encode())
@@ -386,13 +386,13 @@ def run_compactor(emu: Emulator, bins: dict[str, Path], stack: Stack, fns: list[
     return [body, again]
 
 
-def run_verify(stack: Stack, ack_log: Path, expected: dict[str, int]) -> dict[str, tuple[int, int, int, int]]:
-    """The verifier over the ack log; then per type exactly: expected == lake == DynamoDB == PostgreSQL."""
+def verify_table(stack: Stack, ack_log: Path, database_url: str) -> dict[str, tuple[int, int, int, int]]:
+    """The verifier over the ack log: per type (acked, lake, DynamoDB, PostgreSQL)."""
     verify = CARGO_TARGET / "debug" / "verify"
     check(verify.is_file(), f"{verify} missing: cargo build -p loadtest --bin verify")
     out = run([str(verify), "--wait", "60", str(ack_log)], timeout=300, env={
         **os.environ, **stack.aws_env, "STREAM_NAME": stack.stream, "LAKE_BUCKET": stack.bucket,
-        "DYNAMODB_TABLE": stack.table, "DATABASE_URL": stack.database_url})
+        "DYNAMODB_TABLE": stack.table, "DATABASE_URL": database_url})
     print(out.stdout, end="")
     check(out.returncode == 0, f"verify failed:\n{out.stderr}")
     # The per-type table: "event_type acked lake dynamodb postgres", then one line per type.
@@ -404,6 +404,12 @@ def run_verify(stack: Stack, ack_log: Path, expected: dict[str, int]) -> dict[st
         m = re.match(r"^([a-z0-9_]+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s*$", line)
         if m:
             table[m[1]] = tuple(int(x) for x in m.groups()[1:])
+    return table
+
+
+def run_verify(stack: Stack, ack_log: Path, expected: dict[str, int]) -> dict[str, tuple[int, int, int, int]]:
+    """The verifier over the ack log; then per type exactly: expected == lake == DynamoDB == PostgreSQL."""
+    table = verify_table(stack, ack_log, stack.database_url)
     pg = dict(line.split("|") for line in psql("select event_type, event_count from event_type_counts", DATABASE).splitlines())
     for t in sorted(set(expected) | set(table)):
         _, lake, dynamo, postgres = table.get(t, (0, 0, 0, 0))
@@ -411,6 +417,138 @@ def run_verify(stack: Stack, ack_log: Path, expected: dict[str, int]) -> dict[st
         check(want == lake == dynamo == postgres == int(pg.get(t, 0)),
               f"{t}: expected {want}, lake {lake}, dynamodb {dynamo}, postgres {postgres} (event_type_counts {pg.get(t)})")
     return table
+
+
+SECURE_TYPE = "e2e_secure_db"
+
+
+def secure_env(stack: Stack, fn: str, cluster: secure_db.TlsCluster, arns: dict[str, str], ca: Path,
+               host: str = "localhost") -> dict[str, str]:
+    """The function's environment as Terraform sets it on AWS: secrets, not URLs, and a CA bundle."""
+    env = {k: v for k, v in stack.function_env(fn).items() if not k.startswith("DATABASE_")}
+    env.update({"DATABASE_SECRET_ARN": arns["app"], "DATABASE_HOST": host, "DATABASE_PORT": str(cluster.port),
+                "DATABASE_NAME": secure_db.DATABASE, "DATABASE_SSL_ROOT_CERT": str(ca)})
+    if fn == "stream-consumer":
+        env["DATABASE_MIGRATOR_SECRET_ARN"] = arns["migrator"]
+    return env
+
+
+def refused_init(emu: Emulator, bins: dict[str, Path], env: dict[str, str], tag: str) -> str:
+    """Starts a consumer that must fail its init; returns the error it exited with."""
+    fn = Function(emu, "stream-consumer", bins["stream-consumer"], env, tag=tag)
+    try:
+        fn.wait_ready(60)
+    except RuntimeError as e:
+        return str(e)
+    finally:
+        fn.stop()
+    raise Failed(f"{tag}: the consumer started although the database's certificate should have been refused")
+
+
+def run_secure_database(emu: Emulator, bins: dict[str, Path], base_env: dict[str, str],
+                        fns: list[Function], cleanups: list, batch_size: int) -> str:
+    """The database as on AWS (secure_db.py's docstring): TLS verify-full, two roles, rotation."""
+    cluster = secure_db.TlsCluster(OUT / "postgres-tls.log")
+    cleanups.append(cluster.stop)
+    stack = Stack(base_env, shards=1)
+    cleanups.append(stack.delete)
+    migrator_password, app_password = uuid.uuid4().hex, uuid.uuid4().hex
+    cluster.admin(f"CREATE ROLE {secure_db.MIGRATOR} LOGIN CREATEROLE PASSWORD '{migrator_password}'")
+    cluster.admin(f"CREATE DATABASE {secure_db.DATABASE} OWNER {secure_db.MIGRATOR}")
+    arns = {}
+    for who, user, password in (("migrator", secure_db.MIGRATOR, migrator_password),
+                                ("app", secure_db.APPLICATION, app_password)):
+        arns[who] = stack.secrets.create_secret(Name=f"{stack.secret}/{who}",
+                                                SecretString=secure_db._secret(user, password, cluster.port))["ARN"]
+    cleanups.append(lambda: [stack.secrets.delete_secret(SecretId=a, ForceDeleteWithoutRecovery=True)
+                             for a in arns.values()])
+    say(f"secure db: PostgreSQL on 127.0.0.1:{cluster.port}, TLS only (certificate for `localhost` from a CA "
+        f"made here), migrator {secure_db.MIGRATOR} owns {secure_db.DATABASE}; both logins in Secrets Manager")
+
+    wrong_ca = refused_init(emu, bins, secure_env(stack, "stream-consumer", cluster, arns, cluster.other_ca[0]),
+                            "stream-consumer#wrong-ca")
+    check("UnknownIssuer" in wrong_ca or "certificate" in wrong_ca.lower(), f"wrong CA: unexpected error: {wrong_ca[-400:]}")
+    wrong_host = refused_init(emu, bins, secure_env(stack, "stream-consumer", cluster, arns, cluster.ca[0], host=HOST),
+                              "stream-consumer#wrong-host")
+    check("NotValidForName" in wrong_host or "certificate" in wrong_host.lower(),
+          f"wrong host: unexpected error: {wrong_host[-400:]}")
+    check(cluster.admin("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'", secure_db.DATABASE) == "0",
+          "a consumer that refused the certificate still created tables")
+    say("secure db: a consumer given another CA, and one connecting to 127.0.0.1 (not in the certificate), "
+        "both fail their init (verify-full); nothing was created")
+
+    seeds = seed_records(6 * batch_size, hours_ago=2, event_type=SECURE_TYPE)
+    put_direct(stack, seeds)
+    batches = esm_batches(stack, stack.read_stream(), batch_size)
+    consumer = Function(emu, "stream-consumer", bins["stream-consumer"],
+                        secure_env(stack, "stream-consumer", cluster, arns, cluster.ca[0]), tag="stream-consumer#tls")
+    fns.append(consumer)
+    consumer.wait_ready(60)
+    migrations = len(list((ROOT / "schemas" / "migrations").glob("*.sql")))
+    db = secure_db.DATABASE
+    check(cluster.admin("SELECT count(*) FROM _sqlx_migrations WHERE success", db) == str(migrations),
+          "the consumer's init did not apply every migration")
+    owners = cluster.admin("SELECT string_agg(DISTINCT tableowner, ',') FROM pg_tables WHERE schemaname = 'public'", db)
+    check(owners == secure_db.MIGRATOR, f"tables owned by {owners}, expected the migrator only")
+    member = cluster.admin(f"SELECT pg_has_role('{secure_db.APPLICATION}', 'analytics_writer', 'member')", db)
+    check(member == "t", f"{secure_db.APPLICATION} is not a member of analytics_writer")
+    for sql, what in (("CREATE TABLE not_allowed (x int)", "create a table"),
+                      ("DELETE FROM _sqlx_migrations", "change the migrations table"),
+                      ("ALTER TABLE seen_events ADD COLUMN x int", "alter a table")):
+        out = cluster.login(secure_db.APPLICATION, app_password, sql)
+        check(out.returncode != 0 and ("permission denied" in out.stderr or "must be owner" in out.stderr),
+              f"the application role could {what}: {out.stdout}{out.stderr}")
+    ok = cluster.login(secure_db.APPLICATION, app_password, "SELECT count(*) FROM seen_events")
+    check(ok.returncode == 0, f"the application role cannot read its tables: {ok.stderr}")
+    say(f"secure db: consumer init applied {migrations} migrations as the migrator and created "
+        f"{secure_db.APPLICATION} (member of analytics_writer: DML only; DDL refused)")
+
+    half = len(batches) // 2
+    redelivered = sum(secure_db.deliver(emu, "stream-consumer", b, check) for _, b in batches[:half])
+    _, closed = secure_db.rotate(cluster, stack.secrets, arns["app"])
+    say(f"secure db: {half} batches in; application password rotated in PostgreSQL and the secret, "
+        f"{closed} open connection(s) closed")
+    redelivered += sum(secure_db.deliver(emu, "stream-consumer", b, check) for _, b in batches[half:])
+    check(any(secure_db.RENEWED in line for line in consumer.lines),
+          "the consumer never read the rotated secret again")
+    say(f"secure db: {len(batches) - half} more batches after the rotation; the consumer read the secret "
+        f"again; {redelivered} redelivery(ies) in all")
+
+    compactor = Function(emu, "compactor", bins["compactor"], secure_env(stack, "compactor", cluster, arns, cluster.ca[0]),
+                         tag="compactor#tls")
+    fns.append(compactor)
+    compactor.wait_ready(60)
+    secure_db.rotate(cluster, stack.secrets, arns["app"])
+    seed_hour = (datetime.now(timezone.utc) - timedelta(hours=2)).strftime("dt=%Y-%m-%d/hour=%H")
+    rows, errors = None, []
+    # A run that meets the refused password fails its invocation (the compactor's error signal);
+    # EventBridge retries an asynchronous invocation, as here.
+    for attempt in range(3):
+        status, body, _ = emu.invoke("compactor", events.scheduled_event(), timeout=600)
+        if status != 200:
+            errors.append(f"{status} {str(body)[:200]}")
+            continue
+        check(isinstance(body, dict), f"compactor: {status} {body}")
+        done = [c for c in body.get("compacted", []) if c.get("partition") == seed_hour]
+        if not body.get("failed") and done:
+            rows = done[0]["rows_out"]
+            break
+    check(rows == len(seeds), f"compactor after a rotation: {seed_hour} not compacted into {len(seeds)} rows "
+                              f"(failed runs: {errors})")
+    check(any(secure_db.RENEWED in line for line in compactor.lines), "the compactor never read the rotated secret again")
+    say(f"secure db: compactor started before another rotation: read the secret again, compacted "
+        f"{seed_hour} into {rows} rows in {attempt + 1} run(s) ({len(errors)} failed on the refused password)")
+
+    ack_log = OUT / "acks-secure.ndjson"
+    ack_log.write_text("".join(json.dumps({"ack": json.loads(d)["event"]["event_id"], "t": SECURE_TYPE}) + "\n"
+                               for d in seeds))
+    table = verify_table(stack, ack_log, cluster.url(secure_db.MIGRATOR, migrator_password))
+    counted = cluster.admin(f"SELECT event_count FROM event_type_counts WHERE event_type = '{SECURE_TYPE}'", db)
+    got = table.get(SECURE_TYPE, (0, 0, 0, 0))
+    check(got == (len(seeds),) * 4 and counted == str(len(seeds)),
+          f"secure db: acked/lake/dynamodb/postgres {got}, event_type_counts {counted}, expected {len(seeds)}")
+    say(f"secure db: {len(seeds)} events = lake = DynamoDB = PostgreSQL, exactly, across two rotations")
+    return f"secure db {len(seeds)} exact over verify-full with 2 rotations"
 
 
 def bench_init(side: Emulator, bins: dict[str, Path], stack: Stack, starts: int) -> dict[str, list[float]]:
@@ -452,6 +590,7 @@ def main(argv: list[str] | None = None) -> int:
     scratch = Path(tempfile.mkdtemp(prefix="lambda-e2e-"))
     fns: list[Function] = []
     emulators: list[Emulator] = []
+    cleanups: list = []
     stack = None
     try:
         bins = bootstraps(args.bin_dir, scratch)
@@ -501,6 +640,11 @@ def main(argv: list[str] | None = None) -> int:
             expected[t] = expected.get(t, 0) + 1
         expected[SEED_TYPE] = len(seeds)
         table = run_verify(stack, ack_log, expected)
+        # An emulator of its own: the consumers and compactor above still poll theirs, and the
+        # emulator hands an invocation to whichever process of that name asks first.
+        secure_emu = Emulator(exe, OUT / "emulator-secure.log")
+        emulators.append(secure_emu)
+        secure = run_secure_database(secure_emu, bins, base_env, fns, cleanups, args.batch_size)
 
         # EMF: every stdout line of every process of the run (kept in stdout/<process>.log).
         tally = emf.Tally()
@@ -553,7 +697,7 @@ def main(argv: list[str] | None = None) -> int:
         final = (f"OK in {time.monotonic() - started:.0f} s — producer acked {acked} (+{len(seeds)} closed-hour records), "
             f"postgres {pg_total} = dynamodb {sum(v[2] for v in table.values())} = lake "
             f"{sum(v[1] for v in table.values())}; per type {per_type}; {consumed['batches']} batches, "
-            f"{len(POISON)} poison quarantined; {tally.emf} EMF lines valid"
+            f"{len(POISON)} poison quarantined; {secure}; {tally.emf} EMF lines valid"
             + ("; init median ms " + " ".join(f"{k}={v}" for k, v in init["cold_init_median_ms"].items())
                if args.init_starts else ""))
         status = 0
@@ -569,6 +713,11 @@ def main(argv: list[str] | None = None) -> int:
             f.stop()
         for e in emulators:
             e.stop()
+        for cleanup in reversed(cleanups):
+            try:
+                cleanup()
+            except Exception as e:  # noqa: BLE001 — best effort, like Stack.delete
+                print(f"lambda-e2e cleanup: {e}", file=sys.stderr)
         if stack is not None and not args.keep:
             stack.delete()
         shutil.rmtree(scratch, ignore_errors=True)

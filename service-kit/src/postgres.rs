@@ -219,26 +219,127 @@ pub fn is_refused_password(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some(INVALID_PASSWORD))
 }
 
+/// The group role (migration 0003) holding the application's privileges: DML on the pipeline's
+/// tables. The application's login role is made a member by [`grant_application_role`].
+pub const APPLICATION_GROUP_ROLE: &str = "analytics_writer";
+
 /// Applies the embedded migrations with `config`'s credentials, on one connection opened for
-/// that and closed after. sqlx's migrator holds a PostgreSQL advisory lock while it works, so
-/// many processes starting at once (ten Lambda cold starts) apply each migration once and the
-/// others wait, then find nothing to do.
+/// that and closed after, then (when `application` logs in with a secret of its own) makes sure
+/// its login role exists and holds [`APPLICATION_GROUP_ROLE`]. sqlx's migrator holds a
+/// PostgreSQL advisory lock while it works, so many processes starting at once (ten Lambda cold
+/// starts) apply each migration once and the others wait, then find nothing to do.
 pub async fn migrate(
     config: &DatabaseConfig,
+    application: Option<&DatabaseConfig>,
     secrets: Option<&aws_sdk_secretsmanager::Client>,
     application_name: &str,
 ) -> Result<(), KitError> {
     let options = connect_options(config, secrets, application_name).await?;
-    let migration_error = |e: &dyn std::fmt::Display| KitError::Migrate(e.to_string());
     let pool = PgPoolOptions::new()
         .max_connections(1)
         .acquire_timeout(ACQUIRE_TIMEOUT)
         .connect_with(options)
         .await
-        .map_err(|e| migration_error(&e))?;
-    let applied = MIGRATOR.run(&pool).await.map_err(|e| migration_error(&e));
+        .map_err(|e| KitError::Migrate(e.to_string()))?;
+    let mut done = MIGRATOR.run(&pool).await.map_err(|e| KitError::Migrate(e.to_string()));
+    if let (Ok(()), Some(application)) = (&done, application) {
+        done = grant_application_role(&pool, config, application, secrets).await;
+    }
     pool.close().await;
-    applied
+    done
+}
+
+/// Creates the application's login role, when the migrator and the application log in with
+/// different secrets and the role does not exist yet, with the password its secret holds, and
+/// makes it a member of [`APPLICATION_GROUP_ROLE`] (again, harmlessly, when it is one). On AWS
+/// this is how the first deploy gets its application role: Terraform can write the secret but
+/// cannot reach the private database. An existing role's password is never changed here: the
+/// secret's rotation owns it. A plain URL (the local stack) names an existing role: nothing to do.
+pub async fn grant_application_role(
+    migrator_pool: &PgPool,
+    migrator: &DatabaseConfig,
+    application: &DatabaseConfig,
+    secrets: Option<&aws_sdk_secretsmanager::Client>,
+) -> Result<(), KitError> {
+    let DatabaseSource::Secret { arn, .. } = &application.source else { return Ok(()) };
+    if matches!(&migrator.source, DatabaseSource::Secret { arn: m, .. } if m == arn) {
+        return Ok(());
+    }
+    let client = secrets
+        .ok_or_else(|| KitError::Secret { arn: arn.clone(), message: "no Secrets Manager client was built".into() })?;
+    let login = read_secret(client, arn).await?;
+    let failed = |e: sqlx::Error| KitError::Migrate(format!("granting the application role: {e}"));
+    let mut tx = migrator_pool.begin().await.map_err(failed)?;
+    // Cold starts provisioning at once would race on CREATE ROLE: one at a time, per cluster.
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('analytics:application-role'))")
+        .execute(&mut *tx)
+        .await
+        .map_err(failed)?;
+    // Role names and passwords cannot be bind parameters of CREATE ROLE/GRANT: the server quotes
+    // them (format's %I and %L), so no value from the secret is spliced into SQL here. The
+    // password goes as its SCRAM verifier, never as text: RDS logs DDL statements.
+    let statements: Vec<String> = sqlx::query_scalar(
+        "SELECT format('CREATE ROLE %I LOGIN PASSWORD %L', $1::text, $2::text)
+           WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = $1)
+         UNION ALL
+         SELECT format('GRANT %I TO %I', $3::text, $1::text)",
+    )
+    .bind(&login.username)
+    .bind(scram_sha256_verifier(&login.password, &fastrand_salt()))
+    .bind(APPLICATION_GROUP_ROLE)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(failed)?;
+    let creates = statements.len() > 1;
+    for statement in statements {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(statement)).execute(&mut *tx).await.map_err(failed)?;
+    }
+    tx.commit().await.map_err(failed)?;
+    if creates {
+        tracing::info!(role = %login.username, "created the application's login role");
+    }
+    Ok(())
+}
+
+/// PBKDF2 iterations of the verifier: PostgreSQL's default (`scram_iterations`).
+const SCRAM_ITERATIONS: u32 = 4096;
+
+/// A random 16-byte salt. A salt only has to differ between verifiers, not be secret.
+fn fastrand_salt() -> [u8; 16] {
+    std::array::from_fn(|_| fastrand::u8(..))
+}
+
+/// The SCRAM-SHA-256 verifier PostgreSQL stores for `password` (RFC 5802/7677, as libpq's
+/// `PQencryptPasswordConn` makes it): `CREATE ROLE … PASSWORD '<verifier>'` lets the role log in
+/// with `password` while the statement — which the server may log — never holds the password.
+pub fn scram_sha256_verifier(password: &str, salt: &[u8]) -> String {
+    use base64::Engine as _;
+    use hmac::{KeyInit, Mac};
+    use sha2::{Digest, Sha256};
+    type HmacSha256 = hmac::Hmac<Sha256>;
+    let hmac = |key: &[u8], data: &[u8]| {
+        let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes a key of any length");
+        mac.update(data);
+        mac.finalize().into_bytes()
+    };
+    // SASLprep as the server applies it; a password it rejects is used as raw bytes, as there.
+    let prepared = stringprep::saslprep(password).map_or_else(|_| password.to_owned(), |p| p.into_owned());
+    // Hi(): PBKDF2 with HMAC-SHA-256, one block.
+    let mut u = hmac(prepared.as_bytes(), &[salt, &1u32.to_be_bytes()].concat());
+    let mut salted = u;
+    for _ in 1..SCRAM_ITERATIONS {
+        u = hmac(prepared.as_bytes(), &u);
+        salted.iter_mut().zip(u.iter()).for_each(|(s, x)| *s ^= x);
+    }
+    let stored_key = Sha256::digest(hmac(&salted, b"Client Key"));
+    let server_key = hmac(&salted, b"Server Key");
+    let b64 = base64::engine::general_purpose::STANDARD;
+    format!(
+        "SCRAM-SHA-256${SCRAM_ITERATIONS}:{}${}:{}",
+        b64.encode(salt),
+        b64.encode(stored_key),
+        b64.encode(server_key)
+    )
 }
 
 /// Whether the database lacks a migration this binary embeds, or cannot tell (no migrations
@@ -296,6 +397,21 @@ mod tests {
         let c = DatabaseConfig::from_settings(&env).unwrap();
         assert!(!format!("{c:?}").contains("s3cret"));
         assert!(!c.needs_secret());
+    }
+
+    const EXPECTED_PENCIL_VERIFIER: &str = "SCRAM-SHA-256$4096:4kYzf8hpXkqPD0fxnsLlEQ==$DQ7xnh/1eC7KguJQF8EOkC8LLWqzbplUpbGJNA7dY8I=:Sv9iLT2KImeOWx5+UrUeqivg1naUZ5xHrCjubUE5WFU=";
+
+    /// The verifier PostgreSQL 15 itself stored for `ALTER ROLE … PASSWORD 'pencil'` with this salt
+    /// (`SELECT rolpassword FROM pg_authid`): a role created with ours logs in with the password.
+    #[test]
+    fn scram_verifier_matches_postgresql() {
+        let salt =
+            base64::Engine::decode(&base64::engine::general_purpose::STANDARD, "4kYzf8hpXkqPD0fxnsLlEQ==").unwrap();
+        assert_eq!(scram_sha256_verifier("pencil", &salt), EXPECTED_PENCIL_VERIFIER);
+        assert_ne!(
+            scram_sha256_verifier("pencil", &fastrand_salt()),
+            scram_sha256_verifier("pencil", &fastrand_salt())
+        );
     }
 
     #[test]

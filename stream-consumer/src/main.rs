@@ -32,7 +32,7 @@ async fn main() -> anyhow::Result<()> {
     let migrate_only = std::env::args().nth(1).as_deref() == Some("migrate");
     if migrate_only || postgres::migrations_pending(db.pool()).await {
         let migrator = config.migrator.as_ref().unwrap_or(&config.database);
-        postgres::migrate(migrator, secrets.as_ref(), "stream-consumer-migrate")
+        postgres::migrate(migrator, Some(&config.database), secrets.as_ref(), "stream-consumer-migrate")
             .await
             .context("applying migrations")?;
     }

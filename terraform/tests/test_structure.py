@@ -19,7 +19,8 @@ PRODUCER_ENV = {
     "LINGER_MS", "LOG_FORMAT", "RUST_LOG",
 }
 CONSUMER_ENV = {
-    "LAKE_BUCKET", "DYNAMODB_TABLE", "DATABASE_URL", "DATABASE_SECRET_ARN", "DATABASE_HOST",
+    "LAKE_BUCKET", "DYNAMODB_TABLE", "DATABASE_URL", "DATABASE_SECRET_ARN", "DATABASE_MIGRATOR_SECRET_ARN",
+    "DATABASE_HOST",
     "DATABASE_PORT", "DATABASE_NAME", "DATABASE_SSL_ROOT_CERT", "DEDUP_WINDOW_HOURS",
     "DYNAMODB_TTL_DAYS", "DYNAMODB_CONCURRENCY", "SINK_BUDGET_MS", "STREAM_NAME",
     "RUNNER_BATCH_SIZE", "RUNNER_BATCH_WINDOW_MS", "RUNNER_MAX_ATTEMPTS", "METRICS_ADDR",
@@ -215,6 +216,33 @@ def test_rds_is_private_encrypted_and_tls_only(tf):
     proxy = tf.resource("aws_db_proxy", "postgres")
     assert "var.enable_rds_proxy" in expr(attr(proxy, "count"))
     assert attr(proxy, "require_tls") is True
+
+
+def test_two_database_roles_migrator_and_application(tf):
+    """The consumer migrates as the master user and works as the DML-only application role; the
+    compactor never sees the master secret; the application's password stays out of the state."""
+    consumer = lambda_environment(tf, "consumer")
+    assert consumer["DATABASE_SECRET_ARN"] == "${local.db_app_secret_arn}"
+    assert consumer["DATABASE_MIGRATOR_SECRET_ARN"] == "${local.db_secret_arn}"
+    compactor = lambda_environment(tf, "compactor")
+    assert compactor["DATABASE_SECRET_ARN"] == "${local.db_app_secret_arn}"
+    assert "DATABASE_MIGRATOR_SECRET_ARN" not in compactor
+    assert tf.locals["db_app_secret_arn"] == "${aws_secretsmanager_secret.db_app.arn}"
+    statements = {attr(st, "sid"): st for st in blocks(tf.data["aws_iam_policy_document"]["consumer"], "statement")}
+    assert sorted(expr(r) for r in attr(statements["ReadDatabaseSecrets"], "resources")) == [
+        "${local.db_app_secret_arn}", "${local.db_secret_arn}"]
+    version = tf.resource("aws_secretsmanager_secret_version", "db_app")
+    assert attr(version, "secret_string") is None, "the password must be write-only (secret_string_wo)"
+    written = expr(attr(version, "secret_string_wo"))
+    for field in ("username", "password", "masterarn", "host", "dbname"):
+        assert field in written, field
+    assert "ephemeral.aws_secretsmanager_random_password.db_app" in written
+    assert tf.default("rds_app_username") != tf.default("rds_master_username")
+    assert "aws_kms_key.main" in expr(attr(tf.resource("aws_secretsmanager_secret", "db_app"), "kms_key_id"))
+    proxy_secrets = [expr(attr(a, "secret_arn")) for a in blocks(tf.resource("aws_db_proxy", "postgres"), "auth")]
+    assert sorted(proxy_secrets) == ["${local.db_app_secret_arn}", "${local.db_secret_arn}"]
+    grants = (REPO_ROOT / "schemas" / "migrations" / "0003_roles.sql").read_text()
+    assert "analytics_writer" in grants and "REVOKE INSERT, UPDATE, DELETE ON _sqlx_migrations" in grants
 
 
 # --- API ----------------------------------------------------------------------------
@@ -495,7 +523,8 @@ def test_compactor_role_is_scoped_to_the_events_prefix(tf):
     condition = blocks(listing, "condition")[0]
     assert attr(condition, "test") == "StringLike" and attr(condition, "variable") == "s3:prefix"
     assert attr(condition, "values") == ["${local.lake_events_prefix}*"]
-    assert [expr(r) for r in attr(statements["ReadDatabaseSecret"], "resources")] == ["${local.db_secret_arn}"]
+    # The application's login only: never the master secret.
+    assert [expr(r) for r in attr(statements["ReadDatabaseSecret"], "resources")] == ["${local.db_app_secret_arn}"]
     assert [expr(r) for r in attr(statements["UseDataKey"], "resources")] == ["${aws_kms_key.main.arn}"]
     assert "aws_cloudwatch_log_group.compactor.arn" in expr(attr(statements["WriteOwnLogs"], "resources"))
     attachments = {
