@@ -159,11 +159,13 @@ impl Compactor {
             report.bytes_after = report.bytes_before;
             return Ok(report);
         }
-        let locked = store::lock_partition(self.db.pool(), p).await;
+        let mut locked = store::lock_partition(self.db.pool(), p).await;
         if let Err(ToolError::Postgres { source, .. }) = &locked {
-            // A secret rotated since start-up: the next partition (or run) logs in again.
-            if let Err(e) = self.db.renew_credentials_if_refused(source).await {
-                tracing::warn!(error = %e, "reading the database secret again failed");
+            // A secret rotated since start-up: read it again and log in anew, once.
+            match self.db.renew_credentials_if_refused(source).await {
+                Ok(true) => locked = store::lock_partition(self.db.pool(), p).await,
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "reading the database secret again failed"),
             }
         }
         let Some(mut conn) = locked? else {
