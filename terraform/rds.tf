@@ -17,8 +17,11 @@ locals {
 # on the pipeline's tables, no DDL). Terraform cannot reach the private database, so the
 # consumer creates the role at its first init, as the master user, with the password this
 # secret holds (service_kit::postgres::grant_application_role). Secrets Manager generates the
-# password and Terraform writes it write-only: it is in neither the plan nor the state.
-ephemeral "aws_secretsmanager_random_password" "db_app" {
+# password once: the first value is kept (ignore_changes), later ones belong to rotation. It is
+# in the Terraform state (marked sensitive) until the first rotation makes that copy stale; an
+# ephemeral resource with a write-only argument would keep it out, but `terraform test`'s
+# mocked provider cannot open ephemeral resources (SECURITY.md, known gaps).
+data "aws_secretsmanager_random_password" "db_app" {
   password_length     = 40
   exclude_punctuation = true
 }
@@ -34,17 +37,20 @@ resource "aws_secretsmanager_secret" "db_app" {
 resource "aws_secretsmanager_secret_version" "db_app" {
   secret_id = aws_secretsmanager_secret.db_app.id
   # The shape AWS's RDS rotation functions read and write.
-  secret_string_wo = jsonencode({
+  secret_string = jsonencode({
     engine    = "postgres"
     host      = aws_db_instance.postgres.address
     port      = aws_db_instance.postgres.port
     dbname    = var.rds_database_name
     username  = var.rds_app_username
-    password  = ephemeral.aws_secretsmanager_random_password.db_app.random_password
+    password  = data.aws_secretsmanager_random_password.db_app.random_password
     masterarn = local.db_secret_arn
   })
-  # Bump to write a new generated password (then update the role, or let a rotation do both).
-  secret_string_wo_version = 1
+
+  lifecycle {
+    # The data source draws a new password on every plan; the first one stays, rotation owns the rest.
+    ignore_changes = [secret_string]
+  }
 }
 
 resource "aws_db_subnet_group" "postgres" {

@@ -24,6 +24,10 @@ Run: scripts/lambda-e2e.sh [--bin-dir DIR] [--batch-size N] [--lambda-migrates a
     closed hour must be compacted;
  7. verify (loadtest) over the acks, then exact equality per type: acknowledged (plus the seeded
     records) == lake == DynamoDB == PostgreSQL event_type_counts;
- 8. every stdout line of every process: EMF lines validated against emf.schema.json;
- 9. init times: each bootstrap started 20 times (median), written to bench/out/lambda-e2e/init.json.
+ 8. every stdout line of every process (after step 9): EMF lines validated against emf.schema.json;
+ 9. the database as on AWS (secure_db.py): a TLS-only PostgreSQL with a CA made here, migrator
+    and application secrets in moto; a wrong CA and a wrong host name fail the consumer's init;
+    the consumer migrates and creates the application role; the password rotated mid-run and
+    before the compactor runs; counts exact;
+10. init times: each bootstrap started 20 times (median), written to bench/out/lambda-e2e/init.json.
 """

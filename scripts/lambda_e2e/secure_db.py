@@ -4,8 +4,8 @@ credentials live in Secrets Manager, and the application's password rotated mid-
   TlsCluster   a private PostgreSQL cluster (initdb into a temporary directory, a free loopback
                port) that refuses connections without TLS — like RDS with rds.force_ssl — and
                serves a certificate for `localhost` signed by a CA made here with openssl.
-  run.py's run_secure_database, the scenario: a consumer given another CA, and one given an IP address the
-               certificate does not name, both fail their init; the consumer Lambda with the
+  scenario     run.py's run_secure_database: a consumer given another CA, and one given an IP
+               address the certificate does not name, both fail their init; the consumer Lambda with the
                right CA applies the migrations as the migrator and creates the application's
                role at init; half the batches; the application password rotated in PostgreSQL and
                in moto's Secrets Manager and its open connections closed; the other half, each

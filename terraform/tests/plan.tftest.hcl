@@ -10,6 +10,10 @@ mock_provider "aws" {
   mock_data "aws_caller_identity" {
     defaults = { account_id = "123456789012" }
   }
+  mock_data "aws_secretsmanager_random_password" {
+    #checkov:skip=CKV_SECRET_6:A mocked provider's placeholder for the generated password, not a secret.
+    defaults = { random_password = "not-a-secret" }
+  }
   mock_data "aws_partition" {
     defaults = { partition = "aws" }
   }
@@ -117,6 +121,15 @@ run "default_stack" {
   assert {
     condition     = aws_lambda_function.consumer.environment[0].variables["DATABASE_HOST"] == aws_db_instance.postgres.address
     error_message = "without the proxy the consumer connects to the instance"
+  }
+  assert {
+    condition = (
+      aws_lambda_function.consumer.environment[0].variables["DATABASE_SECRET_ARN"] == aws_secretsmanager_secret.db_app.arn
+      && aws_lambda_function.consumer.environment[0].variables["DATABASE_MIGRATOR_SECRET_ARN"] == aws_db_instance.postgres.master_user_secret[0].secret_arn
+      && aws_lambda_function.compactor.environment[0].variables["DATABASE_SECRET_ARN"] == aws_secretsmanager_secret.db_app.arn
+      && !contains(keys(aws_lambda_function.compactor.environment[0].variables), "DATABASE_MIGRATOR_SECRET_ARN")
+    )
+    error_message = "the consumer and compactor work as the application role; only the consumer migrates, as the master user"
   }
   assert {
     condition     = !contains(keys(aws_lambda_function.producer.environment[0].variables), "CORS_ALLOWED_ORIGINS")

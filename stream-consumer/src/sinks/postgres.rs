@@ -38,12 +38,20 @@ impl PgLedger {
         self.db.pool()
     }
 
-    /// A batch's first login failed: when the password was refused (the secret rotated since
-    /// this process read it), read the secret again, so that the batch's retry logs in.
-    async fn renew_if_refused(&self, e: &sqlx::Error) {
-        match self.db.renew_credentials_if_refused(e).await {
-            Ok(_) => {}
-            Err(renew) => tracing::warn!(error = %renew, "reading the database secret again failed"),
+    /// A transaction on a pooled connection. When the login is refused because the secret
+    /// rotated since this process read it, reads the secret again and logs in anew, once, so
+    /// the batch goes on instead of failing and waiting for its redelivery.
+    async fn begin(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+        match self.pool().begin().await {
+            Err(e) => match self.db.renew_credentials_if_refused(&e).await {
+                Ok(true) => self.pool().begin().await,
+                Ok(false) => Err(e),
+                Err(renew) => {
+                    tracing::warn!(error = %renew, "reading the database secret again failed");
+                    Err(e)
+                }
+            },
+            ok => ok,
         }
     }
 
@@ -161,13 +169,7 @@ impl Ledger for PgLedger {
         count: impl FnOnce(&[usize]) -> Counts + Send,
     ) -> Result<Vec<ClaimStatus>, ConsumerError> {
         metrics::counter!("consumer_sink_requests_total", "sink" => "postgres").increment(1);
-        let mut tx = match self.pool().begin().await {
-            Ok(tx) => tx,
-            Err(e) => {
-                self.renew_if_refused(&e).await;
-                return Err(ConsumerError::postgres("begin")(e));
-            }
-        };
+        let mut tx = self.begin().await.map_err(ConsumerError::postgres("begin"))?;
         sqlx::query(
             "INSERT INTO lake_objects (id, object_key) SELECT * FROM UNNEST($1::int8[], $2::text[]) ON CONFLICT (id) DO NOTHING",
         )
