@@ -126,7 +126,8 @@ class Stack:
         common = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LOG_FORMAT": "json",
                   "RUST_LOG": os.environ.get("LAMBDA_E2E_RUST_LOG", "info"), **self.aws_env}
         if fn == "producer-api":
-            return {**common, "STREAM_NAME": self.stream}
+            # Terraform sets the sites file's text (SITES_JSON) on the function.
+            return {**common, "STREAM_NAME": self.stream, "SITES_JSON": (ROOT / "config" / "sites.json").read_text()}
         if fn == "stream-consumer":
             return {**common, "LAKE_BUCKET": self.bucket, "DYNAMODB_TABLE": self.table,
                     "DATABASE_URL": self.database_url, "DATABASE_MIGRATOR_URL": self.database_url}
