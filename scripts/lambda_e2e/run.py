@@ -411,7 +411,7 @@ def verify_table(stack: Stack, ack_log: Path, database_url: str) -> dict[str, tu
 def run_verify(stack: Stack, ack_log: Path, expected: dict[str, int]) -> dict[str, tuple[int, int, int, int]]:
     """The verifier over the ack log; then per type exactly: expected == lake == DynamoDB == PostgreSQL."""
     table = verify_table(stack, ack_log, stack.database_url)
-    pg = dict(line.split("|") for line in psql("select event_type, event_count from event_type_counts", DATABASE).splitlines())
+    pg = dict(line.split("|") for line in psql("select event_type, sum(event_count) from event_type_counts group by event_type", DATABASE).splitlines())
     for t in sorted(set(expected) | set(table)):
         _, lake, dynamo, postgres = table.get(t, (0, 0, 0, 0))
         want = expected.get(t, 0)
@@ -541,7 +541,7 @@ def run_secure_database(emu: Emulator, bins: dict[str, Path], base_env: dict[str
     ack_log.write_text("".join(json.dumps({"ack": json.loads(d)["event"]["event_id"], "t": SECURE_TYPE}) + "\n"
                                for d in seeds))
     table = verify_table(stack, ack_log, cluster.url(secure_db.MIGRATOR, migrator_password))
-    counted = cluster.admin(f"SELECT event_count FROM event_type_counts WHERE event_type = '{SECURE_TYPE}'", db)
+    counted = cluster.admin(f"SELECT sum(event_count) FROM event_type_counts WHERE event_type = '{SECURE_TYPE}'", db)
     got = table.get(SECURE_TYPE, (0, 0, 0, 0))
     check(got == (len(seeds),) * 4 and counted == str(len(seeds)),
           f"secure db: acked/lake/dynamodb/postgres {got}, event_type_counts {counted}, expected {len(seeds)}")
