@@ -18,7 +18,7 @@ execFileSync(process.execPath, ["node_modules/typescript/bin/tsc", "-p", "tsconf
 copyFileSync("dist/types/index.d.ts", "dist/tracker.d.ts");
 rmSync("dist/types", { recursive: true });
 
-const common = { entryPoints: ["src/index.ts"], bundle: true, minify: true, target: "es2019", legalComments: "none" };
+const common = { absWorkingDir: here, entryPoints: ["src/index.ts"], bundle: true, minify: true, target: "es2019", legalComments: "none" };
 await esbuild.build({ ...common, format: "iife", globalName: "WebAnalytics", outfile: "dist/tracker.min.js" });
 await esbuild.build({ ...common, format: "esm", outfile: "dist/tracker.mjs" });
 
