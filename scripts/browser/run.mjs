@@ -67,7 +67,10 @@ async function watch(page, sink) {
   });
 }
 
-const storedQueue = (page) => page.evaluate(() => JSON.parse(localStorage.getItem("_wa_q") || "[]").map((e) => e.event_id));
+// The event ids queued in localStorage, under whichever page's queue key.
+const storedQueue = (page) =>
+  page.evaluate(() =>
+    Object.keys(localStorage).filter((k) => k.startsWith("_wa_q")).flatMap((k) => JSON.parse(localStorage.getItem(k)).map((e) => e.event_id)));
 const trackerKeys = (page) => page.evaluate(() => Object.keys(localStorage).filter((k) => k.startsWith("_wa_")));
 const allAcked = () => created.every((e) => acked.has(e.event_id));
 const createdIn = (p) => created.filter((e) => e.phase === p).length;

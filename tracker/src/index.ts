@@ -61,6 +61,9 @@ let choice: string | undefined;
 let blocked = false;
 let lastUrl = "";
 let wired = false;
+// This page's queue key: each page load has its own, so two open tabs never overwrite each
+// other's queue; a new page adopts (and resends) what earlier pages left behind.
+let queueKey = "q";
 
 function read(key: string): string | undefined {
   if (!o!.cookieless) {
@@ -99,10 +102,24 @@ export function uuid(): string {
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
 }
 
+/** The tracker's keys in localStorage (without the prefix). */
+function storedKeys(): string[] {
+  const out: string[] = [];
+  try {
+    for (let i = 0; i < localStorage.length; i++) {
+      const k = localStorage.key(i);
+      if (k && k.startsWith(PREFIX)) out.push(k.slice(PREFIX.length));
+    }
+  } catch {
+    // No storage: nothing stored.
+  }
+  return out;
+}
+
 const off = () => !o || blocked || choice == "0" || (o.requireConsent && choice != "1");
 
 function save(): void {
-  write("q", queue.length ? JSON.stringify(queue) : undefined);
+  write(queueKey, queue.length ? JSON.stringify(queue) : undefined);
 }
 
 function session(now: number): string {
@@ -221,7 +238,7 @@ export function consent(yes: boolean): void {
   choice = yes ? "1" : "0";
   if (!yes) {
     queue = [];
-    for (const k of "qasu") write(k);
+    for (const k of storedKeys()) write(k);
   }
   write("c", choice);
   if (!yes) return;
@@ -274,10 +291,24 @@ export function init(options: Options): void {
   attempt = retryAt = 0;
   blocked = o.respectDoNotTrack && (n.doNotTrack == "1" || !!n.globalPrivacyControl);
   choice = read("c");
-  try {
-    queue = off() ? [] : JSON.parse(read("q") || "[]");
-  } catch {
-    queue = [];
+  queueKey = "q" + uuid().slice(0, 8);
+  queue = [];
+  if (!off()) {
+    // Events left by earlier pages (a reload, a crash, another tab): resending one that was in
+    // fact delivered is harmless, the pipeline keeps each event_id once.
+    for (const k of storedKeys()) {
+      if (k[0] != "q") continue;
+      try {
+        for (const e of JSON.parse(read(k) || "[]") as TrackedEvent[]) {
+          if (!queue.some((x) => x.event_id == e.event_id)) queue.push(e);
+        }
+      } catch {
+        // A damaged entry is dropped with its key.
+      }
+      write(k);
+    }
+    queue.splice(0, queue.length - o.maxQueue);
+    save();
   }
   if (!wired) wire();
   if (o.autoPageviews) page();

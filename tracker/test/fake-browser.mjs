@@ -26,6 +26,8 @@ g.localStorage = {
   getItem: (k) => (store.has(k) ? store.get(k) : null),
   setItem: (k, v) => store.set(k, String(v)),
   removeItem: (k) => store.delete(k),
+  key: (i) => [...store.keys()][i] ?? null,
+  get length() { return store.size; },
 };
 g.fetch = async (endpoint, init) => {
   requests.push({ endpoint, ...init });
