@@ -14,7 +14,12 @@ rmSync("dist", { recursive: true, force: true });
 mkdirSync("dist");
 
 // Type-check and emit the declarations in one pass (esbuild strips types without checking them).
-execFileSync(process.execPath, ["node_modules/typescript/bin/tsc", "-p", "tsconfig.json"], { stdio: "inherit" });
+try {
+  execFileSync(process.execPath, ["node_modules/typescript/bin/tsc", "-p", "tsconfig.json"], { stdio: "inherit" });
+} catch {
+  console.error("tracker: FAILED: the type check (tsc) found errors");
+  process.exit(1);
+}
 copyFileSync("dist/types/index.d.ts", "dist/tracker.d.ts");
 rmSync("dist/types", { recursive: true });
 

@@ -130,7 +130,8 @@ function session(now: number): string {
 }
 
 function schedule(): void {
-  if (timer || !o || off()) return;
+  // While a request is out, its answer reschedules (a timer now would only spin on it).
+  if (timer || !o || off() || inflight.size) return;
   const pending = queue.length - inflight.size;
   if (pending <= 0) return;
   const wait = Math.max(retryAt - Date.now(), pending >= o.batchSize ? 0 : o.flushInterval);

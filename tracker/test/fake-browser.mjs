@@ -31,7 +31,7 @@ g.localStorage = {
 };
 g.fetch = async (endpoint, init) => {
   requests.push({ endpoint, ...init });
-  const a = typeof answer === "function" ? answer(JSON.parse(init.body)) : answer;
+  const a = await (typeof answer === "function" ? answer(JSON.parse(init.body)) : answer);
   if (a instanceof Error) throw a;
   const [status, retryAfter] = Array.isArray(a) ? a : [a];
   return { status, headers: { get: (h) => (h === "retry-after" && retryAfter != null ? String(retryAfter) : null) } };
@@ -54,7 +54,7 @@ export function fakeBrowser({ url = "https://shop.example/", dnt, gpc, keepStora
     requests,
     store,
     fire,
-    /** What later fetch calls answer: a status, [status, retryAfterSeconds], an Error to throw, or a function of the body. */
+    /** What later fetch calls answer: a status, [status, retryAfterSeconds], an Error to throw, a promise of one, or a function of the body giving one. */
     set answer(a) { answer = a; },
     back(u) { href = new URL(u, href).href; fire("popstate"); },
     hide() { g.document.visibilityState = "hidden"; fire("visibilitychange"); },

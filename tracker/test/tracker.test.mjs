@@ -83,6 +83,25 @@ test("a full batch is sent at once, without waiting for the timer", async () => 
   assert.deepEqual(b.bodies()[0].events.map((e) => e.properties.i), [0, 1, 2, 3, 4]);
 });
 
+test("one request at a time: while one is out nothing else is sent; its answer sends the next full batch", async () => {
+  const b = fakeBrowser();
+  let release;
+  b.answer = () => new Promise((r) => (release = () => r(202)));
+  T.init({ endpoint, siteKey, autoPageviews: false, batchSize: 2 });
+  for (let i = 0; i < 6; i++) T.track("e", { i });
+  await tick(3000);
+  assert.equal(b.requests.length, 1);
+  release();
+  await tick(1);
+  assert.equal(b.requests.length, 2, "the next full batch at once");
+  release();
+  await tick(1);
+  release();
+  await tick(1);
+  assert.deepEqual(b.sent().map((e) => e.properties.i), [0, 1, 2, 3, 4, 5]);
+  assert.equal(stored(b).length, 0);
+});
+
 test("SPA navigation: pushState and popstate record page views, a replaceState to the same URL does not", async () => {
   const b = fakeBrowser();
   T.init({ endpoint, siteKey });
