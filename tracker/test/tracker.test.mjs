@@ -92,11 +92,14 @@ test("one request at a time: while one is out nothing else is sent; its answer s
   await tick(3000);
   assert.equal(b.requests.length, 1);
   release();
+  await settle();
   await tick(1);
   assert.equal(b.requests.length, 2, "the next full batch at once");
   release();
+  await settle();
   await tick(1);
   release();
+  await settle();
   await tick(1);
   assert.deepEqual(b.sent().map((e) => e.properties.i), [0, 1, 2, 3, 4, 5]);
   assert.equal(stored(b).length, 0);
