@@ -4,7 +4,8 @@
 # Kinesis stream, DynamoDB table, S3 bucket, PostgreSQL database analytics_browser, producer and
 # consumer on free ports) and two demo page servers: one on an allowed origin (127.0.0.1) and one
 # on an origin the site does not allow (127.0.0.2). Headless Debian chromium (scripts/browser/
-# run.mjs) clicks through the SPA, goes offline and back, reloads mid-queue and closes the tab;
+# run.mjs) clicks through the SPA, goes offline and back, reloads mid-queue, sends more than a
+# rate-limited site may (429 + Retry-After) and closes the tab;
 # then every event the page created must be in the stream, the lake, DynamoDB and PostgreSQL
 # exactly once (the load test's verifier) and nothing else: no event from before consent, none
 # from the forbidden origin (scripts/browser/check_stores.py). Exits non-zero on any failure and
@@ -91,8 +92,21 @@ endpoint="http://127.0.0.1:$producer_port/events"
 page_url="http://127.0.0.1:$page_port/"
 forbidden_url="http://127.0.0.2:$forbidden_port/"
 
-# The sites file allows any port of 127.0.0.1 and localhost; 127.0.0.2 is not in it.
-site_env=(SITES_CONFIG="$root/config/sites.json")
+# The local sites file (local-demo allows any port of 127.0.0.1 and localhost; 127.0.0.2 is not
+# in it) plus a site with a low rate limit, for the phase that meets 429 and Retry-After.
+limited_site=browser-limited
+limited_key=pk_browser_limited
+sites_json="$("$py" - "$root/config/sites.json" "$site_id" "$limited_site" "$limited_key" <<'PY'
+import json, sys
+path, base_id, site_id, key = sys.argv[1:]
+doc = json.load(open(path))
+base = next(s for s in doc["sites"] if s["id"] == base_id)
+doc["sites"].append({**base, "id": site_id, "key": key, "events_per_second": 100, "burst": 500,
+                     "per_ip_events_per_second": 100, "per_ip_burst": 500})
+print(json.dumps(doc))
+PY
+)" || die "cannot read config/sites.json"
+site_env=(SITES_JSON="$sites_json")
 background() { # name command...: start it, log to $out/name.log, remember its pid
   local name=$1; shift
   "$@" >>"$out/$name.log" 2>&1 &
@@ -115,13 +129,16 @@ say "pipeline up: producer $endpoint, page $page_url, forbidden page $forbidden_
 # --- the browser, then the stores --------------------------------------------------------------
 summary="failed in the browser"
 browser_started=$SECONDS
-PAGE_URL="$page_url" FORBIDDEN_URL="$forbidden_url" ENDPOINT="$endpoint" OUT="$out" \
+PAGE_URL="$page_url" FORBIDDEN_URL="$forbidden_url" ENDPOINT="$endpoint" OUT="$out" SITE_ID="$site_id" \
+  LIMITED_KEY="$limited_key" LIMITED_SITE_ID="$limited_site" \
   node scripts/browser/run.mjs || die "the browser run failed"
 browser_secs=$((SECONDS - browser_started))
 
 summary="failed reconciling the stores"
 say "reconciling every store against the events the page created"
 "$bin/verify" --wait 120 "$out/created.ndjson" | tee "$out/verify.txt" || die "the verifier found a loss or a double count"
-SITE_ID="$site_id" "$py" scripts/browser/check_stores.py "$out" || die "the stores hold something they should not"
+"$py" scripts/browser/check_stores.py "$out" | tee "$out/check_stores.txt"
+[ "${PIPESTATUS[0]}" -eq 0 ] || die "the stores hold something they should not"
+site_columns="$(grep -o 'site column in [0-9] of 3 stores' "$out/check_stores.txt")"
 events=$(grep -c . "$out/created.ndjson")
-summary="$events events from headless chromium stored exactly once (stream, lake, DynamoDB, PostgreSQL), none before consent, the forbidden origin refused; browser ${browser_secs} s, total $((SECONDS - started)) s"
+summary="$events events from headless chromium stored exactly once (stream, lake, DynamoDB, PostgreSQL), sites right (${site_columns}), none before consent, 429s honoured, the forbidden origin refused; browser ${browser_secs} s, total $((SECONDS - started)) s"

@@ -3,10 +3,12 @@
 // down every event the page created, for scripts/test-browser.sh to reconcile against the stores.
 //
 //   node scripts/browser/run.mjs   env: PAGE_URL (an allowed origin), FORBIDDEN_URL (an origin
-//     the site does not allow), ENDPOINT (the producer's /events), OUT (a directory), CHROMIUM
+//     the site does not allow), ENDPOINT (the producer's /events), OUT (a directory), SITE_ID
+//     (the demo key's site), LIMITED_KEY and LIMITED_SITE_ID (optional: a site with a low rate
+//     limit, for the 429 phase), CHROMIUM
 //
-// Writes OUT/created.ndjson (one {"ack": event_id, "t": event_type} per event the allowed page
-// created: the verifier's ack format), OUT/forbidden.json (the ids the forbidden page created) and
+// Writes OUT/created.ndjson (one {"ack": event_id, "t": event_type, "site": site id} per event the
+// allowed page created: the verifier's ack format), OUT/forbidden.json (the ids the forbidden page created) and
 // OUT/browser.json (what was seen). Exits 1 on the first failed check.
 import { writeFileSync } from "node:fs";
 import puppeteer from "puppeteer-core";
@@ -21,6 +23,11 @@ const FORBIDDEN_URL = env("FORBIDDEN_URL");
 const ENDPOINT = env("ENDPOINT");
 const OUT = env("OUT");
 const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
+const SITE_ID = env("SITE_ID");
+// A second site with a tight rate limit (optional): the phase that meets 429 and Retry-After.
+const LIMITED_KEY = process.env.LIMITED_KEY;
+const LIMITED_SITE_ID = process.env.LIMITED_SITE_ID;
+const LIMITED_EVENTS = 800;
 
 const say = (msg) => console.log(`browser-test: ${msg}`);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -44,20 +51,26 @@ const statuses = []; // [origin, status] of every POST /events answered
 let failedRequests = 0; // POST /events that failed in the network (offline, blocked)
 let phase = "start";
 const requestsIn = {}; // phase -> POST /events requests sent
+const timeline = []; // [ms, "request" | status, retryAfter] of the allowed page's POST /events
 
 const isEvents = (r) => r.url().startsWith(ENDPOINT) && r.method() === "POST";
 
 async function watch(page, sink) {
   await page.exposeFunction("__waCreated", (e) => sink.push({ ...e, phase }));
   page.on("request", (r) => {
-    if (isEvents(r)) requestsIn[phase] = (requestsIn[phase] || 0) + 1;
+    if (!isEvents(r)) return;
+    requestsIn[phase] = (requestsIn[phase] || 0) + 1;
+    if (sink === created) timeline.push([Date.now(), "request"]);
   });
   page.on("requestfailed", (r) => {
     if (isEvents(r)) failedRequests++;
   });
   page.on("response", async (r) => {
     if (!isEvents(r.request())) return;
-    if (sink === created) statuses.push([new URL(page.url()).origin, r.status()]);
+    if (sink === created) {
+      statuses.push([new URL(page.url()).origin, r.status()]);
+      timeline.push([Date.now(), r.status(), Number(r.headers()["retry-after"] || 0)]);
+    }
     if (r.status() !== 202) return;
     try {
       for (const id of (await r.json()).event_ids || []) acked.add(id);
@@ -146,6 +159,8 @@ async function visitor(browser) {
   await waitFor("the events queued across the reload to be acknowledged", async () => allAcked(), 90000);
   say(`reload: the ${before.length} queued events survived the reload and were sent by the new page`);
 
+  if (LIMITED_KEY) await rateLimited(page);
+
   phase = "close";
   // Long timers: what is queued now leaves only through the pagehide flush of the closing tab.
   await page.evaluate(() =>
@@ -158,6 +173,33 @@ async function visitor(browser) {
   say(`close: ${pending.length} events still queued; closing the tab`);
   await page.close({ runBeforeUnload: true });
   await sleep(1500);
+}
+
+async function rateLimited(page) {
+  phase = "rate_limit";
+  const from = timeline.length;
+  say(`rate limit: ${LIMITED_EVENTS} events at once for site ${LIMITED_SITE_ID}, whose limit is lower`);
+  await page.evaluate(
+    (siteKey, n) => {
+      const T = window.WebAnalytics;
+      T.init({ ...window.DEMO_CONFIG, siteKey, autoPageviews: false, batchSize: 100, maxQueue: 1000, onEvent: (e) => window.__waCreated(e) });
+      for (let i = 0; i < n; i++) T.track("bulk_click", { i });
+    },
+    LIMITED_KEY,
+    LIMITED_EVENTS,
+  );
+  await waitFor("the rate-limited events to be acknowledged", async () => allAcked(), 120000);
+  const seen = timeline.slice(from);
+  const limited = seen.filter(([, s]) => s === 429);
+  check(limited.length > 0, `no 429 for ${LIMITED_EVENTS} events over the site's limit (answers: ${seen.map(([, s]) => s)})`);
+  // Every 429 must be followed by a pause of at least its Retry-After (CDP timestamps: 100 ms slack).
+  for (let i = 0; i < seen.length; i++) {
+    const [t, status, retryAfter] = seen[i];
+    if (status !== 429) continue;
+    const next = seen.slice(i + 1).find(([, kind]) => kind === "request");
+    check(!next || next[0] - t >= retryAfter * 1000 - 100, `a request ${next && next[0] - t} ms after a 429 with Retry-After ${retryAfter}`);
+  }
+  say(`rate limit: ${limited.length} answers 429 (Retry-After ${[...new Set(limited.map(([, , r]) => r))].join("/")} s) honoured; all ${LIMITED_EVENTS} acknowledged`);
 }
 
 async function stranger(browser) {
@@ -205,7 +247,8 @@ try {
 } finally {
   await browser.close().catch(() => {});
 }
-writeFileSync(`${OUT}/created.ndjson`, created.map((e) => JSON.stringify({ ack: e.event_id, t: e.event_type })).join("\n") + "\n");
+const siteOf = (e) => (e.phase === "rate_limit" ? LIMITED_SITE_ID : SITE_ID);
+writeFileSync(`${OUT}/created.ndjson`, created.map((e) => JSON.stringify({ ack: e.event_id, t: e.event_type, site: siteOf(e) })).join("\n") + "\n");
 writeFileSync(`${OUT}/forbidden.json`, JSON.stringify(forbidden.map((e) => e.event_id)));
 writeFileSync(`${OUT}/browser.json`, JSON.stringify({ created, forbidden, statuses, requestsIn, failedRequests, seconds: (Date.now() - started) / 1000 }, null, 1));
 const phases = [...new Set(created.map((e) => e.phase))].map((p) => `${p} ${createdIn(p)}`).join(", ");
