@@ -59,6 +59,7 @@ site_key=pk_local_demo
 out="bench/out/browser"
 rm -rf "$out" && mkdir -p "$out"
 py="$root/.local/venv/bin/python"
+[ -x "$py" ] || bash scripts/venv.sh # the emulators may be up from another clone
 
 pids=()
 summary="stopped before the end"
