@@ -23,3 +23,7 @@ export DATABASE_SECRET_ARN="${DATABASE_SECRET_ARN:-analytics/postgres}"
 export DATABASE_HOST="${DATABASE_HOST:-127.0.0.1}"
 export DATABASE_PORT="${DATABASE_PORT:-5432}"
 export DATABASE_NAME="${DATABASE_NAME:-analytics}"
+# The sites allowed to write (config/sites.json: one site, local-demo) and the key local clients
+# (k6, the fault suite, curl examples) send as X-Site-Key.
+export SITES_CONFIG="${SITES_CONFIG:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/config/sites.json}"
+export SITE_KEY="${SITE_KEY:-pk_local_demo}"

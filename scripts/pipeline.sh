@@ -65,7 +65,7 @@ cmd_up() {
     cargo_step "building the producer and the consumer ($profile)" build "${flag[@]}" -p producer-api -p stream-consumer --bins
   fi
   start producer "$bin/producer-api" BIND_ADDR=127.0.0.1:3000 METRICS_ADDR=127.0.0.1:9101 \
-    CORS_ALLOWED_ORIGINS="${CORS_ALLOWED_ORIGINS:-http://127.0.0.1:8080}"
+    SITES_CONFIG="${SITES_CONFIG:-$root/config/sites.json}"
   start consumer "$bin/stream-consumer" METRICS_ADDR=127.0.0.1:9102
   wait_http producer http://127.0.0.1:3000/health 30
   wait_http consumer http://127.0.0.1:9102/metrics 60

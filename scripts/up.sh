@@ -10,7 +10,7 @@ bash scripts/prometheus.sh up
 cat <<MSG
 
 The pipeline is up (everything on 127.0.0.1):
-  send events     curl -X POST http://127.0.0.1:3000/events -H 'content-type: application/json' -d '{"event_type":"page_view"}'
+  send events     curl -X POST http://127.0.0.1:3000/events -H 'content-type: application/json' -H 'x-site-key: pk_local_demo' -d '{"event_type":"page_view"}'
   metrics         http://127.0.0.1:9101/metrics (producer), http://127.0.0.1:9102/metrics (consumer)
   Prometheus      http://127.0.0.1:9090   (lag: max(consumer_millis_behind_latest))
   logs            .local/run/producer.log, .local/run/consumer.log

@@ -3,7 +3,8 @@
 use bytes::Bytes;
 use chrono::Utc;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use producer_api::ingest::prepare;
+use producer_api::ingest::{prepare, prepare_for_site};
+use producer_api::sites::{Credentials, Sites};
 use schemas::ServerFacts;
 
 fn event(i: usize) -> serde_json::Value {
@@ -35,7 +36,36 @@ fn bench(c: &mut Criterion) {
     g.bench_function("batch_500", |b| {
         b.iter(|| prepare(batch.clone(), Some("application/json"), None, &facts).unwrap())
     });
+    // The same bodies through the sites path: key lookup, origin check, per-IP and per-site
+    // buckets. Limits no run reaches, so every iteration does the full work and is admitted.
+    let sites = Sites::from_json(
+        r#"{"sites": [{"id": "bench", "key": "pk_bench", "allowed_origins": ["https://shop.example.com"],
+            "events_per_second": 4000000000, "burst": 4000000000,
+            "per_ip_events_per_second": 4000000000, "per_ip_burst": 4000000000}]}"#,
+        None,
+    )
+    .unwrap();
+    let who = Credentials {
+        header_key: Some("pk_bench"),
+        body_key: None,
+        origin: Some("https://shop.example.com"),
+        client_ip: facts.client_ip,
+    };
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("single_event_with_site", |b| {
+        b.iter(|| prepare_for_site(single.clone(), Some("application/json"), None, &facts, &sites, who).unwrap())
+    });
+    g.throughput(Throughput::Elements(500));
+    g.bench_function("batch_500_with_site", |b| {
+        b.iter(|| prepare_for_site(batch.clone(), Some("application/json"), None, &facts, &sites, who).unwrap())
+    });
     g.finish();
+    let mut admit = c.benchmark_group("site_admission");
+    admit.throughput(Throughput::Elements(1));
+    // Admission alone, per request (a single event or a whole batch costs the same).
+    admit
+        .bench_function("admit", |b| b.iter(|| sites.admit(std::hint::black_box(who), 1).map(|s| s.id.len()).unwrap()));
+    admit.finish();
 }
 
 criterion_group!(benches, bench);

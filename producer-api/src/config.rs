@@ -1,10 +1,13 @@
 //! The producer's configuration, read once from the environment at start-up.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use service_kit::KitError;
 use service_kit::env::{Env, FromEnv};
+
+use crate::sites::Sites;
 
 /// Everything the producer reads from the environment. Names match the README table and the
 /// Terraform Lambda environment.
@@ -16,8 +19,12 @@ pub struct Config {
     pub bind_addr: SocketAddr,
     /// `METRICS_ADDR`: local Prometheus endpoint (default `127.0.0.1:9101`). Unused on Lambda.
     pub metrics_addr: SocketAddr,
-    /// `CORS_ALLOWED_ORIGINS`: comma-separated origins allowed to post from browsers (default none).
-    pub cors_allowed_origins: Vec<String>,
+    /// The sites allowed to write (keys, origins, limits), read at start-up from `SITES_JSON`
+    /// (the file's text; what Terraform sets on Lambda) or else the file at `SITES_CONFIG`
+    /// (path; the local stack's `config/sites.json`). One of them is required. CORS allows
+    /// exactly the sites' origins. `DEFAULT_SITE_KEY` (optional): the site of a request that
+    /// names no key, for single-site deployments; the local stack does not set it.
+    pub sites: Arc<Sites>,
     /// `PUBLISH_BUDGET_MS`: how long one request may spend retrying `PutRecords`, in milliseconds (default 2000).
     pub publish_budget: Duration,
     /// `LINGER_MS`: local server only: how long concurrent requests are coalesced, in milliseconds
@@ -35,22 +42,11 @@ pub struct Config {
 
 impl FromEnv for Config {
     fn from_settings<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, KitError> {
-        let origins = env.get("CORS_ALLOWED_ORIGINS").unwrap_or_default();
-        // tower-http panics on `*` in an origin list; a clear start-up error beats a crash on
-        // every Lambda cold start, and allowing every origin should be a decision, not a default.
-        if origins.split(',').any(|o| o.trim() == "*") {
-            return Err(env.invalid("CORS_ALLOWED_ORIGINS", "`*` is not supported; list the origins allowed to post"));
-        }
         Ok(Config {
             stream_name: env.required("STREAM_NAME")?,
             bind_addr: env.parse_or("BIND_ADDR", SocketAddr::from(([127, 0, 0, 1], 3000)))?,
             metrics_addr: env.parse_or("METRICS_ADDR", SocketAddr::from(([127, 0, 0, 1], 9101)))?,
-            cors_allowed_origins: origins
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-                .collect(),
+            sites: Arc::new(load_sites(env)?),
             publish_budget: env.millis_or("PUBLISH_BUDGET_MS", 2000)?,
             linger: env.millis_or("LINGER_MS", 50)?,
             trusted_proxy_hops: env.parse_or("TRUSTED_PROXY_HOPS", 0)?,
@@ -59,21 +55,43 @@ impl FromEnv for Config {
     }
 }
 
+/// A bad sites file is a start-up error: better than a producer that answers 401 to everyone.
+fn load_sites<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Sites, KitError> {
+    let default_key = env.get("DEFAULT_SITE_KEY").filter(|k| !k.is_empty());
+    let (name, text) = match (env.get("SITES_JSON").filter(|t| !t.trim().is_empty()), env.get("SITES_CONFIG")) {
+        (Some(text), _) => ("SITES_JSON", text),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| env.invalid("SITES_CONFIG", format!("cannot read {path}: {e}")))?;
+            ("SITES_CONFIG", text)
+        }
+        (None, None) => {
+            return Err(env.invalid("SITES_CONFIG", "set SITES_CONFIG (a sites file) or SITES_JSON (its text)"));
+        }
+    };
+    Sites::from_json(&text, default_key).map_err(|e| env.invalid(name, e.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn wildcard_origin_is_a_config_error_not_a_panic() {
-        let config = |origins: &'static str| {
-            Config::from_lookup(|k| match k {
-                "STREAM_NAME" => Some("s".into()),
-                "CORS_ALLOWED_ORIGINS" => Some(origins.into()),
-                _ => None,
+    fn sites_are_required_and_checked_at_start_up() {
+        let config = |vars: &'static [(&'static str, &'static str)]| {
+            Config::from_lookup(|k| {
+                if k == "STREAM_NAME" {
+                    return Some("s".into());
+                }
+                vars.iter().find(|(n, _)| *n == k).map(|(_, v)| (*v).to_owned())
             })
         };
-        assert!(matches!(config("https://a.example, *"), Err(KitError::InvalidEnv { .. })));
-        let ok = config(" https://a.example ,https://b.example,").unwrap();
-        assert_eq!(ok.cors_allowed_origins, ["https://a.example", "https://b.example"]);
+        assert!(matches!(config(&[]), Err(KitError::InvalidEnv { .. })));
+        assert!(matches!(config(&[("SITES_CONFIG", "/nonexistent/sites.json")]), Err(KitError::InvalidEnv { .. })));
+        assert!(matches!(config(&[("SITES_JSON", "{\"sites\": 1}")]), Err(KitError::InvalidEnv { .. })));
+        const REPO_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/sites.json");
+        let ok = config(&[("SITES_CONFIG", REPO_FILE)]).unwrap();
+        assert!(ok.sites.get("pk_local_demo").is_some_and(|s| &*s.id == "local-demo"));
+        assert!(ok.sites.any_allows_origin("http://localhost:5173"));
     }
 }

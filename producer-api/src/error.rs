@@ -11,6 +11,18 @@ pub enum IngestError {
     TooLarge(String),
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// No site key, or one no site has.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The key's site does not allow the request's `Origin`.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The site's or the client's bucket is empty; `Retry-After` tells when it will not be.
+    #[error("{message}")]
+    RateLimited { message: String, retry_after_secs: u64 },
+    /// The sites configuration cannot be used (a start-up error, never an answer).
+    #[error("{0}")]
+    SiteConfig(String),
 }
 
 impl IngestError {
@@ -19,6 +31,10 @@ impl IngestError {
             IngestError::BadRequest(_) => StatusCode::BAD_REQUEST,
             IngestError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             IngestError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            IngestError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            IngestError::Forbidden(_) => StatusCode::FORBIDDEN,
+            IngestError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            IngestError::SiteConfig(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }

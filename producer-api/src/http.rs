@@ -10,8 +10,8 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chrono::Utc;
-use http::header::{CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
-use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use http::header::{CONTENT_ENCODING, CONTENT_TYPE, ORIGIN, RETRY_AFTER, USER_AGENT};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use lambda_http::request::RequestContext;
 use schemas::ServerFacts;
 use schemas::limits::MAX_REQUEST_BYTES;
@@ -22,6 +22,7 @@ use uuid::Uuid;
 
 use crate::ingest::{self, PreparedRecord, Rejected};
 use crate::publish::{Coalescer, Delivery, RecordSink, publish_with_retry};
+use crate::sites::{Credentials, SITE_KEY_HEADER, Sites};
 
 /// How records reach Kinesis: directly per request (Lambda: one request per invocation), or
 /// through the coalescer (local server: many concurrent requests share `PutRecords` calls).
@@ -43,10 +44,13 @@ pub struct AppState<S: RecordSink> {
     pub publisher: Publisher<S>,
     /// See `Config::trusted_proxy_hops`.
     pub trusted_proxy_hops: usize,
+    /// Who may write: keys, origins (they also drive CORS) and limits.
+    pub sites: Arc<Sites>,
 }
 
-/// The router: `POST /events`, `GET /health`, CORS for `allowed_origins` (preflight included).
-pub fn router<S: RecordSink>(state: AppState<S>, allowed_origins: &[String]) -> Router {
+/// The router: `POST /events`, `GET /health`, CORS for the sites' origins (preflight included).
+pub fn router<S: RecordSink>(state: AppState<S>) -> Router {
+    let sites = state.sites.clone();
     // API Gateway REST APIs hand lambda_http the path with the stage in front
     // (`/prod/events`); HTTP APIs and the local server do not. Both forms are served.
     let app = Router::new()
@@ -55,15 +59,20 @@ pub fn router<S: RecordSink>(state: AppState<S>, allowed_origins: &[String]) -> 
         .route("/health", get(health))
         .route("/{stage}/health", get(health))
         .with_state(Arc::new(state));
-    if allowed_origins.is_empty() {
+    if !sites.has_origins() {
         return app;
     }
-    let origins: Vec<HeaderValue> = allowed_origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
+    // A preflight carries no key, so CORS answers for the union of the sites' origins; the
+    // request itself is then checked against its own key's origins (403 otherwise).
     app.layer(
         CorsLayer::new()
-            .allow_origin(AllowOrigin::list(origins))
+            .allow_origin(AllowOrigin::predicate(move |origin: &HeaderValue, _| {
+                origin.to_str().is_ok_and(|o| sites.any_allows_origin(o))
+            }))
             .allow_methods([Method::POST, Method::GET, Method::OPTIONS])
-            .allow_headers([CONTENT_TYPE, CONTENT_ENCODING])
+            .allow_headers([CONTENT_TYPE, CONTENT_ENCODING, HeaderName::from_static(SITE_KEY_HEADER)])
+            // The tracker reads it to back off on 429/503.
+            .expose_headers([RETRY_AFTER])
             .max_age(std::time::Duration::from_secs(86_400)),
     )
 }
@@ -103,8 +112,21 @@ async fn post_events<S: RecordSink>(State(state): State<Arc<AppState<S>>>, reque
         Err(_) => error_response(StatusCode::BAD_REQUEST, "the request body could not be read"),
         Ok(bytes) => {
             let header = |name| parts.headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok());
-            match ingest::prepare(bytes, header(CONTENT_TYPE), header(CONTENT_ENCODING), &facts) {
-                Err(e) => error_response(e.status(), &e.to_string()),
+            let who = Credentials {
+                header_key: header(HeaderName::from_static(SITE_KEY_HEADER)),
+                body_key: None,
+                origin: header(ORIGIN),
+                client_ip: facts.client_ip,
+            };
+            match ingest::prepare_for_site(
+                bytes,
+                header(CONTENT_TYPE),
+                header(CONTENT_ENCODING),
+                &facts,
+                &state.sites,
+                who,
+            ) {
+                Err(e) => e.into_response(),
                 Ok(prepared) => publish_and_respond(&state.publisher, prepared.records, prepared.rejected).await,
             }
         }
@@ -223,6 +245,10 @@ fn error_response(status: StatusCode, message: &str) -> Response {
 
 impl IntoResponse for crate::error::IngestError {
     fn into_response(self) -> Response {
-        error_response(self.status(), &self.to_string())
+        let mut response = error_response(self.status(), &self.to_string());
+        if let crate::error::IngestError::RateLimited { retry_after_secs, .. } = self {
+            response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(retry_after_secs.max(1)));
+        }
+        response
     }
 }

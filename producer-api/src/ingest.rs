@@ -11,6 +11,7 @@ use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use crate::error::IngestError;
+use crate::sites::{Credentials, Sites};
 
 /// One event ready for Kinesis.
 #[derive(Debug, Clone)]
@@ -72,21 +73,40 @@ pub fn decode_body(body: Bytes, content_encoding: Option<&str>) -> Result<Bytes,
     }
 }
 
+/// A request body split into its events (and the batch envelope's `site_key`, if any).
+#[derive(Debug)]
+pub struct Envelope<'a> {
+    /// The envelope's `site_key`: how `navigator.sendBeacon`, which cannot set headers, sends it.
+    pub site_key: Option<String>,
+    pub events: Vec<&'a RawValue>,
+}
+
 /// Splits a body into client events, as JSON text borrowed from the body: one object, an
-/// array, or `{"events": [...]}`. Events are not parsed into trees here; each is read once, by
-/// [`prepare_events`].
-pub fn parse_events(body: &[u8]) -> Result<Vec<&RawValue>, IngestError> {
+/// array, or the envelope `{"events": [...]}` / `{"site_key": "...", "events": [...]}`. Events
+/// are not parsed into trees here; each is read once, by [`prepare_events`].
+pub fn parse_events(body: &[u8]) -> Result<Envelope<'_>, IngestError> {
     let not_json = |e: serde_json::Error| IngestError::BadRequest(format!("body is not JSON: {e}"));
     let text = std::str::from_utf8(body)
         .map_err(|e| IngestError::BadRequest(format!("body is not JSON: invalid UTF-8 at byte {}", e.valid_up_to())))?;
+    let mut site_key = None;
     let events: Vec<&RawValue> = match text.trim_start().as_bytes().first() {
         Some(b'[') => serde_json::from_str(text).map_err(not_json)?,
         Some(b'{') => {
             let fields: Vec<(BorrowedStr<'_>, &RawValue)> =
                 serde_json::from_str::<TopObject<'_>>(text).map_err(not_json)?.0;
-            match fields.as_slice() {
-                [(name, value)] if name.0 == "events" && value.get().starts_with('[') => {
-                    serde_json::from_str(value.get()).map_err(not_json)?
+            let events = fields.iter().find(|(name, v)| name.0 == "events" && v.get().starts_with('['));
+            let is_envelope = events.is_some()
+                && fields.len() <= 2
+                && fields.iter().all(|(n, _)| matches!(&*n.0, "events" | "site_key"));
+            match events {
+                Some((_, list)) if is_envelope => {
+                    if let Some((_, key)) = fields.iter().find(|(n, _)| n.0 == "site_key") {
+                        site_key =
+                            Some(serde_json::from_str::<String>(key.get()).map_err(|_| {
+                                IngestError::BadRequest("the envelope's site_key must be a string".into())
+                            })?);
+                    }
+                    serde_json::from_str(list.get()).map_err(not_json)?
                 }
                 // A single event: the whole body is its text.
                 _ => vec![serde_json::from_str(text).map_err(not_json)?],
@@ -108,7 +128,7 @@ pub fn parse_events(body: &[u8]) -> Result<Vec<&RawValue>, IngestError> {
             events.len()
         )));
     }
-    Ok(events)
+    Ok(Envelope { site_key, events })
 }
 
 /// A top-level object's fields, values left as raw JSON text.
@@ -164,8 +184,29 @@ pub fn prepare(
         return Err(IngestError::UnsupportedMediaType("Content-Type must be application/json or text/plain".into()));
     }
     let body = decode_body(body, content_encoding)?;
-    let events = parse_events(&body)?;
-    Ok(prepare_events(&events, facts))
+    let envelope = parse_events(&body)?;
+    Ok(prepare_events(&envelope.events, facts))
+}
+
+/// The request path every front end runs (local server, API Gateway v1 and v2): the body is
+/// read, then the site is admitted (key, origin, limits: see [`Sites::admit`]), and only then
+/// are events validated and encoded. A refused request stores nothing.
+pub fn prepare_for_site(
+    body: Bytes,
+    content_type: Option<&str>,
+    content_encoding: Option<&str>,
+    facts: &ServerFacts,
+    sites: &Sites,
+    who: Credentials<'_>,
+) -> Result<Prepared, IngestError> {
+    if !content_type_allowed(content_type) {
+        return Err(IngestError::UnsupportedMediaType("Content-Type must be application/json or text/plain".into()));
+    }
+    let body = decode_body(body, content_encoding)?;
+    let envelope = parse_events(&body)?;
+    let who = Credentials { body_key: envelope.site_key.as_deref(), ..who };
+    let _site = sites.admit(who, envelope.events.len())?;
+    Ok(prepare_events(&envelope.events, facts))
 }
 
 #[cfg(test)]
@@ -190,11 +231,20 @@ mod tests {
         check(r#"[{"event_type":"a"},{"event_type":"B"}]"#, Ok((1, 1)));
         check(r#"{"events":[{"event_type":"a"},{"event_type":"b"}]}"#, Ok((2, 0)));
         check(r#"{"events":[{"event_type":"a"}], "x": 1}"#, Ok((0, 1)));
+        check(r#"{"site_key":"pk_x","events":[{"event_type":"a"}]}"#, Ok((1, 0)));
+        check(r#"{"events":[{"event_type":"a"}],"site_key":7}"#, Err(400));
         check("[]", Err(400));
         check("42", Err(400));
         check("{not json", Err(400));
         let many = format!("[{}]", vec![r#"{"event_type":"a"}"#; MAX_BATCH_EVENTS + 1].join(","));
         check(&many, Err(413));
+    }
+
+    #[test]
+    fn envelope_key_is_read() {
+        let e = parse_events(br#"{"events":[{"event_type":"a"}],"site_key":"pk_local_demo"}"#).unwrap();
+        assert_eq!((e.site_key.as_deref(), e.events.len()), (Some("pk_local_demo"), 1));
+        assert_eq!(parse_events(br#"[{"event_type":"a"}]"#).unwrap().site_key, None);
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod ingest;
 pub mod kinesis;
 pub mod publish;
 pub mod server;
+pub mod sites;
 pub mod telemetry;
 
 pub use config::Config;

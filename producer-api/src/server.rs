@@ -24,18 +24,21 @@ pub fn lambda_app<S: RecordSink>(config: &Config, sink: S) -> Router {
     let state = AppState {
         publisher: Publisher::Direct { sink: Arc::new(sink), budget: config.publish_budget },
         trusted_proxy_hops: 0,
+        sites: config.sites.clone(),
     };
-    router(state, &config.cors_allowed_origins)
+    router(state)
 }
 
 /// The router for the local server or a container behind a load balancer: concurrent
 /// requests are coalesced into shared `PutRecords` calls; slow clients get 408.
 pub fn server_app<S: RecordSink>(config: &Config, sink: S) -> Router {
     let coalescer = Coalescer::spawn(Arc::new(sink), config.linger, config.publish_budget);
-    let state =
-        AppState { publisher: Publisher::<S>::Coalescing(coalescer), trusted_proxy_hops: config.trusted_proxy_hops };
-    router(state, &config.cors_allowed_origins)
-        .layer(TimeoutLayer::with_status_code(http::StatusCode::REQUEST_TIMEOUT, config.request_timeout))
+    let state = AppState {
+        publisher: Publisher::<S>::Coalescing(coalescer),
+        trusted_proxy_hops: config.trusted_proxy_hops,
+        sites: config.sites.clone(),
+    };
+    router(state).layer(TimeoutLayer::with_status_code(http::StatusCode::REQUEST_TIMEOUT, config.request_timeout))
 }
 
 /// Serves `app` on `listener` until `shutdown` completes, then drains in-flight requests, with the

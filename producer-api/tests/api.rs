@@ -34,9 +34,16 @@ impl RecordSink for MemorySink {
     }
 }
 
+/// The test site: the key the fixtures carry, the origin they come from, limits no test reaches.
+const SITES: &str = r#"{"sites": [{"id": "shop", "key": "pk_test_shop", "allowed_origins": ["https://shop.example"],
+    "events_per_second": 100000, "burst": 100000, "per_ip_events_per_second": 100000, "per_ip_burst": 100000}]}"#;
+
+/// A site whose buckets hold one full batch and refill at one event per second.
+const TIGHT: &str = r#"{"sites": [{"id": "tight", "key": "pk_test_shop", "allowed_origins": ["https://shop.example"],
+    "events_per_second": 1, "burst": 500, "per_ip_events_per_second": 1, "per_ip_burst": 500}]}"#;
+
 fn config(extra: &[(&str, &str)]) -> Config {
-    let mut vars =
-        vec![("STREAM_NAME", "s"), ("PUBLISH_BUDGET_MS", "300"), ("CORS_ALLOWED_ORIGINS", "https://shop.example")];
+    let mut vars = vec![("STREAM_NAME", "s"), ("PUBLISH_BUDGET_MS", "300"), ("SITES_JSON", SITES)];
     vars.extend_from_slice(extra);
     Config::from_lookup(|k| vars.iter().rev().find(|(n, _)| *n == k).map(|(_, v)| (*v).to_owned())).unwrap()
 }
@@ -77,7 +84,11 @@ fn from_fixture(json: &str) -> Request<Body> {
 }
 
 fn post(body: impl Into<Body>, content_type: &str) -> Request<Body> {
-    Request::post("/events").header("content-type", content_type).body(body.into()).unwrap()
+    Request::post("/events")
+        .header("content-type", content_type)
+        .header("x-site-key", "pk_test_shop")
+        .body(body.into())
+        .unwrap()
 }
 
 #[tokio::test]
@@ -192,12 +203,14 @@ async fn cors_preflight_and_health() {
         .uri("/events")
         .header("origin", "https://shop.example")
         .header("access-control-request-method", "POST")
-        .header("access-control-request-headers", "content-type")
+        .header("access-control-request-headers", "content-type,x-site-key")
         .body(Body::empty())
         .unwrap();
     let (status, headers, _) = call(&fx.app, preflight).await;
     assert!(status.is_success(), "{status}");
     assert_eq!(headers["access-control-allow-origin"], "https://shop.example");
+    let allowed = headers["access-control-allow-headers"].to_str().unwrap().to_ascii_lowercase();
+    assert!(allowed.contains("x-site-key"), "{allowed}");
     let other = Request::builder()
         .method("OPTIONS")
         .uri("/events")
@@ -234,4 +247,100 @@ async fn local_server_takes_client_ip_from_trusted_forwarded_for_hop() {
         "10.0.0.0",
         "header ignored without trusted hops"
     );
+}
+
+/// One request through each front door: an API Gateway v1 event, a v2 event, the local server.
+/// `headers` are set (or, with an empty value, removed) on top of the front's own.
+fn through(front: &str, body: &str, headers: &[(&str, &str)]) -> Request<Body> {
+    if front == "local" {
+        let mut req = Request::post("/events")
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_owned()))
+            .unwrap();
+        req.extensions_mut().insert(ConnectInfo::<SocketAddr>(([10, 0, 0, 5], 4444).into()));
+        for (name, value) in headers {
+            if !value.is_empty() {
+                req.headers_mut()
+                    .insert(http::HeaderName::from_bytes(name.as_bytes()).unwrap(), value.parse().unwrap());
+            }
+        }
+        return req;
+    }
+    let text = if front == "v1" {
+        include_str!("fixtures/apigw-v1-post-events.json")
+    } else {
+        include_str!("fixtures/apigw-v2-post-beacon.json")
+    };
+    let mut event: Value = serde_json::from_str(text).unwrap();
+    let object = event["headers"].as_object_mut().unwrap();
+    object.retain(|k, _| !k.eq_ignore_ascii_case("x-site-key") && !k.eq_ignore_ascii_case("origin"));
+    object.insert("content-type".into(), json!("application/json"));
+    object.remove("Content-Type");
+    object.remove("content-length");
+    for (name, value) in headers.iter().filter(|(_, v)| !v.is_empty()) {
+        object.insert((*name).into(), json!(value));
+    }
+    let single = event["headers"].as_object().unwrap().clone();
+    if let Some(multi) = event.get_mut("multiValueHeaders").and_then(Value::as_object_mut) {
+        multi.clear();
+        for (name, value) in single {
+            multi.insert(name, json!([value]));
+        }
+    }
+    event["body"] = json!(body);
+    event["isBase64Encoded"] = json!(false);
+    from_fixture(&event.to_string())
+}
+
+/// Invariant: keys, origins and limits are enforced identically on every request path, with a
+/// JSON error that says which, and a refused request stores nothing.
+#[tokio::test]
+async fn sites_keys_origins_and_limits_on_every_front() {
+    let one = r#"{"event_type":"a"}"#;
+    let keyed = |origin: &'static str| vec![("x-site-key", "pk_test_shop"), ("origin", origin)];
+    for front in ["v1", "v2", "local"] {
+        let sink: &'static MemorySink = Box::leak(Box::new(MemorySink::default()));
+        let app = if front == "local" {
+            server_app(&config(&[("LINGER_MS", "1")]), SinkRef(sink))
+        } else {
+            lambda_app(&config(&[]), SinkRef(sink))
+        };
+        let cases = [
+            (through(front, one, &[]), StatusCode::UNAUTHORIZED, "missing site key"),
+            (through(front, one, &[("x-site-key", "pk_nope")]), StatusCode::UNAUTHORIZED, "unknown site key"),
+            (through(front, one, &keyed("https://evil.example")), StatusCode::FORBIDDEN, "not allowed"),
+            (
+                through(front, r#"{"site_key":"pk_nope","events":[{"event_type":"a"}]}"#, &[]),
+                StatusCode::UNAUTHORIZED,
+                "unknown site key",
+            ),
+        ];
+        for (req, want, says) in cases {
+            let (status, _, body) = call(&app, req).await;
+            assert_eq!(status, want, "{front}: {body}");
+            assert!(body["error"].as_str().is_some_and(|e| e.contains(says)), "{front}: {body}");
+        }
+        assert!(sink.records.lock().unwrap().is_empty(), "{front}: refused requests store nothing");
+        let (status, _, body) = call(&app, through(front, one, &keyed("https://shop.example"))).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{front}: {body}");
+        let envelope = r#"{"site_key":"pk_test_shop","events":[{"event_type":"a"}]}"#;
+        let (status, _, body) = call(&app, through(front, envelope, &[("origin", "https://shop.example")])).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{front}: key in the body (sendBeacon): {body}");
+        assert_eq!(sink.records.lock().unwrap().len(), 2);
+
+        let tight: &'static MemorySink = Box::leak(Box::new(MemorySink::default()));
+        let limited = if front == "local" {
+            server_app(&config(&[("SITES_JSON", TIGHT), ("LINGER_MS", "1")]), SinkRef(tight))
+        } else {
+            lambda_app(&config(&[("SITES_JSON", TIGHT)]), SinkRef(tight))
+        };
+        let full = format!("[{}]", vec![one; 500].join(","));
+        let (status, _, body) = call(&limited, through(front, &full, &keyed("https://shop.example"))).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{front}: one full batch fits the burst: {body}");
+        let (status, headers, body) = call(&limited, through(front, one, &keyed("https://shop.example"))).await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{front}: {body}");
+        assert!(body["error"].as_str().is_some_and(|e| e.contains("rate limit")), "{front}: {body}");
+        assert!(headers["retry-after"].to_str().unwrap().parse::<u64>().unwrap() >= 1);
+        assert_eq!(tight.records.lock().unwrap().len(), 500, "{front}: the refused event is not stored");
+    }
 }

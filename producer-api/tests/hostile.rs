@@ -102,6 +102,10 @@ impl Harness {
             "STREAM_NAME" => Some(stream.clone()),
             "LINGER_MS" => Some("2".into()),
             "REQUEST_TIMEOUT_MS" => Some(REQUEST_TIMEOUT.as_millis().to_string()),
+            // These requests are about HTTP framing, not keys: the single-site keyless mode
+            // (keys are tested in api.rs and lambda_runtime.rs).
+            "SITES_CONFIG" => Some(concat!(env!("CARGO_MANIFEST_DIR"), "/../config/sites.json").into()),
+            "DEFAULT_SITE_KEY" => Some("pk_local_demo".into()),
             _ => None,
         })
         .unwrap();

@@ -16,15 +16,27 @@ async fn lambda_mode_answers_apigw_v1_and_v2_events_and_puts_records() {
     let client = kinesis::client().await;
     let stream = kinesis::fresh_stream(&client, 1).await;
     let api = RuntimeApi::start().await;
-    let function = api.spawn_function(env!("CARGO_BIN_EXE_producer-api"), &[("STREAM_NAME", stream.clone())]);
+    // The site the fixtures carry (key header or body envelope, origin https://shop.example).
+    let sites = r#"{"sites": [{"id": "shop", "key": "pk_test_shop", "allowed_origins": ["https://shop.example"],
+        "events_per_second": 1000, "burst": 1000, "per_ip_events_per_second": 1000, "per_ip_burst": 1000}]}"#;
+    let function = api.spawn_function(
+        env!("CARGO_BIN_EXE_producer-api"),
+        &[("STREAM_NAME", stream.clone()), ("SITES_JSON", sites.to_owned())],
+    );
 
     let v1: Value = serde_json::from_str(include_str!("fixtures/apigw-v1-post-events.json")).unwrap();
     let v2: Value = serde_json::from_str(include_str!("fixtures/apigw-v2-post-beacon.json")).unwrap();
     let gz: Value = serde_json::from_str(include_str!("fixtures/apigw-v2-post-gzip.json")).unwrap();
     let mut bad = v2.clone();
     bad["body"] = Value::String("{not json".into());
+    let mut keyless = v1.clone();
+    keyless["headers"].as_object_mut().unwrap().remove("X-Site-Key");
+    keyless["multiValueHeaders"].as_object_mut().unwrap().remove("X-Site-Key");
+    let mut foreign = gz.clone();
+    foreign["headers"]["origin"] = Value::String("https://evil.example".into());
     let mut expected = Vec::new();
-    for (event, status, accepted) in [(v1, 202, 2), (v2, 202, 1), (gz, 202, 2), (bad, 400, 0)] {
+    let cases = [(v1, 202, 2), (v2, 202, 1), (gz, 202, 2), (bad, 400, 0), (keyless, 401, 0), (foreign, 403, 0)];
+    for (event, status, accepted) in cases {
         let id = api.invoke(event);
         match api.outcome(&id, Duration::from_secs(30)).await {
             Outcome::Response(r) => {

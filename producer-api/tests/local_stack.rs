@@ -18,7 +18,7 @@ fn http_post(addr: std::net::SocketAddr, content_type: &str, body: &str) -> (u16
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     write!(
         s,
-        "POST /events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "POST /events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\nX-Site-Key: pk_local_demo\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
     .unwrap();
@@ -37,6 +37,7 @@ async fn posted_events_are_on_the_stream_complete_and_unchanged() {
     let config = Config::from_lookup(|k| match k {
         "STREAM_NAME" => Some(stream.clone()),
         "LINGER_MS" => Some("2".into()),
+        "SITES_CONFIG" => Some(concat!(env!("CARGO_MANIFEST_DIR"), "/../config/sites.json").into()),
         _ => None,
     })
     .unwrap();

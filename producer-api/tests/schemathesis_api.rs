@@ -28,8 +28,10 @@ const MAX_EXAMPLES: &str = "100";
 const RUN_LIMIT: Duration = Duration::from_secs(300);
 /// Fewer requests than this means schemathesis skipped work it should have done.
 const MIN_REQUESTS: usize = 2000;
-/// The browser origin the server is configured to allow, so the CORS layer is under test too.
-const ALLOWED_ORIGIN: &str = "https://shop.example";
+/// The site the server knows: its key is sent on every request (the `X-Site-Key` security
+/// scheme), and its origin is allowed, so the CORS layer is under test too.
+const SITES: &str = r#"{"sites": [{"id": "fuzz", "key": "pk_fuzz", "allowed_origins": ["https://shop.example"],
+    "events_per_second": 1000000, "burst": 1000000, "per_ip_events_per_second": 1000000, "per_ip_burst": 1000000}]}"#;
 
 /// Kills the producer when the test ends, whichever way it ends.
 struct Producer(Child);
@@ -162,7 +164,7 @@ async fn schemathesis_finds_no_disagreement_with_openapi_yaml() {
             .env("STREAM_NAME", &stream)
             .env("BIND_ADDR", addr.to_string())
             .env("METRICS_ADDR", format!("127.0.0.1:{}", free_port()))
-            .env("CORS_ALLOWED_ORIGINS", ALLOWED_ORIGIN)
+            .env("SITES_JSON", SITES)
             .env("LOG_FORMAT", "json")
             .env("RUST_LOG", "info")
             .env_remove("AWS_LAMBDA_RUNTIME_API")
@@ -192,6 +194,7 @@ async fn schemathesis_finds_no_disagreement_with_openapi_yaml() {
         .arg("run")
         .arg(root.join("producer-api/openapi.yaml"))
         .args(["--url", &format!("http://{addr}")])
+        .args(["--header", "X-Site-Key: pk_fuzz"])
         .args(["--checks", "all", "--max-examples", MAX_EXAMPLES, "--continue-on-failure"])
         .args(["--generation-database", "none", "--request-timeout", "10", "--no-color"])
         .args(["--report", "ndjson", "--report-dir"])

@@ -50,6 +50,8 @@ RUN_DIR = ROOT / ".local" / "run"
 VERIFY = TARGET / "debug" / "verify"
 OUT = ROOT / "bench" / "out" / "faults"
 API = f"http://{HOST}:3000"
+# The local stack's site (config/sites.json): every request the suite makes carries its key.
+SITE_KEY = os.environ.get("SITE_KEY", "pk_local_demo")
 PRODUCER_METRICS = f"http://{HOST}:9101/metrics"
 CONSUMER_METRICS = f"http://{HOST}:9102/metrics"
 
@@ -402,7 +404,10 @@ class Answer:
 
 def post_events(events: list[dict], timeout: float = 15.0) -> Answer:
     req = urllib.request.Request(
-        f"{API}/events", data=json.dumps(events).encode(), headers={"content-type": "application/json"}, method="POST"
+        f"{API}/events",
+        data=json.dumps(events).encode(),
+        headers={"content-type": "application/json", "x-site-key": SITE_KEY},
+        method="POST",
     )
     started = time.monotonic()
     try:

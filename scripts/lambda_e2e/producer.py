@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from . import events
 
 TYPES = ["page_view", "click", "search", "add_to_cart", "purchase"]
-JSON = {"Content-Type": "application/json", "User-Agent": events.USER_AGENT}
+# The local stack's site (config/sites.json); the sendBeacon case sends it in the body instead.
+SITE_KEY = "pk_local_demo"
+JSON = {"Content-Type": "application/json", "User-Agent": events.USER_AGENT, "X-Site-Key": SITE_KEY}
 
 
 def event(rng: random.Random, with_id: bool = True) -> dict:
@@ -64,7 +66,7 @@ def cases(rng: random.Random) -> list[Case]:
         Case("gzip body (base64)", {**JSON, "Content-Encoding": "gzip"},
              gzip.compress(json.dumps({"events": zipped}).encode()), 202, zipped, base64=True),
         Case("sendBeacon text/plain", {"Content-Type": "text/plain;charset=UTF-8", "User-Agent": events.USER_AGENT},
-             json.dumps({"events": beacon}).encode(), 202, beacon),
+             json.dumps({"site_key": SITE_KEY, "events": beacon}).encode(), 202, beacon),
         Case("one invalid of four", JSON, json.dumps(partial).encode(), 202, partial),
         Case("health", {"User-Agent": events.USER_AGENT}, b"", 200, method="GET", path="/health"),
         Case("400 not JSON", JSON, b"this is not json {", 400, compare_local=True),
@@ -75,7 +77,7 @@ def cases(rng: random.Random) -> list[Case]:
         Case("413 body over 1 MiB", JSON, oversized, 413, compare_local=True),
         Case("413 gzip inflating past 1 MiB", {**JSON, "Content-Encoding": "gzip"}, bomb, 413, base64=True,
              compare_local=True),
-        Case("415 content type", {"Content-Type": "application/xml", "User-Agent": events.USER_AGENT},
+        Case("415 content type", {"Content-Type": "application/xml", "User-Agent": events.USER_AGENT, "X-Site-Key": SITE_KEY},
              json.dumps(single).encode(), 415, compare_local=True),
         Case("415 content encoding", {**JSON, "Content-Encoding": "br"}, json.dumps(single).encode(), 415,
              compare_local=True),

@@ -10,6 +10,7 @@
 //
 // Environment knobs (all optional):
 //   API_URL          base URL of the API (default http://127.0.0.1:3000); POST goes to $API_URL/events
+//   SITE_KEY         the site's write key, sent as X-Site-Key (default pk_local_demo, config/sites.json)
 //   MIX_MAX_BATCH    largest batch, 1..500 (default 50; 1 = single events only)
 //   MIX_SINGLE_RATIO share of requests that carry one bare event object (default 0.5); the
 //                    others carry 2..MIX_MAX_BATCH events (uniform), as an array or {"events": [...]}
@@ -70,6 +71,8 @@ export function secs(n) {
 
 export const API_URL = envStr('API_URL', 'http://127.0.0.1:3000').replace(/\/+$/, '');
 export const EVENTS_URL = `${API_URL}/events`;
+// The site the events belong to (config/sites.json's local site by default), sent as X-Site-Key.
+const SITE_KEY = envStr('SITE_KEY', 'pk_local_demo');
 const MAX_BATCH = Math.min(500, Math.max(1, Math.floor(envNum('MIX_MAX_BATCH', 50))));
 const SINGLE_RATIO = ratio('MIX_SINGLE_RATIO', 0.5);
 const DUP_RATIO = ratio('DUP_RATIO', 0.05);
@@ -367,7 +370,7 @@ export function sendMix() {
   const kind = dup ? 'retry' : req.n === 1 ? 'single' : 'batch';
   const enc = req.gzip ? 'gzip' : req.ct.startsWith('text/plain') ? 'beacon' : 'json';
   const params = {
-    headers: { 'Content-Type': req.ct },
+    headers: { 'Content-Type': req.ct, 'X-Site-Key': SITE_KEY },
     tags: { name: 'POST /events', kind, enc },
     timeout: REQ_TIMEOUT,
   };
