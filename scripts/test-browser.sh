@@ -139,6 +139,6 @@ summary="failed reconciling the stores"
 say "reconciling every store against the events the page created"
 "$bin/verify" --wait 120 "$out/created.ndjson" | tee "$out/verify.txt" || die "the verifier found a loss or a double count"
 "$py" scripts/browser/check_stores.py "$out" | tee "$out/check_stores.txt" || die "the stores hold something they should not"
-site_columns="$(grep -o 'site column in [0-9] of 3 stores' "$out/check_stores.txt")"
+site_columns="$(grep -o 'site checked in [0-9] of 3 stores' "$out/check_stores.txt")"
 events=$(grep -c . "$out/created.ndjson")
-summary="$events events from headless chromium stored exactly once (stream, lake, DynamoDB, PostgreSQL), sites right (${site_columns}), none before consent, 429s honoured, the forbidden origin refused; browser ${browser_secs} s, total $((SECONDS - started)) s"
+summary="$events events from headless chromium stored exactly once (stream, lake, DynamoDB, PostgreSQL), ${site_columns}, none before consent, 429s honoured, the forbidden origin refused; browser ${browser_secs} s, total $((SECONDS - started)) s"

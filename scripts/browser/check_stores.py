@@ -160,7 +160,7 @@ def main(out: Path) -> int:
     print(f"check_stores: {'FAILED' if problems else 'ok'}: dynamodb {len(items)}, lake {len(ids)}, seen_events "
           f"{len(seen)}, counted {total}; created {len(want)} {per_site}, forbidden {len(forbidden)} (none stored)"
           + (f"; {'; '.join(notes)}" if notes else ""))
-    print(f"check_stores: site column in {3 - len(notes)} of 3 stores")
+    print(f"check_stores: site checked in {3 - len(notes)} of 3 stores")
     return 1 if problems else 0
 
 
