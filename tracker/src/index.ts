@@ -55,6 +55,8 @@ const inflight = new Set<string>();
 let memory: Record<string, string | undefined> = {};
 let timer: ReturnType<typeof setTimeout> | 0 = 0;
 let retryAt = 0;
+// Body length of the keepalive requests now out: the 64 KiB quota is for all of them together.
+let keptAlive = 0;
 let attempt = 0;
 // The consent choice: "1" given, "0" refused, undefined not asked.
 let choice: string | undefined;
@@ -148,13 +150,16 @@ async function send(batch: TrackedEvent[], body: string): Promise<void> {
   ids.forEach((id) => inflight.add(id));
   let status = 0;
   let retryAfter = 0;
+  const size = body.length + keptAlive < KEEPALIVE_BYTES ? body.length : 0;
+  keptAlive += size;
   try {
-    const r = await fetch(o!.endpoint, { method: "POST", body, keepalive: body.length < KEEPALIVE_BYTES, credentials: "omit" });
+    const r = await fetch(o!.endpoint, { method: "POST", body, keepalive: !!size, credentials: "omit" });
     status = r.status;
     retryAfter = +(r.headers.get("retry-after") || 0);
   } catch {
     // Offline, DNS, a refused connection or a CORS refusal: all look alike here; retry later.
   }
+  keptAlive -= size;
   ids.forEach((id) => inflight.delete(id));
   if (status && status != 429 && status < 500) {
     // Accepted (202, rejected events listed in the body) or refused for good (4xx): resending
@@ -178,7 +183,7 @@ export function flush(unload?: boolean): void {
   timer = 0;
   if (off() || (!unload && (inflight.size || Date.now() < retryAt))) return schedule();
   let pending = queue.filter((e) => !inflight.has(e.event_id));
-  let budget = KEEPALIVE_BYTES;
+  let budget = KEEPALIVE_BYTES - keptAlive;
   while (pending.length) {
     const batch = pending.slice(0, o!.batchSize);
     pending = pending.slice(o!.batchSize);
@@ -287,6 +292,7 @@ export function init(options: Options): void {
   if (timer) clearTimeout(timer);
   timer = 0;
   inflight.clear();
+  keptAlive = 0;
   memory = {};
   lastUrl = "";
   attempt = retryAt = 0;

@@ -211,6 +211,21 @@ test("hiding the page sends everything queued with keepalive, even during a back
   assert.equal(queueKeys(b).length > 0, false);
 });
 
+test("on hide, keepalive bodies stay within 60 KB together; what does not fit stays queued", async () => {
+  const b = fakeBrowser();
+  b.answer = () => new Promise(() => {}); // the page is going away: no answer ever arrives
+  T.init({ endpoint, siteKey, autoPageviews: false, batchSize: 20, flushInterval: 60000, maxQueue: 1000 });
+  const pad = "x".repeat(900);
+  // Full batches go out as they fill (keepalive too), and count against the quota of the hide flush.
+  for (let i = 0; i < 209; i++) T.track("big", { pad });
+  b.hide();
+  const bytes = b.requests.reduce((n, r) => n + r.body.length, 0);
+  assert.ok(bytes <= 60000, `${bytes} bytes in keepalive requests`);
+  assert.ok(b.requests.length >= 2);
+  assert.ok(b.requests.every((r) => r.keepalive));
+  assert.equal(stored(b).length, 209, "everything stays queued until answered");
+});
+
 test("consent required: nothing is sent or stored before consent(true); consent(false) erases", async () => {
   const b = fakeBrowser();
   T.init({ endpoint, siteKey, requireConsent: true });
