@@ -226,7 +226,16 @@ async function stranger(browser) {
   const answers = statuses.filter(([o]) => o === origin).map(([, s]) => s);
   check(answers.every((s) => s === 403), `forbidden origin answered ${answers}`);
   check(forbidden.every((e) => !acked.has(e.event_id)), "an event of the forbidden origin was acknowledged");
-  say(`forbidden origin: ${forbidden.length} events created, every request answered 403 (${answers.length})`);
+  // The browser hides a refused answer's body from the page and from DevTools: ask the same
+  // question outside the browser to see the reason the producer gives.
+  const direct = await fetch(ENDPOINT, {
+    method: "POST",
+    headers: { origin, "content-type": "text/plain" },
+    body: JSON.stringify({ site_key: process.env.SITE_KEY || "pk_local_demo", events: [{ event_type: "probe" }] }),
+  });
+  const reason = await direct.json().catch(() => ({}));
+  check(direct.status === 403 && typeof reason.error === "string", `a POST with Origin ${origin}: ${direct.status} ${JSON.stringify(reason)}`);
+  say(`forbidden origin: ${forbidden.length} events created, every request answered 403 (${answers.length}); the producer says: ${reason.error}`);
   await page.close();
 }
 
