@@ -60,7 +60,9 @@ def connect(lake: Path) -> duckdb.DuckDBPyConnection:
     con.execute("SET TimeZone = 'UTC'")
     partitions = "hive_partitioning = true, hive_types = {'dt': VARCHAR, 'hour': VARCHAR}"
     events = sql_string(str(lake / "events" / "*" / "*" / "*.parquet"))
-    con.execute(f"CREATE VIEW events AS SELECT * FROM read_parquet({events}, {partitions})")
+    # union_by_name: files written before a column was added (e.g. `site`) read it as NULL, as
+    # Athena does (it matches Parquet columns by name).
+    con.execute(f"CREATE VIEW events AS SELECT * FROM read_parquet({events}, {partitions}, union_by_name = true)")
     dead_letter = sorted((lake / "dead-letter").glob("*/*/*.ndjson"))
     columns = ", ".join(f"{sql_string(k)}: {sql_string(v)}" for k, v in DEAD_LETTER_COLUMNS.items())
     if dead_letter:

@@ -83,7 +83,8 @@ resource "aws_cloudwatch_log_group" "api_execution" {
 resource "aws_api_gateway_stage" "producer" {
   #checkov:skip=CKV_AWS_120:Responses are per-request acknowledgements of POSTed events (and a health check); there is nothing to cache.
   #checkov:skip=CKV2_AWS_51:Clients are browsers and SDKs on the public internet; they cannot present mTLS client certificates. The backend is a Lambda proxy integration, so a backend client certificate does not apply either.
-  #checkov:skip=CKV2_AWS_29:No WAF by default (fixed ~$6/month plus per-request fees); abuse is bounded by stage throttling and the producer's reserved concurrency. Associate a web ACL with this stage's ARN if the endpoint is attacked.
+  #checkov:skip=CKV2_AWS_29:No WAF by default (fixed ~$6/month plus per-request fees); abuse is bounded by stage throttling, the producer's per-site and per-IP limits and its reserved concurrency. var.waf_rate_limit_per_ip > 0 associates a per-IP rate-based web ACL with this stage.
+  #checkov:skip=CKV2_AWS_77:The optional web ACL is a per-IP rate rule; the API runs no Java (no Log4j) and the Rust producer refuses anything outside the event schema.
   #checkov:skip=CKV_AWS_73:X-Ray traces would store every client's full IP address, which the pipeline promises never to keep; latency is covered by access logs and metrics.
   count = local.rest ? 1 : 0
 
@@ -228,4 +229,71 @@ resource "aws_apigatewayv2_stage" "producer" {
       userAgent          = "$context.identity.userAgent"
     })
   }
+}
+
+# The global guard per client address (var.waf_rate_limit_per_ip, off by default): the producer's
+# per-site and per-IP buckets are per Lambda environment, so N warm environments allow N times a
+# site's rate; this rule counts one IP's requests across all of them (5-minute window) and answers
+# 429 in the API's error shape. REST APIs only: HTTP APIs cannot take a web ACL.
+resource "aws_wafv2_web_acl" "api" {
+  #checkov:skip=CKV2_AWS_31:WAF logging would store every blocked client's full IP address, which the pipeline promises never to keep; the rule's CloudWatch metrics count blocks.
+  #checkov:skip=CKV_AWS_192:The API runs no Java (no Log4j); the Rust producer parses bodies itself and refuses anything outside the event schema.
+  count = local.rest && var.waf_rate_limit_per_ip > 0 ? 1 : 0
+
+  name  = "${var.name}-api"
+  scope = "REGIONAL"
+
+  default_action {
+    allow {}
+  }
+
+  custom_response_body {
+    key          = "rate_limited"
+    content_type = "APPLICATION_JSON"
+    content      = jsonencode({ error = "this client address is over the API's rate limit; retry later" })
+  }
+
+  rule {
+    name     = "per-ip-rate"
+    priority = 1
+
+    action {
+      block {
+        custom_response {
+          response_code            = 429
+          custom_response_body_key = "rate_limited"
+          response_header {
+            name  = "Retry-After"
+            value = "60"
+          }
+        }
+      }
+    }
+
+    statement {
+      rate_based_statement {
+        limit              = var.waf_rate_limit_per_ip
+        aggregate_key_type = "IP"
+      }
+    }
+
+    visibility_config {
+      cloudwatch_metrics_enabled = true
+      metric_name                = "${var.name}-api-per-ip-rate"
+      sampled_requests_enabled   = false # samples hold full client IPs
+    }
+  }
+
+  visibility_config {
+    cloudwatch_metrics_enabled = true
+    metric_name                = "${var.name}-api"
+    sampled_requests_enabled   = false
+  }
+}
+
+resource "aws_wafv2_web_acl_association" "api" {
+  count = length(aws_wafv2_web_acl.api)
+
+  resource_arn = aws_api_gateway_stage.producer[0].arn
+  web_acl_arn  = aws_wafv2_web_acl.api[0].arn
 }

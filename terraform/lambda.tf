@@ -12,11 +12,13 @@ locals {
 
   # Environment variable names are the ones in the repository's contract (README configuration table).
   producer_environment = {
-    STREAM_NAME          = aws_kinesis_stream.events.name
-    CORS_ALLOWED_ORIGINS = join(",", var.cors_allowed_origins)
-    PUBLISH_BUDGET_MS    = tostring(var.publish_budget_ms)
-    LOG_FORMAT           = "json"
-    RUST_LOG             = var.rust_log
+    STREAM_NAME = aws_kinesis_stream.events.name
+    # The sites file's text (producer-api/src/sites.rs): keys, origins (they drive CORS), limits.
+    SITES_JSON        = jsonencode({ sites = var.sites })
+    DEFAULT_SITE_KEY  = var.default_site_key
+    PUBLISH_BUDGET_MS = tostring(var.publish_budget_ms)
+    LOG_FORMAT        = "json"
+    RUST_LOG          = var.rust_log
   }
 
   consumer_environment = {
@@ -223,7 +225,7 @@ resource "aws_lambda_function" "producer" {
   kms_key_arn                    = aws_kms_key.main.arn
 
   environment {
-    # Empty values (no CORS origins, no CA bundle) are left out: unset means "default".
+    # Empty values (no default site key, no CA bundle) are left out: unset means "default".
     variables = { for k, v in local.producer_environment : k => v if v != "" }
   }
 

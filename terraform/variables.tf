@@ -226,10 +226,43 @@ variable "rust_log" {
   default     = "info"
 }
 
-variable "cors_allowed_origins" {
-  description = "Origins allowed to POST from browsers (CORS_ALLOWED_ORIGINS); empty = none."
-  type        = list(string)
-  default     = []
+variable "sites" {
+  description = "Sites allowed to write (SITES_JSON, see README \"Sites and write keys\"): id stored with the events, public key pk_..., browser origins (port may be *), and per-producer-instance limits in events/s and burst (bursts >= 500, one full batch). Empty = every request is 401."
+  type = list(object({
+    id                       = string
+    key                      = string
+    allowed_origins          = list(string)
+    events_per_second        = number
+    burst                    = number
+    per_ip_events_per_second = number
+    per_ip_burst             = number
+  }))
+  default = []
+  validation {
+    # Lambda allows 4 KB of environment variables in all; the rest of the producer's needs ~300 bytes.
+    condition     = length(jsonencode({ sites = var.sites })) <= 3500
+    error_message = "The sites do not fit in the producer's 4 KB Lambda environment; ship a sites file in the package (SITES_CONFIG) instead."
+  }
+  validation {
+    condition     = alltrue([for s in var.sites : s.burst >= 500 && s.per_ip_burst >= 500 && s.events_per_second > 0 && s.per_ip_events_per_second > 0])
+    error_message = "Rates must be above 0 and bursts at least 500 (one full batch)."
+  }
+}
+
+variable "default_site_key" {
+  description = "DEFAULT_SITE_KEY: the site of requests that name no key (single-site, keyless use); empty = a key is required."
+  type        = string
+  default     = ""
+}
+
+variable "waf_rate_limit_per_ip" {
+  description = "Requests one client IP may make to the REST API per 5 minutes before a WAF rate-based rule answers 429: the global guard above the producer's per-instance limits. 0 = no web ACL (WAF costs ~$6/month plus per-request fees). HTTP APIs cannot have a web ACL; stage throttling is their guard."
+  type        = number
+  default     = 0
+  validation {
+    condition     = var.waf_rate_limit_per_ip == 0 || (var.waf_rate_limit_per_ip >= 10 && var.waf_rate_limit_per_ip <= 2000000000)
+    error_message = "0 (off) or 10..2,000,000,000 requests per 5 minutes (WAF's range)."
+  }
 }
 
 variable "publish_budget_ms" {

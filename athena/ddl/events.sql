@@ -20,7 +20,10 @@ CREATE EXTERNAL TABLE IF NOT EXISTS events (
     device_class    string,
     is_bot          boolean,
     source_shard    string,
-    source_sequence string
+    source_sequence string,
+    -- Added with sites: files written before it have no such column and read as NULL (Athena
+    -- matches Parquet columns by name). On an existing table: ALTER TABLE events ADD COLUMNS (site string)
+    site            string
 )
 PARTITIONED BY (dt string, hour string)
 STORED AS PARQUET

@@ -106,8 +106,10 @@ impl Stores {
         Ok(view)
     }
 
+    /// Counts per event type over every site (the table has a row per site and type since
+    /// migration 0004_site.sql; one run's events are all one site's, older rows are site '').
     pub async fn pg_counts(&self) -> Result<BTreeMap<String, i64>, VerifyError> {
-        let rows = sqlx::query("SELECT event_type, event_count FROM event_type_counts")
+        let rows = sqlx::query("SELECT event_type, SUM(event_count)::int8 FROM event_type_counts GROUP BY event_type")
             .fetch_all(&self.pg)
             .await
             .map_err(err("postgres"))?;

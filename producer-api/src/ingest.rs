@@ -154,11 +154,14 @@ impl<'de> serde::Deserialize<'de> for TopObject<'de> {
     }
 }
 
-/// Validates and enriches each event and encodes the valid ones as stream records.
-pub fn prepare_events(events: &[&RawValue], facts: &ServerFacts) -> Prepared {
+/// Validates and enriches each event, stamped with `site` (the admitting key's site id), and
+/// encodes the valid ones as stream records.
+pub fn prepare_events(events: &[&RawValue], facts: &ServerFacts, site: Option<&str>) -> Prepared {
     let mut prepared = Prepared { records: Vec::with_capacity(events.len()), rejected: Vec::new() };
-    // Once per request: the anonymised address and the sanitised header agent are the same for every event.
-    let stored = facts.stored();
+    // Once per request: the anonymised address, the sanitised header agent and the site are the
+    // same for every event.
+    let mut stored = facts.stored();
+    stored.site = site.map(str::to_owned);
     for (index, raw) in events.iter().enumerate() {
         match validate_json(raw.get(), facts.received_at) {
             Ok(valid) => {
@@ -185,7 +188,7 @@ pub fn prepare(
     }
     let body = decode_body(body, content_encoding)?;
     let envelope = parse_events(&body)?;
-    Ok(prepare_events(&envelope.events, facts))
+    Ok(prepare_events(&envelope.events, facts, None))
 }
 
 /// The request path every front end runs (local server, API Gateway v1 and v2): the body is
@@ -205,8 +208,8 @@ pub fn prepare_for_site(
     let body = decode_body(body, content_encoding)?;
     let envelope = parse_events(&body)?;
     let who = Credentials { body_key: envelope.site_key.as_deref(), ..who };
-    let _site = sites.admit(who, envelope.events.len())?;
-    Ok(prepare_events(&envelope.events, facts))
+    let site = sites.admit(who, envelope.events.len())?;
+    Ok(prepare_events(&envelope.events, facts, Some(&*site.id)))
 }
 
 #[cfg(test)]

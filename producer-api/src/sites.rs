@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use governor::clock::{Clock, DefaultClock};
+use governor::clock::Clock;
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use schemas::limits::MAX_BATCH_EVENTS;
 use serde::Deserialize;
@@ -169,7 +169,8 @@ impl Site {
             self.per_ip.retain_recent();
             self.per_ip.shrink_to_fit();
         }
-        let now = DefaultClock::default().now();
+        // The limiter's own clock: building a quanta clock calibrates it (microseconds).
+        let now = self.bucket.clock().now();
         if let Some(ip) = client {
             match self.per_ip.check_key_n(&bucket_key(ip), events) {
                 Ok(Ok(())) => {}

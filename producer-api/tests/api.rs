@@ -326,7 +326,9 @@ async fn sites_keys_origins_and_limits_on_every_front() {
         let envelope = r#"{"site_key":"pk_test_shop","events":[{"event_type":"a"}]}"#;
         let (status, _, body) = call(&app, through(front, envelope, &[("origin", "https://shop.example")])).await;
         assert_eq!(status, StatusCode::ACCEPTED, "{front}: key in the body (sendBeacon): {body}");
-        assert_eq!(sink.records.lock().unwrap().len(), 2);
+        let records = sink.records.lock().unwrap().clone();
+        assert_eq!(records.len(), 2);
+        assert!(records.iter().all(|r| r["event"]["site"] == "shop"), "{front}: the site id is stamped: {records:?}");
 
         let tight: &'static MemorySink = Box::leak(Box::new(MemorySink::default()));
         let limited = if front == "local" {

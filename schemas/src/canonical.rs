@@ -25,6 +25,8 @@ use crate::rules::{
 /// `client_ip` is written by the producer, not sent by clients: no client rule holds it, only
 /// the reader's own demand that it be a plain string.
 const CLIENT_IP: TextRule = TextRule { field: "client_ip", min: 0, max: usize::MAX };
+/// `site` too is the producer's (a configured site id); records written before sites have none.
+const SITE: TextRule = TextRule { field: "site", min: 0, max: usize::MAX };
 
 /// Reads `text` if it is a canonical version-1 record that passes every rule
 /// ([`EnrichedEvent::check`]); `None` for anything else.
@@ -56,6 +58,7 @@ pub(crate) fn read(text: &str) -> Option<EnrichedEvent<'_>> {
         referrer: r.text(r#","referrer":"#, Scan::Long, REFERRER)?,
         user_agent: r.text(r#","user_agent":"#, Scan::Long, USER_AGENT)?,
         client_ip: r.text(r#","client_ip":"#, Scan::Short, CLIENT_IP)?,
+        site: r.text(r#","site":"#, Scan::Short, SITE)?,
         properties: r.properties()?,
     };
     r.expect("}}")?;

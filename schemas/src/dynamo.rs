@@ -21,7 +21,7 @@ pub enum ItemValue {
 /// (DynamoDB rejects empty key attributes and charges for every byte). Timestamps are ISO 8601
 /// strings (sortable, readable); `expires_at` is `received_at + ttl_days`.
 pub fn item(event: &EnrichedEvent<'_>, ttl_days: u32) -> Vec<(&'static str, ItemValue)> {
-    let mut out = Vec::with_capacity(14);
+    let mut out = Vec::with_capacity(15);
     out.push((PARTITION_KEY, ItemValue::S(event.event_id.to_string())));
     out.push(("event_type", ItemValue::S(event.event_type.to_string())));
     out.push(("occurred_at", ItemValue::S(iso_millis(event.occurred_at))));
@@ -34,6 +34,7 @@ pub fn item(event: &EnrichedEvent<'_>, ttl_days: u32) -> Vec<(&'static str, Item
         ("referrer", &event.referrer),
         ("user_agent", &event.user_agent),
         ("client_ip", &event.client_ip),
+        ("site", &event.site),
     ] {
         if let Some(v) = value.as_ref().filter(|v| !v.is_empty()) {
             out.push((name, ItemValue::S(v.to_string())));

@@ -160,6 +160,29 @@ mod tests {
         assert_eq!(decoded.into_owned(), e);
     }
 
+    /// Invariant: the producer's `site` travels in the record, and a record written before sites
+    /// existed (no `site` key; still in flight or replayed during a deploy) reads as `None`, on
+    /// the canonical fast path and on the general path alike.
+    #[test]
+    fn site_round_trips_and_old_records_without_it_still_decode() {
+        let mut e = sample();
+        e.site = Some("local-demo".into());
+        let record = encode_record(&e);
+        let text = std::str::from_utf8(&record).unwrap();
+        assert!(text.contains(r#","site":"local-demo","properties":"#), "{text}");
+        assert_eq!(decode_record(&record).unwrap(), e);
+        assert_eq!(crate::canonical::read(text).as_ref(), Some(&e), "canonical form");
+
+        let old = text.replace(r#","site":"local-demo""#, "");
+        let decoded = decode_record(old.as_bytes()).unwrap();
+        assert_eq!(decoded.site, None);
+        assert_eq!(decoded.event_id, e.event_id);
+        assert!(crate::canonical::read(&old).is_some_and(|c| c.site.is_none()), "old records stay on the fast path");
+        // The general path (whitespace takes the record off the fast path) agrees.
+        let spaced = old.replacen("{\"v\":1,", "{ \"v\": 1, ", 1);
+        assert_eq!(decode_record(spaced.as_bytes()).unwrap().site, None);
+    }
+
     #[test]
     fn decode_reasons() {
         let cases: Vec<(Vec<u8>, &str)> = vec![

@@ -73,6 +73,7 @@ impl ServerFacts {
             received_at: self.received_at,
             client_ip: self.client_ip.map(|ip| anonymise_ip(ip).to_string()),
             header_user_agent: self.user_agent.as_deref().map(header_user_agent),
+            site: None,
         }
     }
 }
@@ -85,6 +86,9 @@ pub struct StoredFacts {
     pub client_ip: Option<String>,
     /// The `User-Agent` header made to pass the user-agent rules.
     pub header_user_agent: Option<String>,
+    /// The id of the site whose key admitted the request (`None` only for callers that admit
+    /// no site, e.g. tests and benchmarks of the bare path).
+    pub site: Option<String>,
 }
 
 /// An accepted event with the server facts: what travels on the stream and lands in every store.
@@ -117,6 +121,10 @@ pub struct EnrichedEvent<'a> {
     /// The client address with its host part zeroed (see [`anonymise_ip`]).
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "borrowed")]
     pub client_ip: Option<Cow<'a, str>>,
+    /// The site the event was written to (its key's site id, set by the producer). Absent from
+    /// records written before sites existed: they read as `None` (null in the stores).
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "borrowed")]
+    pub site: Option<Cow<'a, str>>,
     #[serde(borrow, default, skip_serializing_if = "Properties::is_empty")]
     pub properties: Properties<'a>,
 }
@@ -165,6 +173,7 @@ impl EnrichedEvent<'_> {
             referrer: own(self.referrer),
             user_agent: own(self.user_agent),
             client_ip: own(self.client_ip),
+            site: own(self.site),
             properties: self.properties.into_owned(),
         }
     }
@@ -188,6 +197,7 @@ impl<'a> ValidEvent<'a> {
             referrer: text(&self.referrer),
             user_agent: self.user_agent.as_deref().or(facts.header_user_agent.as_deref()).map(Cow::Borrowed),
             client_ip: facts.client_ip.as_deref().map(Cow::Borrowed),
+            site: facts.site.as_deref().map(Cow::Borrowed),
             properties: self.properties.borrowed(),
         }
     }

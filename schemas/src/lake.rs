@@ -13,7 +13,7 @@ pub const DEAD_LETTER_PREFIX: &str = "dead-letter";
 /// Column names and Glue/Athena types, in order. Terraform's Glue table must list exactly these
 /// (a test in `terraform/tests` compares them with `lake_columns.json`, which a test here
 /// compares with this schema).
-pub const COLUMNS: [(&str, &str); 18] = [
+pub const COLUMNS: [(&str, &str); 19] = [
     ("event_id", "string"),
     ("event_type", "string"),
     ("occurred_at", "timestamp"),
@@ -32,6 +32,10 @@ pub const COLUMNS: [(&str, &str); 18] = [
     ("is_bot", "boolean"),
     ("source_shard", "string"),
     ("source_sequence", "string"),
+    // Added with sites (migration 0004_site.sql's lake counterpart): last, so every earlier
+    // column keeps its position; files written before it have no such column and engines that
+    // match Parquet columns by name (Athena's default, DuckDB with union_by_name) read null.
+    ("site", "string"),
 ];
 
 /// Hive partition columns, not stored in the files: `dt` (`YYYY-MM-DD`) and `hour` (`HH`).

@@ -17,6 +17,9 @@ pub const EVENT_TYPE: usize = 1;
 pub const OCCURRED_AT: usize = 2;
 pub const SOURCE_SHARD: usize = 16;
 pub const SOURCE_SEQUENCE: usize = 17;
+/// The last column, added with sites: files written before it have 18 columns, a prefix of the
+/// schema (readers fill `site` with null for them).
+pub const SITE: usize = 18;
 
 /// The two kinds of event file. Their settings differ where their sizes make a difference: a
 /// batch file holds about a second of one shard, a compacted file an hour of the stream.

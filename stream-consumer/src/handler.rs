@@ -151,7 +151,10 @@ impl<O: ObjectStore, D: ItemStore, L: Ledger> Pipeline<O, D, L> {
         } else {
             self.ledger
                 .claim(&claims, &objects, |new| {
-                    Counts::of(new.iter().map(|&i| (&*events[i].event.event_type, events[i].event.received_at)))
+                    Counts::of(new.iter().map(|&i| {
+                        let e = &events[i].event;
+                        (e.site.as_deref(), &*e.event_type, e.received_at)
+                    }))
                 })
                 .await?
         };
@@ -389,7 +392,7 @@ mod tests {
         assert_eq!(lake_ids(&p.lake), expected, "{context}: lake");
         let items: Vec<Uuid> = p.items.items().keys().map(|k| k.parse().unwrap()).collect();
         assert_eq!(items, expected, "{context}: DynamoDB");
-        let counts = Counts::of(events.iter().map(|e| (&*e.event_type, e.received_at)));
+        let counts = Counts::of(events.iter().map(|e| (e.site.as_deref(), &*e.event_type, e.received_at)));
         assert_eq!(p.ledger.counts(), counts.totals, "{context}: counts");
         assert_eq!(p.ledger.hourly_counts(), counts.hourly, "{context}: hourly counts");
         assert_eq!(p.ledger.claimed(), events.len(), "{context}: claims");

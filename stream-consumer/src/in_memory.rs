@@ -13,7 +13,7 @@ use bytes::Bytes;
 use chrono::{DateTime, TimeDelta, Utc};
 use uuid::Uuid;
 
-use crate::aggregate::Counts;
+use crate::aggregate::{Counts, HourKey, TotalKey};
 use crate::error::ConsumerError;
 use crate::handler::{HandlerSettings, Pipeline};
 use crate::ledger::Ledger;
@@ -180,8 +180,8 @@ struct ObjectRow {
 struct LedgerState {
     seen: foldhash::HashMap<Uuid, Seen>,
     objects: foldhash::HashMap<i64, ObjectRow>,
-    totals: BTreeMap<String, i64>,
-    hourly: BTreeMap<(String, DateTime<Utc>), i64>,
+    totals: BTreeMap<TotalKey, i64>,
+    hourly: BTreeMap<HourKey, i64>,
     /// How far this ledger's clock is ahead of the wall clock ([`MemoryLedger::advance`]).
     ahead: TimeDelta,
 }
@@ -215,8 +215,8 @@ impl LedgerState {
     }
 
     fn add(&mut self, counts: Counts) {
-        for (event_type, n) in counts.totals {
-            *self.totals.entry(event_type).or_default() += n;
+        for (key, n) in counts.totals {
+            *self.totals.entry(key).or_default() += n;
         }
         for (key, n) in counts.hourly {
             *self.hourly.entry(key).or_default() += n;
@@ -237,13 +237,13 @@ pub struct MemoryLedger {
 }
 
 impl MemoryLedger {
-    /// `event_type_counts`.
-    pub fn counts(&self) -> BTreeMap<String, i64> {
+    /// `event_type_counts`: per (site, event type).
+    pub fn counts(&self) -> BTreeMap<TotalKey, i64> {
         lock(&self.state).totals.clone()
     }
 
-    /// `event_type_hourly_counts`.
-    pub fn hourly_counts(&self) -> BTreeMap<(String, DateTime<Utc>), i64> {
+    /// `event_type_hourly_counts`: per (site, event type, hour).
+    pub fn hourly_counts(&self) -> BTreeMap<HourKey, i64> {
         lock(&self.state).hourly.clone()
     }
 
@@ -370,7 +370,7 @@ mod tests {
     /// Claims `claims` with objects `objects`, counting each new claim as one `t` event.
     async fn claim_all(ledger: &MemoryLedger, claims: &[Claim], objects: &[LakeObject]) -> Vec<ClaimStatus> {
         let at = Utc::now();
-        ledger.claim(claims, objects, |new| Counts::of(new.iter().map(|_| ("t", at)))).await.unwrap()
+        ledger.claim(claims, objects, |new| Counts::of(new.iter().map(|_| (Some("s"), "t", at)))).await.unwrap()
     }
 
     fn own(lake_object: i64, known: bool) -> ClaimStatus {
@@ -395,7 +395,7 @@ mod tests {
         let statuses = claim_all(&ledger, &claims, &[object(101)]).await;
         let expected: Vec<_> = cases.iter().map(|(_, s)| s.clone()).chain([ClaimStatus::Duplicate]).collect();
         assert_eq!(statuses, expected);
-        assert_eq!(ledger.counts(), BTreeMap::from([("t".to_owned(), 3)]));
+        assert_eq!(ledger.counts(), BTreeMap::from([(("s".to_owned(), "t".to_owned()), 3)]));
         assert_eq!(ledger.object_of(Uuid::from_u128(1)).as_deref(), Some("events/100.parquet"));
     }
 

@@ -22,7 +22,7 @@ pub struct LakeRow<'a> {
 }
 
 /// The text columns of the lake schema, in schema order, as [`text_values`] returns them.
-const TEXT_COLUMNS: usize = 14;
+const TEXT_COLUMNS: usize = 15;
 
 /// A row's text columns (all but `event_id`, which is formatted from the UUID).
 fn text_values<'r>(r: &LakeRow<'r>) -> [Option<&'r str>; TEXT_COLUMNS] {
@@ -43,6 +43,7 @@ fn text_values<'r>(r: &LakeRow<'r>) -> [Option<&'r str>; TEXT_COLUMNS] {
         Some(agent.map_or("other", |a| a.device_class.as_str())),
         Some(d.shard_id),
         Some(d.sequence_number),
+        e.site.as_deref(),
     ]
 }
 

@@ -43,6 +43,33 @@ async fn batch_lands_in_all_three_stores_exactly() {
     assert!(keys[0].ends_with(&format!("shardId-000000000000-{}-{}.parquet", seq(1), seq(300))), "{keys:?}");
 }
 
+/// Invariant: the producer's `site` reaches the lake column, the DynamoDB item and the
+/// aggregate key; records from before sites (no `site`) are stored with none (null, no
+/// attribute, site '').
+#[tokio::test]
+async fn site_reaches_all_three_stores() {
+    let env = TestEnv::new().await;
+    let now = Utc::now();
+    let records: Vec<InputRecord> = (1..=6)
+        .map(|i| {
+            let mut e = sample_event("page_view", None, now);
+            e.site = (i <= 4).then(|| "local-demo".into());
+            record_of(&seq(i), &e)
+        })
+        .collect();
+    assert_eq!(env.pipeline().process(&records).await.unwrap().new_events, 6);
+    let count = |v: &[Option<String>], want: Option<&str>| v.iter().filter(|s| s.as_deref() == want).count();
+    let lake = env.lake_sites().await;
+    assert_eq!((count(&lake, Some("local-demo")), count(&lake, None)), (4, 2), "lake: {lake:?}");
+    let items = env.dynamo_sites().await;
+    assert_eq!((count(&items, Some("local-demo")), count(&items, None)), (4, 2), "dynamodb: {items:?}");
+    assert_eq!(
+        env.site_counts().await,
+        [("".into(), "page_view".into(), 2), ("local-demo".into(), "page_view".into(), 4)]
+    );
+    assert_eq!(env.counts().await["page_view"], 6, "counts per type sum the sites");
+}
+
 /// Invariant: the same batch delivered again changes nothing in any store.
 #[tokio::test]
 async fn same_batch_delivered_twice_changes_nothing() {

@@ -46,6 +46,12 @@ mock_provider "aws" {
   mock_resource "aws_api_gateway_rest_api" {
     defaults = { execution_arn = "arn:aws:execute-api:us-east-1:123456789012:abc123" }
   }
+  mock_resource "aws_api_gateway_stage" {
+    defaults = { arn = "arn:aws:apigateway:us-east-1::/restapis/abc123/stages/prod" }
+  }
+  mock_resource "aws_wafv2_web_acl" {
+    defaults = { arn = "arn:aws:wafv2:us-east-1:123456789012:regional/webacl/analytics-api/11111111-2222-3333-4444-555555555555" }
+  }
   mock_resource "aws_apigatewayv2_api" {
     defaults = { execution_arn = "arn:aws:execute-api:us-east-1:123456789012:def456" }
   }
@@ -119,11 +125,11 @@ run "default_stack" {
     error_message = "without the proxy the consumer connects to the instance"
   }
   assert {
-    condition     = !contains(keys(aws_lambda_function.producer.environment[0].variables), "CORS_ALLOWED_ORIGINS")
+    condition     = !contains(keys(aws_lambda_function.producer.environment[0].variables), "DEFAULT_SITE_KEY")
     error_message = "empty env values are omitted"
   }
   assert {
-    condition     = length(aws_glue_catalog_table.events.storage_descriptor[0].columns) == 18
+    condition     = length(aws_glue_catalog_table.events.storage_descriptor[0].columns) == 19
     error_message = "Glue table must have the 18 lake columns"
   }
   assert {
@@ -268,8 +274,12 @@ run "without_optional_parts" {
     rds_monitoring_interval    = 0
     rds_performance_insights   = false
     manage_api_gateway_account = false
-    cors_allowed_origins       = ["https://shop.example"]
-    database_ssl_root_cert     = "/var/task/rds-ca-bundle.pem"
+    sites = [{
+      id                = "shop", key = "pk_shop", allowed_origins = ["https://shop.example"],
+      events_per_second = 1000, burst = 1000, per_ip_events_per_second = 100, per_ip_burst = 500
+    }]
+    waf_rate_limit_per_ip  = 3000
+    database_ssl_root_cert = "/var/task/rds-ca-bundle.pem"
   }
 
   assert {
@@ -281,8 +291,12 @@ run "without_optional_parts" {
     error_message = "optional account setting, monitoring role and Performance Insights are left out"
   }
   assert {
-    condition     = aws_lambda_function.producer.environment[0].variables["CORS_ALLOWED_ORIGINS"] == "https://shop.example"
-    error_message = "CORS origins reach the producer"
+    condition     = jsondecode(aws_lambda_function.producer.environment[0].variables["SITES_JSON"]).sites[0].allowed_origins == ["https://shop.example"]
+    error_message = "the sites (and so the CORS origins) reach the producer"
+  }
+  assert {
+    condition     = [for r in aws_wafv2_web_acl.api[0].rule : [r.statement[0].rate_based_statement[0].limit, r.statement[0].rate_based_statement[0].aggregate_key_type]] == [[3000, "IP"]] && length(aws_wafv2_web_acl_association.api) == 1
+    error_message = "the per-IP rate-based rule guards the REST API"
   }
   assert {
     condition     = aws_lambda_function.consumer.environment[0].variables["DATABASE_SSL_ROOT_CERT"] == "/var/task/rds-ca-bundle.pem"

@@ -15,7 +15,7 @@ from tfconfig import REPO_ROOT, TF_DIR, attr, blocks, expr, local_refs
 
 # Environment variable names the Rust binaries read (the README's configuration table).
 PRODUCER_ENV = {
-    "STREAM_NAME", "BIND_ADDR", "METRICS_ADDR", "CORS_ALLOWED_ORIGINS", "PUBLISH_BUDGET_MS",
+    "STREAM_NAME", "BIND_ADDR", "METRICS_ADDR", "SITES_CONFIG", "SITES_JSON", "DEFAULT_SITE_KEY", "PUBLISH_BUDGET_MS",
     "LINGER_MS", "LOG_FORMAT", "RUST_LOG",
 }
 CONSUMER_ENV = {

@@ -22,7 +22,7 @@ use parquet::arrow::arrow_reader::{
 use schemas::lake::arrow_schema;
 use uuid::Uuid;
 
-use schemas::lake_file::{EVENT_ID, EVENT_TYPE, EventFile, OCCURRED_AT, ROW_GROUP_ROWS, writer_properties};
+use schemas::lake_file::{EVENT_ID, EVENT_TYPE, EventFile, OCCURRED_AT, ROW_GROUP_ROWS, SITE, writer_properties};
 
 use crate::ToolError;
 
@@ -89,7 +89,10 @@ impl Input {
         let meta = ArrowReaderMetadata::load(&body, ArrowReaderOptions::new()).map_err(|e| decode_error(&key, e))?;
         let expected = arrow_schema();
         let found = meta.schema();
-        let same = found.fields().len() == expected.fields().len()
+        // Files written before the `site` column are the schema without it: the merge reads
+        // their `site` as null (see `take_column`).
+        let known_shape = found.fields().len() == expected.fields().len() || found.fields().len() == SITE;
+        let same = known_shape
             && found
                 .fields()
                 .iter()
@@ -320,7 +323,11 @@ fn take_column(
         DataType::Utf8 => {
             let mut b = StringBuilder::with_capacity(n, n * 32);
             for &(bi, r) in picks {
-                let a = batches[bi].column(c).as_string::<i32>();
+                // A file from before the column was added has fewer columns: null.
+                let Some(a) = batches[bi].columns().get(c).map(|a| a.as_string::<i32>()) else {
+                    b.append_null();
+                    continue;
+                };
                 b.append_option(a.is_valid(r).then(|| a.value(r)));
             }
             Arc::new(b.finish())
@@ -376,6 +383,36 @@ mod tests {
             out.extend((0..a.len()).map(|i| a.value(i).to_owned()));
         }
         out
+    }
+
+    /// The same rows as a file written before the `site` column: the first 18 columns only.
+    fn before_site(body: &Bytes) -> Bytes {
+        let reader = ParquetRecordBatchReaderBuilder::try_new(body.clone()).unwrap().build().unwrap();
+        let batches: Vec<RecordBatch> =
+            reader.map(|b| b.unwrap().project(&(0..SITE).collect::<Vec<_>>()).unwrap()).collect();
+        let mut buf = Vec::new();
+        let mut writer = ArrowWriter::try_new(&mut buf, batches[0].schema(), None).unwrap();
+        for b in &batches {
+            writer.write(b).unwrap();
+        }
+        writer.close().unwrap();
+        Bytes::from(buf)
+    }
+
+    /// Invariant: files from before the `site` column still compact, next to new ones; their
+    /// rows come out with a null `site`, in a file of the current schema.
+    #[test]
+    fn files_from_before_the_site_column_merge_with_null_site() {
+        let old = before_site(&file(&["click", "purchase"], &[None, None]));
+        assert_eq!(ArrowReaderMetadata::load(&old, ArrowReaderOptions::new()).unwrap().schema().fields().len(), SITE);
+        let new = file(&["click"], &[None]);
+        let merged = merge(vec![("old".into(), old), ("new".into(), new)], &mut Seen::new(), 1).unwrap();
+        assert_eq!((merged.rows_in, merged.rows_out), (3, 3));
+        let body = merged.body.unwrap();
+        let reader = ParquetRecordBatchReaderBuilder::try_new(body).unwrap().build().unwrap();
+        let batch = reader.map(Result::unwrap).next().unwrap();
+        assert_eq!(batch.schema(), arrow_schema());
+        assert_eq!(batch.column(SITE).null_count(), 3);
     }
 
     /// Invariant: a merge keeps every event once, sorted by type, and drops repeated event_ids.

@@ -90,12 +90,14 @@ impl PgLedger {
         Ok(())
     }
 
-    /// Counts per event type (for tests and the verifier).
+    /// Counts per event type, all sites together (for tests and the verifier).
     pub async fn counts(&self) -> Result<Vec<(String, i64)>, ConsumerError> {
-        let rows = sqlx::query("SELECT event_type, event_count FROM event_type_counts ORDER BY event_type")
-            .fetch_all(self.pool())
-            .await
-            .map_err(ConsumerError::postgres("read counts"))?;
+        let rows = sqlx::query(
+            "SELECT event_type, SUM(event_count)::int8 FROM event_type_counts GROUP BY event_type ORDER BY event_type",
+        )
+        .fetch_all(self.pool())
+        .await
+        .map_err(ConsumerError::postgres("read counts"))?;
         Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
@@ -128,18 +130,20 @@ impl PgLedger {
         let cols = counts.as_columns();
         sqlx::query(
             "WITH hourly AS (
-                 INSERT INTO event_type_hourly_counts (event_type, hour, event_count)
-                 SELECT * FROM UNNEST($3::text[], $4::timestamptz[], $5::int8[])
-                 ON CONFLICT (event_type, hour) DO UPDATE
+                 INSERT INTO event_type_hourly_counts (site, event_type, hour, event_count)
+                 SELECT * FROM UNNEST($4::text[], $5::text[], $6::timestamptz[], $7::int8[])
+                 ON CONFLICT (site, event_type, hour) DO UPDATE
                      SET event_count = event_type_hourly_counts.event_count + EXCLUDED.event_count, updated_at = now()
              )
-             INSERT INTO event_type_counts (event_type, event_count)
-             SELECT * FROM UNNEST($1::text[], $2::int8[])
-             ON CONFLICT (event_type) DO UPDATE
+             INSERT INTO event_type_counts (site, event_type, event_count)
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[])
+             ON CONFLICT (site, event_type) DO UPDATE
                  SET event_count = event_type_counts.event_count + EXCLUDED.event_count, updated_at = now()",
         )
+        .bind(cols.total_sites)
         .bind(cols.total_types)
         .bind(cols.total_counts)
+        .bind(cols.hourly_sites)
         .bind(cols.hourly_types)
         .bind(cols.hourly_hours)
         .bind(cols.hourly_counts)

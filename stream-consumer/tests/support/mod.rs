@@ -136,6 +136,36 @@ impl TestEnv {
         ids
     }
 
+    /// Every `site` in every Parquet file of the lake (None for null), with repeats.
+    pub async fn lake_sites(&self) -> Vec<Option<String>> {
+        let mut sites = Vec::new();
+        for key in self.keys("events/").await {
+            let reader = ParquetRecordBatchReaderBuilder::try_new(self.object(&key).await).unwrap().build().unwrap();
+            for batch in reader {
+                let batch = batch.unwrap();
+                let col = batch.column_by_name("site").unwrap();
+                let col = col.as_any().downcast_ref::<arrow_array::StringArray>().unwrap();
+                sites.extend(col.iter().map(|v| v.map(str::to_owned)));
+            }
+        }
+        sites
+    }
+
+    /// Every item's `site` attribute (None when absent), with repeats.
+    pub async fn dynamo_sites(&self) -> Vec<Option<String>> {
+        let items = service_kit::dynamo::scan_all(&self.dynamo, &self.table, "event_id, site").await.unwrap();
+        items.iter().map(|i| i.get("site").and_then(|v| v.as_s().ok()).cloned()).collect()
+    }
+
+    /// `event_type_counts` rows as (site, event type, count), sorted.
+    pub async fn site_counts(&self) -> Vec<(String, String, i64)> {
+        let rows = sqlx::query("SELECT site, event_type, event_count FROM event_type_counts ORDER BY site, event_type")
+            .fetch_all(self.ledger.pool())
+            .await
+            .unwrap();
+        rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect()
+    }
+
     pub async fn dynamo_count(&self) -> usize {
         service_kit::dynamo::scan_all(&self.dynamo, &self.table, "event_id").await.unwrap().len()
     }
