@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/web-analytics-pipeline/target
 
-.PHONY: help up down status demo test test-faults lambda-e2e bench package fmt lint
+.PHONY: help up down status demo test test-faults lambda-e2e bench package fmt lint test-browser
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -24,6 +24,9 @@ test: ## fmt, clippy, unit + integration tests (starts the local stack when need
 
 test-faults: ## fault injection under load: SIGKILL, paused emulators, PostgreSQL restart, poison, shard split
 	@bash scripts/test-faults.sh
+
+test-browser: ## the tracker in headless chromium against its own pipeline: SPA, offline, reload, closed tab, forbidden origin; reconciled
+	@bash scripts/test-browser.sh
 
 lambda-e2e: ## the Lambda zips' bootstraps under cargo-lambda's runtime emulator against the local stack
 	@bash scripts/lambda-e2e.sh

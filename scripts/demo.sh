@@ -14,6 +14,7 @@ out="${DEMO_OUT:-bench/out/demo}"
 mkdir -p "$out"
 
 bash scripts/up.sh
+bash scripts/demo-page.sh up
 # shellcheck source=lib.sh
 source scripts/lib.sh
 cargo_step "building the verifier" build -p loadtest --bin verify
@@ -59,3 +60,4 @@ if [ "$k6_status" -ne 0 ] || [ "$verify_status" -ne 0 ]; then
   exit 1
 fi
 echo "demo: OK — the pipeline is still up (make down to stop it; make up to restart)."
+echo "demo: open $(bash scripts/demo-page.sh url) — a demo shop with the tracker; click around and watch your events counted."
