@@ -19,7 +19,7 @@ status: ## show what is running
 demo: ## the main job: bring the pipeline up, drive a realistic load, reconcile, print a summary
 	@bash scripts/demo.sh
 
-test: ## fmt, clippy, unit + integration tests (starts the local stack when needed)
+test: ## fmt, clippy, unit + integration tests, Lambda e2e, browser test (starts the local stack when needed)
 	@bash scripts/test.sh
 
 test-faults: ## fault injection under load: SIGKILL, paused emulators, PostgreSQL restart, poison, shard split

@@ -3,6 +3,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
+bash scripts/demo-page.sh down
 bash scripts/pipeline.sh down
 bash scripts/prometheus.sh down
 bash scripts/local-stack.sh down

@@ -32,6 +32,10 @@ cargo test --workspace --locked -- --test-threads=4
 step "Lambda e2e (the three binaries under a Lambda runtime emulator)"
 bash scripts/lambda-e2e.sh --bin-dir "$CARGO_TARGET_DIR/debug" --init-starts 0
 
+# The tracker (unit tests, size budget) and then in headless Chromium against its own pipeline.
+step "browser tests (the tracker in Chromium)"
+bash scripts/test-browser.sh
+
 step "python checks (stack, Terraform, dashboards and rules)"
 # promtool (Debian's prometheus package) checks the Prometheus config and alert rules.
 bash scripts/prometheus.sh install
