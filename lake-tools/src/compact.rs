@@ -159,15 +159,17 @@ impl Compactor {
             report.bytes_after = report.bytes_before;
             return Ok(report);
         }
-        let mut locked = store::lock_partition(self.db.pool(), p).await;
-        if let Err(ToolError::Postgres { source, .. }) = &locked {
-            // A secret rotated since start-up: read it again and log in anew, once.
-            match self.db.renew_credentials_if_refused(source).await {
-                Ok(true) => locked = store::lock_partition(self.db.pool(), p).await,
-                Ok(false) => {}
-                Err(e) => tracing::warn!(error = %e, "reading the database secret again failed"),
-            }
-        }
+        // A secret rotated since start-up: read it again and log in anew, once.
+        let locked = self
+            .db
+            .retry_refused_login(
+                || store::lock_partition(self.db.pool(), p),
+                |e| match e {
+                    ToolError::Postgres { source, .. } => Some(source),
+                    _ => None,
+                },
+            )
+            .await;
         let Some(mut conn) = locked? else {
             tracing::info!(partition = %p.path(), "another compactor holds this partition; skipped");
             report.skipped_locked = true;

@@ -460,7 +460,7 @@ def run_secure_database(emu: Emulator, bins: dict[str, Path], base_env: dict[str
     for who, user, password in (("migrator", secure_db.MIGRATOR, migrator_password),
                                 ("app", secure_db.APPLICATION, app_password)):
         arns[who] = stack.secrets.create_secret(Name=f"{stack.secret}/{who}",
-                                                SecretString=secure_db._secret(user, password, cluster.port))["ARN"]
+                                                SecretString=secure_db.secret_text(user, password, cluster.port))["ARN"]
     cleanups.append(lambda: [stack.secrets.delete_secret(SecretId=a, ForceDeleteWithoutRecovery=True)
                              for a in arns.values()])
     say(f"secure db: PostgreSQL on 127.0.0.1:{cluster.port}, TLS only (certificate for `localhost` from a CA "

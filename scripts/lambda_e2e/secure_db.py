@@ -148,7 +148,7 @@ class TlsCluster:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def _secret(user: str, password: str, port: int) -> str:
+def secret_text(user: str, password: str, port: int) -> str:
     # The shape AWS's rotation functions keep (engine/host/port/dbname beside the credentials);
     # RDS's own master secret holds only username and password.
     return json.dumps({"engine": "postgres", "host": "localhost", "port": port, "dbname": DATABASE,
@@ -180,7 +180,7 @@ def rotate(cluster: TlsCluster, secrets_client, arn: str) -> tuple[str, int]:
     the pool recycles them; here the next batch must log in anew, now. Returns (password, closed)."""
     password = secrets.token_urlsafe(18)
     cluster.admin(f"ALTER ROLE {APPLICATION} PASSWORD '{password}'")
-    secrets_client.put_secret_value(SecretId=arn, SecretString=_secret(APPLICATION, password, cluster.port))
+    secrets_client.put_secret_value(SecretId=arn, SecretString=secret_text(APPLICATION, password, cluster.port))
     closed = int(cluster.admin(
         f"SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = '{APPLICATION}'"))
     return password, closed

@@ -198,11 +198,36 @@ impl Database {
         &self.pool
     }
 
+    /// Runs `work` (which logs in, e.g. takes a connection from the pool); when the server
+    /// refused the password (`cause` finds the sqlx error inside `work`'s) and the credentials
+    /// come from a secret, reads the secret again and runs `work` once more. The one place the
+    /// consumer and the compactor survive a rotated secret without failing their batch or run.
+    pub async fn retry_refused_login<T, E, Fut>(
+        &self,
+        mut work: impl FnMut() -> Fut,
+        cause: impl Fn(&E) -> Option<&sqlx::Error>,
+    ) -> Result<T, E>
+    where
+        Fut: std::future::Future<Output = Result<T, E>>,
+    {
+        let first = work().await;
+        let renewed = match first.as_ref().err().and_then(&cause) {
+            Some(e) => match self.renew_credentials_if_refused(e).await {
+                Ok(renewed) => renewed,
+                Err(renew) => {
+                    tracing::warn!(error = %renew, "reading the database secret again failed");
+                    false
+                }
+            },
+            None => false,
+        };
+        if renewed { work().await } else { first }
+    }
+
     /// When `e` is a refused password and the credentials come from a secret, reads the secret
-    /// again and makes every new connection use it; returns whether it did. The caller then
-    /// retries its work once the usual way (connections already open keep working: a rotation
-    /// only changes what new logins need).
-    pub async fn renew_credentials_if_refused(&self, e: &sqlx::Error) -> Result<bool, KitError> {
+    /// again and makes every new connection use it; returns whether it did (connections already
+    /// open keep working: a rotation only changes what new logins need).
+    async fn renew_credentials_if_refused(&self, e: &sqlx::Error) -> Result<bool, KitError> {
         let Some(source) = self.source.as_ref().filter(|s| s.config.needs_secret()) else { return Ok(false) };
         if !is_refused_password(e) {
             return Ok(false);
@@ -285,7 +310,7 @@ pub async fn grant_application_role(
          SELECT format('GRANT %I TO %I', $3::text, $1::text)",
     )
     .bind(&login.username)
-    .bind(scram_sha256_verifier(&login.password, &fastrand_salt()))
+    .bind(scram_sha256_verifier(&login.password, &random_salt()))
     .bind(APPLICATION_GROUP_ROLE)
     .fetch_all(&mut *tx)
     .await
@@ -305,7 +330,7 @@ pub async fn grant_application_role(
 const SCRAM_ITERATIONS: u32 = 4096;
 
 /// A random 16-byte salt. A salt only has to differ between verifiers, not be secret.
-fn fastrand_salt() -> [u8; 16] {
+fn random_salt() -> [u8; 16] {
     std::array::from_fn(|_| fastrand::u8(..))
 }
 
@@ -376,7 +401,7 @@ pub fn is_outage(e: &sqlx::Error) -> bool {
         | sqlx::Error::WorkerCrashed
         | sqlx::Error::BeginFailed => true,
         // SQLSTATE classes: connection exception, invalid authorization (a rotated password,
-        // renewed by `Database::renew_credentials_if_refused`), transaction rollback
+        // renewed by `Database::retry_refused_login`), transaction rollback
         // (serialization, deadlock), insufficient resources, operator intervention (shutdown),
         // system error.
         sqlx::Error::Database(db) => {
@@ -408,10 +433,7 @@ mod tests {
         let salt =
             base64::Engine::decode(&base64::engine::general_purpose::STANDARD, "4kYzf8hpXkqPD0fxnsLlEQ==").unwrap();
         assert_eq!(scram_sha256_verifier("pencil", &salt), EXPECTED_PENCIL_VERIFIER);
-        assert_ne!(
-            scram_sha256_verifier("pencil", &fastrand_salt()),
-            scram_sha256_verifier("pencil", &fastrand_salt())
-        );
+        assert_ne!(scram_sha256_verifier("pencil", &random_salt()), scram_sha256_verifier("pencil", &random_salt()));
     }
 
     #[test]

@@ -38,21 +38,10 @@ impl PgLedger {
         self.db.pool()
     }
 
-    /// A transaction on a pooled connection. When the login is refused because the secret
-    /// rotated since this process read it, reads the secret again and logs in anew, once, so
-    /// the batch goes on instead of failing and waiting for its redelivery.
+    /// A transaction on a pooled connection; a login refused because the secret rotated since
+    /// this process read it is renewed and tried again at once, so the batch goes on.
     async fn begin(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
-        match self.pool().begin().await {
-            Err(e) => match self.db.renew_credentials_if_refused(&e).await {
-                Ok(true) => self.pool().begin().await,
-                Ok(false) => Err(e),
-                Err(renew) => {
-                    tracing::warn!(error = %renew, "reading the database secret again failed");
-                    Err(e)
-                }
-            },
-            ok => ok,
-        }
+        self.db.retry_refused_login(|| self.pool().begin(), |e: &sqlx::Error| Some(e)).await
     }
 
     /// Applies the embedded migrations (idempotent).
