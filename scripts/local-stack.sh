@@ -349,15 +349,16 @@ run_migrations() {
     if [ -n "$(find "$ROOT/schemas/migrations" -newer "$bin" -type f 2>/dev/null | head -n 1)" ]; then
       log "WARNING: $bin is older than schemas/migrations; run 'cargo build -p stream-consumer' to pick up new migrations"
     fi
-    log "migrations: ${bin/#"$HOME"/\~} migrate"
-    "${run_env[@]}" "$bin" migrate >&2 \
-      || die "'stream-consumer migrate' failed (set SKIP_MIGRATIONS=1 to skip this step)"
   else
     command -v cargo >/dev/null 2>&1 || die "no $bin and no cargo to build it (set SKIP_MIGRATIONS=1 to skip migrations)"
-    log "migrations: cargo run -p stream-consumer -- migrate (builds the consumer on first use)"
-    (cd "$ROOT" && "${run_env[@]}" cargo_step "building the consumer to apply migrations" run -p stream-consumer -- migrate >&2) \
-      || die "'cargo run -p stream-consumer -- migrate' failed (set SKIP_MIGRATIONS=1 to skip this step)"
+    # Built first and then run like a built one: cargo_step is a shell function, which `env`
+    # (run_env) cannot run.
+    (cd "$ROOT" && cargo_step "building the consumer to apply migrations" build -p stream-consumer >&2) \
+      || die "'cargo build -p stream-consumer' failed (set SKIP_MIGRATIONS=1 to skip this step)"
   fi
+  log "migrations: ${bin/#"$HOME"/\~} migrate"
+  "${run_env[@]}" "$bin" migrate >&2 \
+    || die "'stream-consumer migrate' failed (set SKIP_MIGRATIONS=1 to skip this step)"
 }
 
 # --------------------------------------------------------------------------------------------
