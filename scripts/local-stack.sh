@@ -274,6 +274,20 @@ ensure_postgres() {
     fi
     rm -f "$RUN_DIR/psql.err"
   fi
+  ensure_hll
+}
+
+# Migration 0005 keeps unique visitors as HyperLogLog sketches (the `hll` extension, which
+# Amazon RDS for PostgreSQL also ships). Debian packages it per server major version; the server
+# reads the control file at CREATE EXTENSION time, so no restart is needed after installing.
+ensure_hll() {
+  [ -z "$(pg_psql -d postgres -Atqc "select 1 from pg_available_extensions where name = 'hll'")" ] || return 0
+  local major
+  major="$(( $(pg_psql -d postgres -Atqc 'show server_version_num') / 10000 ))"
+  apt_install "postgresql-$major-hll"
+  [ -n "$(pg_psql -d postgres -Atqc "select 1 from pg_available_extensions where name = 'hll'")" ] \
+    || die "installed postgresql-$major-hll but PostgreSQL $major still lists no 'hll' extension"
+  log "postgres: installed the hll extension (postgresql-$major-hll)"
 }
 
 # The local stack connects as postgres without a password over TCP (DATABASE_URL, secret).

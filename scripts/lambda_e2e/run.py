@@ -456,6 +456,10 @@ def run_secure_database(emu: Emulator, bins: dict[str, Path], base_env: dict[str
     migrator_password, app_password = uuid.uuid4().hex, uuid.uuid4().hex
     cluster.admin(f"CREATE ROLE {secure_db.MIGRATOR} LOGIN CREATEROLE PASSWORD '{migrator_password}'")
     cluster.admin(f"CREATE DATABASE {secure_db.DATABASE} OWNER {secure_db.MIGRATOR}")
+    # On RDS the migrator is the master user, whose rds_superuser role may create the extensions
+    # RDS ships (hll among them). Here the migrator is a plain role, so the superuser does that one
+    # step for it; migration 0005's CREATE EXTENSION IF NOT EXISTS then finds hll and moves on.
+    cluster.admin("CREATE EXTENSION IF NOT EXISTS hll", secure_db.DATABASE)
     arns = {}
     for who, user, password in (("migrator", secure_db.MIGRATOR, migrator_password),
                                 ("app", secure_db.APPLICATION, app_password)):
