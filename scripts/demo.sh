@@ -54,6 +54,18 @@ print(f"  events rejected     {val('rejected_events'):.0f} (invalid on purpose)"
 print(f"  client retries      {val('duplicate_requests'):.0f} requests re-sent with the same event_ids")
 print(f"  consumer lag now    {lag}")
 PY
+
+# What a site owner sees first (the "Site analytics" figures, migration 0005): visitors are the
+# union of the hourly sketches, never a sum of per-hour numbers.
+echo
+echo "Per site (PostgreSQL site_hourly / site_daily_page_stats)"
+psql -X -q "$DATABASE_URL" -v ON_ERROR_STOP=1 -P footer=off <<'SQL' || echo "  (site aggregates unavailable)"
+SELECT site, sum(events) AS events, hll_cardinality(hll_union_agg(visitors))::bigint AS visitors
+FROM site_hourly GROUP BY site ORDER BY events DESC;
+SELECT site, path, sum(views) AS views, sum(events) AS events
+FROM site_daily_page_stats WHERE path <> '' GROUP BY site, path ORDER BY views DESC, path LIMIT 5;
+SQL
+
 echo
 if [ "$k6_status" -ne 0 ] || [ "$verify_status" -ne 0 ]; then
   echo "demo: FAILED (k6 exit $k6_status, verify exit $verify_status)"

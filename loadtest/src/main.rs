@@ -73,6 +73,8 @@ async fn main() -> anyhow::Result<()> {
             lake,
             dynamo: stores.dynamo_view().await?,
             pg_counts: stores.pg_counts().await?,
+            site_hourly: stores.site_hourly().await?,
+            site_pages: stores.site_pages().await?,
             quarantined: stores.quarantined().await?,
         };
         let report = reconcile(&observed);

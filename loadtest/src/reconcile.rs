@@ -43,9 +43,23 @@ pub struct Observed {
     pub dynamo: StoreView,
     /// PostgreSQL counts per event type.
     pub pg_counts: BTreeMap<String, i64>,
+    /// `site_hourly` events per event type (all sites and hours).
+    pub site_hourly: BTreeMap<String, i64>,
+    /// `site_daily_pages` events and page views (all sites, days and pages).
+    pub site_pages: SitePages,
     /// Dead-letter rows by reason code (distinct shard + sequence number).
     pub quarantined: BTreeMap<String, u64>,
 }
+
+/// The totals of `site_daily_pages`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SitePages {
+    pub events: i64,
+    pub views: i64,
+}
+
+/// The event type whose events `site_daily_pages.views` counts.
+const PAGE_VIEW: &str = "page_view";
 
 /// The verdict and the printed table.
 pub struct Report {
@@ -56,7 +70,8 @@ pub struct Report {
 
 /// Nothing lost: every acknowledged event is on the stream, in the lake, in DynamoDB.
 /// Nothing double-counted: no event twice in the lake or DynamoDB, and PostgreSQL's count per
-/// type equals the lake's and DynamoDB's distinct events per type.
+/// type equals the lake's and DynamoDB's distinct events per type, and so do the per-site
+/// tables' events (`site_hourly` per type; `site_daily_pages` in total, its views = page views).
 pub fn reconcile(o: &Observed) -> Report {
     let mut problems = Vec::new();
     let acked: HashSet<&Uuid> = o.acks.keys().collect();
@@ -76,6 +91,16 @@ pub fn reconcile(o: &Observed) -> Report {
     }
     let pg_total: i64 = o.pg_counts.values().sum();
     rows.push(("postgresql counts".to_owned(), pg_total as usize, pg_total as usize, 0, 0));
+    let pages = o.site_pages;
+    rows.push(("site_daily_pages".to_owned(), pages.events as usize, pages.events as usize, 0, 0));
+    if pages.events != pg_total {
+        problems.push(format!("site_daily_pages: {} events, postgresql counts {pg_total}", pages.events));
+    }
+    let page_views = o.pg_counts.get(PAGE_VIEW).copied().unwrap_or(0);
+    if pages.views != page_views {
+        problems
+            .push(format!("site_daily_pages: {} views, postgresql counts {page_views} page_view events", pages.views));
+    }
 
     let lake_types = o.lake.per_type();
     let dynamo_types = o.dynamo.per_type();
@@ -83,21 +108,30 @@ pub fn reconcile(o: &Observed) -> Report {
     for t in o.acks.values() {
         *acked_types.entry(t.clone()).or_default() += 1;
     }
-    let mut types: Vec<&String> =
-        lake_types.keys().chain(dynamo_types.keys()).chain(o.pg_counts.keys()).chain(acked_types.keys()).collect();
+    let mut types: Vec<&String> = lake_types
+        .keys()
+        .chain(dynamo_types.keys())
+        .chain(o.pg_counts.keys())
+        .chain(o.site_hourly.keys())
+        .chain(acked_types.keys())
+        .collect();
     types.sort();
     types.dedup();
     let mut per_type = String::new();
-    let _ =
-        writeln!(per_type, "{:<20} {:>10} {:>10} {:>10} {:>10}", "event_type", "acked", "lake", "dynamodb", "postgres");
+    let _ = writeln!(
+        per_type,
+        "{:<20} {:>10} {:>10} {:>10} {:>10} {:>11}",
+        "event_type", "acked", "lake", "dynamodb", "postgres", "site_hourly"
+    );
     for t in types {
         let get = |m: &BTreeMap<String, i64>| m.get(t).copied().unwrap_or(0);
         let (a, l, d, p) = (get(&acked_types), get(&lake_types), get(&dynamo_types), get(&o.pg_counts));
-        let mark = if l == d && d == p && a <= l { "" } else { "  <-- mismatch" };
+        let h = get(&o.site_hourly);
+        let mark = if l == d && d == p && p == h && a <= l { "" } else { "  <-- mismatch" };
         if !mark.is_empty() {
-            problems.push(format!("{t}: acked {a}, lake {l}, dynamodb {d}, postgres {p}"));
+            problems.push(format!("{t}: acked {a}, lake {l}, dynamodb {d}, postgres {p}, site_hourly {h}"));
         }
-        let _ = writeln!(per_type, "{t:<20} {a:>10} {l:>10} {d:>10} {p:>10}{mark}");
+        let _ = writeln!(per_type, "{t:<20} {a:>10} {l:>10} {d:>10} {p:>10} {h:>11}{mark}");
     }
 
     let mut table = String::new();
@@ -129,6 +163,8 @@ mod tests {
             lake: StoreView::new("parquet lake"),
             dynamo: StoreView::new("dynamodb"),
             pg_counts: BTreeMap::new(),
+            site_hourly: BTreeMap::new(),
+            site_pages: SitePages::default(),
             quarantined: BTreeMap::new(),
         };
         for n in 1..=3 {
@@ -139,6 +175,8 @@ mod tests {
         }
         o.stream.add(id(1), "a"); // a client retry that landed twice on the stream is fine
         o.pg_counts.insert("a".into(), 3);
+        o.site_hourly.insert("a".into(), 3);
+        o.site_pages = SitePages { events: 3, views: 0 };
         o
     }
 
@@ -165,5 +203,20 @@ mod tests {
         let mut o = observed();
         o.pg_counts.insert("a".into(), 4);
         assert!(!reconcile(&o).ok);
+    }
+
+    /// The per-site tables must hold each counted event once too.
+    #[test]
+    fn site_tables_must_match_the_counts() {
+        let mut o = observed();
+        o.site_hourly.insert("a".into(), 2);
+        let r = reconcile(&o);
+        assert!(r.problems.iter().any(|p| p.contains("site_hourly 2")), "{:?}", r.problems);
+        let mut o = observed();
+        o.site_pages.events = 4;
+        assert!(reconcile(&o).problems.iter().any(|p| p.contains("site_daily_pages: 4 events")));
+        let mut o = observed();
+        o.site_pages.views = 1;
+        assert!(reconcile(&o).problems.iter().any(|p| p.contains("site_daily_pages: 1 views")));
     }
 }

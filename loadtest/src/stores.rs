@@ -12,7 +12,7 @@ use sqlx::Row;
 use uuid::Uuid;
 
 use crate::error::VerifyError;
-use crate::reconcile::StoreView;
+use crate::reconcile::{SitePages, StoreView};
 
 /// Where the stores are (the same environment variables as the pipeline's).
 pub struct Stores {
@@ -114,6 +114,25 @@ impl Stores {
             .await
             .map_err(err("postgres"))?;
         Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    /// `site_hourly` events per event type, over every site and hour.
+    pub async fn site_hourly(&self) -> Result<BTreeMap<String, i64>, VerifyError> {
+        let rows = sqlx::query("SELECT event_type, SUM(events)::int8 FROM site_hourly GROUP BY event_type")
+            .fetch_all(&self.pg)
+            .await
+            .map_err(err("postgres"))?;
+        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    /// `site_daily_pages` events and page views, over every site, day and page.
+    pub async fn site_pages(&self) -> Result<SitePages, VerifyError> {
+        let row =
+            sqlx::query("SELECT COALESCE(SUM(events), 0)::int8, COALESCE(SUM(views), 0)::int8 FROM site_daily_pages")
+                .fetch_one(&self.pg)
+                .await
+                .map_err(err("postgres"))?;
+        Ok(SitePages { events: row.get(0), views: row.get(1) })
     }
 
     /// How many of `ids` the consumer has claimed: the cheap "has it caught up?" probe.

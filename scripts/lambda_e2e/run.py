@@ -396,15 +396,16 @@ def verify_table(stack: Stack, ack_log: Path, database_url: str) -> dict[str, tu
         "DYNAMODB_TABLE": stack.table, "DATABASE_URL": database_url})
     print(out.stdout, end="")
     check(out.returncode == 0, f"verify failed:\n{out.stderr}")
-    # The per-type table: "event_type acked lake dynamodb postgres", then one line per type.
+    # The per-type table: "event_type acked lake dynamodb postgres site_hourly", then one line per
+    # type (verify itself fails unless site_hourly equals postgres).
     table: dict[str, tuple[int, int, int, int]] = {}
     lines = out.stdout.splitlines()
     header = next((i for i, line in enumerate(lines) if line.split()[:1] == ["event_type"]), None)
     check(header is not None, "no per-type table in verify's output")
     for line in lines[header + 1:]:
-        m = re.match(r"^([a-z0-9_]+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s*$", line)
+        m = re.match(r"^([a-z0-9_]+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s*$", line)
         if m:
-            table[m[1]] = tuple(int(x) for x in m.groups()[1:])
+            table[m[1]] = tuple(int(x) for x in m.groups()[1:5])
     return table
 
 

@@ -10,7 +10,7 @@ use chrono::Utc;
 use schemas::dynamo;
 use schemas::lake::{Partition, dead_letter_object_key};
 
-use crate::aggregate::Counts;
+use crate::aggregate::{Counts, Fact};
 use crate::decode::{DecodedBatch, DecodedEvent, InputRecord, Quarantined, decode_batch, quarantine};
 use crate::enrich::{AgentCache, BatchAgents};
 use crate::error::ConsumerError;
@@ -150,12 +150,7 @@ impl<O: ObjectStore, D: ItemStore, L: Ledger> Pipeline<O, D, L> {
             Vec::new()
         } else {
             self.ledger
-                .claim(&claims, &objects, |new| {
-                    Counts::of(new.iter().map(|&i| {
-                        let e = &events[i].event;
-                        (e.site.as_deref(), &*e.event_type, e.received_at)
-                    }))
-                })
+                .claim(&claims, &objects, |new| Counts::of(new.iter().map(|&i| Fact::of(&events[i].event))))
                 .await?
         };
         let mut existing = HashSet::new();
@@ -392,9 +387,8 @@ mod tests {
         assert_eq!(lake_ids(&p.lake), expected, "{context}: lake");
         let items: Vec<Uuid> = p.items.items().keys().map(|k| k.parse().unwrap()).collect();
         assert_eq!(items, expected, "{context}: DynamoDB");
-        let counts = Counts::of(events.iter().map(|e| (e.site.as_deref(), &*e.event_type, e.received_at)));
-        assert_eq!(p.ledger.counts(), counts.totals, "{context}: counts");
-        assert_eq!(p.ledger.hourly_counts(), counts.hourly, "{context}: hourly counts");
+        let counts = Counts::of(events.iter().map(Fact::of));
+        assert_eq!(p.ledger.all_counts(), counts, "{context}: counts, hourly counts, site tables");
         assert_eq!(p.ledger.claimed(), events.len(), "{context}: claims");
     }
 

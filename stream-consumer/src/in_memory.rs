@@ -180,8 +180,8 @@ struct ObjectRow {
 struct LedgerState {
     seen: foldhash::HashMap<Uuid, Seen>,
     objects: foldhash::HashMap<i64, ObjectRow>,
-    totals: BTreeMap<TotalKey, i64>,
-    hourly: BTreeMap<HourKey, i64>,
+    /// Everything the counts upsert has added, the site tables' visitors as exact tallies.
+    counts: Counts,
     /// How far this ledger's clock is ahead of the wall clock ([`MemoryLedger::advance`]).
     ahead: TimeDelta,
 }
@@ -215,12 +215,7 @@ impl LedgerState {
     }
 
     fn add(&mut self, counts: Counts) {
-        for (key, n) in counts.totals {
-            *self.totals.entry(key).or_default() += n;
-        }
-        for (key, n) in counts.hourly {
-            *self.hourly.entry(key).or_default() += n;
-        }
+        self.counts.add(counts);
     }
 }
 
@@ -239,12 +234,17 @@ pub struct MemoryLedger {
 impl MemoryLedger {
     /// `event_type_counts`: per (site, event type).
     pub fn counts(&self) -> BTreeMap<TotalKey, i64> {
-        lock(&self.state).totals.clone()
+        lock(&self.state).counts.totals.clone()
     }
 
     /// `event_type_hourly_counts`: per (site, event type, hour).
     pub fn hourly_counts(&self) -> BTreeMap<HourKey, i64> {
-        lock(&self.state).hourly.clone()
+        lock(&self.state).counts.hourly.clone()
+    }
+
+    /// Everything added so far, `site_hourly` and `site_daily_pages` included.
+    pub fn all_counts(&self) -> Counts {
+        lock(&self.state).counts.clone()
     }
 
     /// How many event IDs are claimed.
@@ -358,6 +358,7 @@ impl Pipeline<MemoryLake, MemoryItems, MemoryLedger> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aggregate::Fact;
 
     fn claim(event: u128, owner: i64, lake_object: i64) -> Claim {
         Claim { event_id: Uuid::from_u128(event), owner, lake_object }
@@ -370,7 +371,19 @@ mod tests {
     /// Claims `claims` with objects `objects`, counting each new claim as one `t` event.
     async fn claim_all(ledger: &MemoryLedger, claims: &[Claim], objects: &[LakeObject]) -> Vec<ClaimStatus> {
         let at = Utc::now();
-        ledger.claim(claims, objects, |new| Counts::of(new.iter().map(|_| (Some("s"), "t", at)))).await.unwrap()
+        ledger
+            .claim(claims, objects, |new| {
+                Counts::of(new.iter().map(|_| Fact {
+                    site: Some("s"),
+                    event_type: "t",
+                    received_at: at,
+                    occurred_at: at,
+                    visitor: None,
+                    url: None,
+                }))
+            })
+            .await
+            .unwrap()
     }
 
     fn own(lake_object: i64, known: bool) -> ClaimStatus {

@@ -17,6 +17,11 @@ use crate::plan::{Claim, ClaimStatus, LakeObject};
 /// runner's shards share two; more would only exhaust RDS connections at high concurrency.
 pub const POOL_MAX_CONNECTIONS: u32 = 2;
 
+/// The precision of visitor sketches (`hll` log2m: 2^14 registers, relative standard error
+/// 1.04/√16384 ≈ 0.8%); migration 0007 gives the columns' defaults the same, because sketches of
+/// different precisions cannot be unioned.
+pub const VISITOR_SKETCH_LOG2M: i32 = 14;
+
 /// The ledger and counts store.
 #[derive(Clone)]
 pub struct PgLedger {
@@ -122,7 +127,12 @@ impl PgLedger {
             .collect()
     }
 
-    /// Adds `counts` to the totals and hourly counts with one `UNNEST` upsert, in `tx`.
+    /// Adds `counts` to the type totals, the hourly counts and the site tables with one
+    /// statement, in `tx`. The site tables get one input row per key and visitor: grouped by
+    /// key, the events are summed and the visitors hashed into a sketch (`hll_add_agg` skips the
+    /// NULL hash of events without a visitor; `coalesce` keeps a key whose events have none),
+    /// which `hll_union` merges into the row's. Keys are sorted (`ORDER BY`), so concurrent
+    /// batches lock shared rows in the same order.
     async fn add_counts(tx: &mut Transaction<'_, Postgres>, counts: &Counts) -> Result<(), ConsumerError> {
         let cols = counts.as_columns();
         sqlx::query(
@@ -131,6 +141,25 @@ impl PgLedger {
                  SELECT * FROM UNNEST($4::text[], $5::text[], $6::timestamptz[], $7::int8[])
                  ON CONFLICT (site, event_type, hour) DO UPDATE
                      SET event_count = event_type_hourly_counts.event_count + EXCLUDED.event_count, updated_at = now()
+             ), site_hours AS (
+                 INSERT INTO site_hourly (site, event_type, hour, events, visitors)
+                 SELECT site, event_type, hour, sum(n), coalesce(hll_add_agg(hll_hash_text(visitor), $19), hll_empty($19))
+                 FROM UNNEST($8::text[], $9::text[], $10::timestamptz[], $11::text[], $12::int8[])
+                     AS t(site, event_type, hour, visitor, n)
+                 GROUP BY site, event_type, hour ORDER BY site, event_type, hour
+                 ON CONFLICT (site, event_type, hour) DO UPDATE
+                     SET events = site_hourly.events + EXCLUDED.events,
+                         visitors = hll_union(site_hourly.visitors, EXCLUDED.visitors), updated_at = now()
+             ), pages AS (
+                 INSERT INTO site_daily_pages (site, day, path, events, views, visitors)
+                 SELECT site, day, path, sum(n), sum(v), coalesce(hll_add_agg(hll_hash_text(visitor), $19), hll_empty($19))
+                 FROM UNNEST($13::text[], $14::date[], $15::text[], $16::text[], $17::int8[], $18::int8[])
+                     AS t(site, day, path, visitor, n, v)
+                 GROUP BY site, day, path ORDER BY site, day, path
+                 ON CONFLICT (site, day, path) DO UPDATE
+                     SET events = site_daily_pages.events + EXCLUDED.events,
+                         views = site_daily_pages.views + EXCLUDED.views,
+                         visitors = hll_union(site_daily_pages.visitors, EXCLUDED.visitors), updated_at = now()
              )
              INSERT INTO event_type_counts (site, event_type, event_count)
              SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[])
@@ -144,6 +173,18 @@ impl PgLedger {
         .bind(cols.hourly_types)
         .bind(cols.hourly_hours)
         .bind(cols.hourly_counts)
+        .bind(cols.site_hourly_sites)
+        .bind(cols.site_hourly_types)
+        .bind(cols.site_hourly_hours)
+        .bind(cols.site_hourly_visitors)
+        .bind(cols.site_hourly_events)
+        .bind(cols.page_sites)
+        .bind(cols.page_days)
+        .bind(cols.page_paths)
+        .bind(cols.page_visitors)
+        .bind(cols.page_events)
+        .bind(cols.page_views)
+        .bind(VISITOR_SKETCH_LOG2M)
         .execute(&mut **tx)
         .await
         .map_err(ConsumerError::postgres("upsert counts"))?;
@@ -153,8 +194,8 @@ impl PgLedger {
 
 impl Ledger for PgLedger {
     /// In one transaction: registers the lake objects, claims every event (first claim wins),
-    /// and adds `count(new)` — the counts of the events claimed just now — to the totals and
-    /// hourly counts with one `UNNEST` upsert. Returns one status per claim.
+    /// and adds `count(new)` — the counts of the events claimed just now — to the totals,
+    /// hourly counts and site tables with one `UNNEST` upsert. Returns one status per claim.
     async fn claim(
         &self,
         claims: &[Claim],

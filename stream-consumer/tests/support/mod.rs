@@ -181,4 +181,39 @@ impl TestEnv {
             .unwrap()
             .get(0)
     }
+
+    /// `site_hourly_stats` rows as (site, event type, hour, events, visitors), sorted.
+    pub async fn site_hourly_stats(&self) -> Vec<(String, String, chrono::DateTime<chrono::Utc>, i64, i64)> {
+        let rows = sqlx::query(
+            "SELECT site, event_type, hour, events, visitors FROM site_hourly_stats ORDER BY site, event_type, hour",
+        )
+        .fetch_all(self.ledger.pool())
+        .await
+        .unwrap();
+        rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4))).collect()
+    }
+
+    /// `site_daily_page_stats` rows as (site, day, path, events, views, visitors), sorted.
+    pub async fn site_page_stats(&self) -> Vec<(String, chrono::NaiveDate, String, i64, i64, i64)> {
+        let rows = sqlx::query(
+            "SELECT site, day, path, events, views, visitors FROM site_daily_page_stats ORDER BY site, day, path",
+        )
+        .fetch_all(self.ledger.pool())
+        .await
+        .unwrap();
+        rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5))).collect()
+    }
+
+    /// Distinct visitors of `site` over all its `site_hourly` rows: the union of the sketches,
+    /// as dashboards compute a visitor count over several rows.
+    pub async fn site_visitors(&self, site: &str) -> i64 {
+        sqlx::query(
+            "SELECT coalesce(hll_cardinality(hll_union_agg(visitors)), 0)::int8 FROM site_hourly WHERE site = $1",
+        )
+        .bind(site)
+        .fetch_one(self.ledger.pool())
+        .await
+        .unwrap()
+        .get(0)
+    }
 }
