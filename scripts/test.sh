@@ -38,6 +38,11 @@ bash scripts/test-browser.sh
 
 step "python checks (stack, Terraform, dashboards and rules)"
 # promtool (Debian's prometheus package) checks the Prometheus config and alert rules.
+# grafana/tests runs the Site analytics dashboard's SQL against the local `analytics` database.
+# The tests before it leave no rows of their own there (the cargo tests, lambda-e2e and the
+# browser test use databases of their own; scripts/tests' k6 run does, but only when it runs
+# first), so that test sends its own small load through scripts/pipeline.sh (the debug build
+# above) and waits for the consumer before it queries: the order below does not matter.
 bash scripts/prometheus.sh install
 py_dirs=()
 for d in scripts/tests terraform/tests grafana/tests loadtest/tests athena/tests; do

@@ -37,6 +37,52 @@ resource "aws_s3_object" "grafana" {
   kms_key_id  = aws_kms_key.main.arn
 }
 
+# --- The Site analytics dashboard's database login --------------------------------------------
+# Grafana reads the per-site aggregates as var.rds_dashboard_username, a member of
+# `analytics_reader` (schemas/migrations/0006_dashboard_reader.sql: SELECT on site_hourly,
+# site_daily_pages and their views; no ledger, no writes). Terraform cannot reach the private
+# database and the consumer provisions only its own login, so an operator creates this one once
+# with the password this secret holds (README.md, "Site analytics dashboard"); until then the
+# dashboard's panels show the login error and the rest of Grafana works. The host reads the
+# secret at boot into the compose .env (templates/grafana-user-data.sh.tftpl).
+data "aws_secretsmanager_random_password" "db_dashboard" {
+  count = var.enable_grafana ? 1 : 0
+
+  password_length     = 40
+  exclude_punctuation = true
+}
+
+resource "aws_secretsmanager_secret" "db_dashboard" {
+  #checkov:skip=CKV2_AWS_57:The login is created by hand with this password (README "Site analytics dashboard") and Grafana reads it only at boot; rotating the secret alone would lock the dashboard out. Rotate by changing the password in PostgreSQL and the secret together, then replacing the host.
+  count = var.enable_grafana ? 1 : 0
+
+  name_prefix             = "${var.name}-db-dashboard-"
+  description             = "${var.name}: PostgreSQL login of Grafana's Site analytics dashboard (SELECT on the per-site aggregates)"
+  kms_key_id              = aws_kms_key.main.arn
+  recovery_window_in_days = 7
+}
+
+resource "aws_secretsmanager_secret_version" "db_dashboard" {
+  count = var.enable_grafana ? 1 : 0
+
+  secret_id = aws_secretsmanager_secret.db_dashboard[0].id
+  # The shape of the other database secrets (and of AWS's RDS rotation functions).
+  secret_string = jsonencode({
+    engine    = "postgres"
+    host      = aws_db_instance.postgres.address
+    port      = aws_db_instance.postgres.port
+    dbname    = var.rds_database_name
+    username  = var.rds_dashboard_username
+    password  = data.aws_secretsmanager_random_password.db_dashboard[0].random_password
+    masterarn = local.db_secret_arn
+  })
+
+  lifecycle {
+    # The data source draws a new password on every plan; the first one is the login's.
+    ignore_changes = [secret_string]
+  }
+}
+
 # Grafana's admin password. The host generates it on first boot and stores it here; read it
 #   aws secretsmanager get-secret-value --secret-id <grafana_admin_secret_arn> --query SecretString --output text
 resource "aws_secretsmanager_secret" "grafana_admin" {
@@ -156,6 +202,12 @@ data "aws_iam_policy_document" "grafana" {
   }
 
   statement {
+    sid       = "DashboardDatabaseSecret"
+    actions   = ["secretsmanager:GetSecretValue"]
+    resources = [aws_secretsmanager_secret.db_dashboard[0].arn]
+  }
+
+  statement {
     sid       = "UseKeyForConfigAndSecret"
     actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
     resources = [aws_kms_key.main.arn]
@@ -218,6 +270,31 @@ resource "aws_vpc_security_group_egress_rule" "grafana_https" {
   cidr_ipv4         = "0.0.0.0/0"
 }
 
+# The Site analytics dashboard connects to the RDS instance itself, not to the optional RDS Proxy
+# (the proxy knows only the consumer's and the master's secrets). The two groups' descriptions
+# predate this and are left as they are: changing a security group's description replaces it.
+resource "aws_vpc_security_group_egress_rule" "grafana_to_postgres" {
+  count = var.enable_grafana ? 1 : 0
+
+  security_group_id            = aws_security_group.grafana[0].id
+  description                  = "PostgreSQL: the Site analytics dashboard's read-only login"
+  ip_protocol                  = "tcp"
+  from_port                    = 5432
+  to_port                      = 5432
+  referenced_security_group_id = aws_security_group.rds.id
+}
+
+resource "aws_vpc_security_group_ingress_rule" "rds_from_grafana" {
+  count = var.enable_grafana ? 1 : 0
+
+  security_group_id            = aws_security_group.rds.id
+  description                  = "PostgreSQL from the Grafana host (Site analytics dashboard, read-only login)"
+  ip_protocol                  = "tcp"
+  from_port                    = 5432
+  to_port                      = 5432
+  referenced_security_group_id = aws_security_group.grafana[0].id
+}
+
 # --- Instance -----------------------------------------------------------------
 
 resource "aws_instance" "grafana" {
@@ -254,6 +331,7 @@ resource "aws_instance" "grafana" {
     bucket          = aws_s3_bucket.lake.id
     prefix          = local.lake_ops_prefix
     secret_arn      = aws_secretsmanager_secret.grafana_admin[0].arn
+    db_secret_arn   = aws_secretsmanager_secret.db_dashboard[0].arn
     compose_version = var.docker_compose_version
     compose_sha256  = var.docker_compose_sha256
     config_hash     = local.grafana_config_hash
@@ -271,5 +349,6 @@ resource "aws_instance" "grafana" {
   depends_on = [
     aws_s3_object.grafana,
     aws_iam_role_policy.grafana,
+    aws_secretsmanager_secret_version.db_dashboard,
   ]
 }

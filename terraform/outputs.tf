@@ -18,6 +18,11 @@ output "grafana_admin_secret_arn" {
   value       = one(aws_secretsmanager_secret.grafana_admin[*].arn)
 }
 
+output "grafana_db_secret_arn" {
+  description = "Secrets Manager secret with the Site analytics dashboard's PostgreSQL login (rds_dashboard_username and its password); README.md, \"Site analytics dashboard\"."
+  value       = one(aws_secretsmanager_secret.db_dashboard[*].arn)
+}
+
 output "stream_name" {
   description = "Kinesis stream (STREAM_NAME)."
   value       = aws_kinesis_stream.events.name

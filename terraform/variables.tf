@@ -550,6 +550,17 @@ variable "rds_app_username" {
   }
 }
 
+variable "rds_dashboard_username" {
+  description = "Grafana's login for the Site analytics dashboard, a member of analytics_reader (schemas/migrations/0006: SELECT on the per-site aggregates only). An operator creates it once, with the password of the db_dashboard secret (README.md, \"Site analytics dashboard\")."
+  type        = string
+  default     = "grafana_reader"
+
+  validation {
+    condition     = can(regex("^[a-z_][a-z0-9_]{0,62}$", var.rds_dashboard_username)) && !contains([var.rds_master_username, var.rds_app_username], var.rds_dashboard_username)
+    error_message = "rds_dashboard_username must be a lower-case PostgreSQL identifier, different from rds_master_username and rds_app_username."
+  }
+}
+
 variable "rds_multi_az" {
   description = "Standby in a second AZ (doubles the instance cost)."
   type        = bool

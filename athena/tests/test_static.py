@@ -29,7 +29,8 @@ def ddl_columns(name: str) -> list[tuple[str, str]]:
 def test_there_are_queries_for_every_question():
     names = {p.stem.split("_", 1)[1] for p in QUERIES}
     assert {"events_by_type_hour", "events_by_type_day", "unique_users_by_day", "top_pages",
-            "funnel_page_view_to_purchase", "bot_share", "late_events", "dead_letter_reasons"} <= names
+            "funnel_page_view_to_purchase", "bot_share", "late_events", "dead_letter_reasons",
+            "site_visitors_by_day", "site_top_pages"} <= names
 
 
 @pytest.mark.parametrize("path", QUERIES, ids=lambda p: p.stem)

@@ -27,6 +27,14 @@ BUILTIN_VARIABLES = {
     "__to": "0",
 }
 
+# The macros Grafana's PostgreSQL datasource expands on the server (pkg/tsdb/
+# grafana-postgresql-datasource/macros.go); sqlmacros.py expands them the same way.
+SQL_MACROS = {
+    "__time", "__timeEpoch", "__timeFilter", "__timeFrom", "__timeTo", "__timeGroup", "__timeGroupAlias",
+    "__unixEpochFilter", "__unixEpochNanoFilter", "__unixEpochNanoFrom", "__unixEpochNanoTo",
+    "__unixEpochGroup", "__unixEpochGroupAlias",
+}
+
 # $name, ${name}, ${name:format}, [[name]]
 VARIABLE_RE = re.compile(r"\$\{(\w+)(?::[^}]*)?\}|\$(\w+)|\[\[(\w+)(?::[^\]]*)?\]\]")
 
@@ -59,8 +67,8 @@ def target_uid(target: dict, panel: dict) -> str | None:
 
 
 def query_text(target: dict) -> str:
-    """The query a target runs: PromQL/LogQL expr, CloudWatch metric or Logs Insights query."""
-    for key in ("expr", "expression", "metricName", "query"):
+    """The query a target runs: PromQL/LogQL expr, CloudWatch metric or Logs Insights query, SQL."""
+    for key in ("expr", "expression", "metricName", "query", "rawSql"):
         value = target.get(key)
         if isinstance(value, str) and value.strip():
             return value

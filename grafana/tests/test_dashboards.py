@@ -15,6 +15,7 @@ from dashlib import (
     GRAFANA_DIR,
     PROMETHEUS_UID,
     REPO_ROOT,
+    SQL_MACROS,
     dashboard_paths,
     datasource_uid,
     iter_panels,
@@ -67,9 +68,15 @@ REQUIRED_DASHBOARDS = {
     "stream-lag-prometheus.json",
     "pipeline-cloudwatch.json",
     "pipeline-prometheus.json",
+    "site-analytics.json",
 }
 PROMETHEUS_DASHBOARDS = {"stream-lag-prometheus.json", "pipeline-prometheus.json"}
-EXPECTED_DATASOURCES = {"cloudwatch": "cloudwatch", "prometheus": "prometheus", "loki": "loki"}
+EXPECTED_DATASOURCES = {
+    "cloudwatch": "cloudwatch",
+    "prometheus": "prometheus",
+    "loki": "loki",
+    "analytics-postgres": "grafana-postgresql-datasource",
+}
 
 # Panels of type row only lay out other panels; every other panel must query something.
 LAYOUT_ONLY_TYPES = {"row"}
@@ -201,7 +208,7 @@ def test_template_variables_are_defined(path):
         texts = [query_text(t)] + [str(x) for x in t.get("logGroupNames", [])]
         texts += [str(v) for v in t.get("dimensions", {}).values()] + [str(t.get("region", ""))]
         for text in texts:
-            unknown = variables_used(text) - defined - set(BUILTIN_VARIABLES)
+            unknown = variables_used(text) - defined - set(BUILTIN_VARIABLES) - SQL_MACROS
             assert not unknown, f"{panel['title']!r} uses undefined variables {unknown}"
 
 

@@ -7,9 +7,12 @@
 Edit the panels here, regenerate, and commit both; grafana/tests/test_dashboards.py fails when
 the committed JSON differs from what this script produces. Standard library only.
 
-Datasource uids (`cloudwatch`, `prometheus`, `loki`) are the fixed uids provisioned by
-grafana/provisioning/datasources/datasources.yml. Prometheus metric names are the ones in the
-metrics contract (mirrored by CONTRACT_METRICS in grafana/tests/test_dashboards.py).
+Datasource uids (`cloudwatch`, `prometheus`, `loki`, `analytics-postgres`) are the fixed uids
+provisioned by grafana/provisioning/datasources/datasources.yml. Prometheus metric names are the
+ones in the metrics contract (mirrored by CONTRACT_METRICS in grafana/tests/test_dashboards.py).
+The SQL of the PostgreSQL dashboards is not written here: it is read from grafana/sql/<dashboard>/
+(one file per panel or variable, its leading comment the panel's description), the one place
+grafana/tests/test_site_analytics_queries.py also runs it from.
 """
 
 from __future__ import annotations
@@ -19,11 +22,15 @@ import json
 import sys
 from pathlib import Path
 
-OUT_DIR = Path(__file__).resolve().parent.parent / "dashboards"
+GRAFANA_DIR = Path(__file__).resolve().parent.parent
+OUT_DIR = GRAFANA_DIR / "dashboards"
+SQL_DIR = GRAFANA_DIR / "sql"
 
 PROM = {"type": "prometheus", "uid": "prometheus"}
 CW = {"type": "cloudwatch", "uid": "cloudwatch"}
 LOKI = {"type": "loki", "uid": "loki"}
+# Grafana 10.3 renamed the built-in PostgreSQL plugin from `postgres` (still accepted as an alias).
+PG = {"type": "grafana-postgresql-datasource", "uid": "analytics-postgres"}
 
 TAGS = ["web-analytics"]
 RATE = "$__rate_interval"
@@ -123,6 +130,49 @@ def loki(expr: str, legend: str = "", kind: str = "range") -> dict:
     }
 
 
+class SqlSource:
+    """The SQL files of one dashboard (grafana/sql/<name>/*.sql): each file's leading `--` comment
+    describes it, the rest is the query Grafana runs. Every file must be used, so no query in the
+    directory goes unchecked or unshown."""
+
+    def __init__(self, name: str) -> None:
+        self.dir = SQL_DIR / name
+        self.files = {p.stem: p.read_text() for p in sorted(self.dir.glob("*.sql"))}
+        self.used: set[str] = set()
+
+    def query(self, stem: str) -> str:
+        """The SQL of `stem`.sql without its leading comment."""
+        self.used.add(stem)
+        lines = self.files[stem].splitlines()
+        while lines and lines[0].startswith("--"):
+            lines.pop(0)
+        return "\n".join(lines).strip()
+
+    def description(self, stem: str) -> str:
+        """The leading comment of `stem`.sql as one line of text."""
+        text = []
+        for line in self.files[stem].splitlines():
+            if not line.startswith("--"):
+                break
+            text.append(line.removeprefix("--").strip())
+        return " ".join(text)
+
+    def check_all_used(self) -> None:
+        unused = sorted(set(self.files) - self.used)
+        assert not unused, f"{self.dir}: files no panel or variable uses: {unused}"
+
+
+def pg(sql: str, fmt: str) -> dict:
+    """A PostgreSQL target running `sql` as written (code mode), as a time series or a table."""
+    return {
+        "datasource": PG,
+        "editorMode": "code",
+        "format": fmt,
+        "rawQuery": True,
+        "rawSql": sql,
+    }
+
+
 def _panel(kind: str, title: str, description: str, targets: list[dict], **body) -> dict:
     """The keys every panel has, in Grafana's order, around the kind-specific `body`."""
     return {
@@ -202,6 +252,18 @@ def stat(
         "textMode": "auto",
     }
     return _panel("stat", title, description, targets, fieldConfig={"defaults": defaults, "overrides": []},
+                  options=options)
+
+
+def table(title: str, description: str, targets: list[dict], units: dict[str, str] | None = None) -> dict:
+    overrides = [
+        {"matcher": {"id": "byName", "options": column}, "properties": [{"id": "unit", "value": unit}]}
+        for column, unit in (units or {}).items()
+    ]
+    defaults = {"custom": {"align": "auto", "cellOptions": {"type": "auto"}}, "color": {"mode": "thresholds"},
+                "thresholds": _thresholds([("green", None)])}
+    options = {"showHeader": True, "cellHeight": "sm", "footer": {"show": False, "reducer": ["sum"], "fields": ""}}
+    return _panel("table", title, description, targets, fieldConfig={"defaults": defaults, "overrides": overrides},
                   options=options)
 
 
@@ -310,6 +372,27 @@ def dimension_var(name: str, label: str, namespace: str, metric: str, key: str,
         },
         current=current,
     )
+
+
+def sql_var(name: str, label: str, sql: str) -> dict:
+    """A single-choice variable whose options are the first column of `sql`'s rows, asked again
+    when the time range changes."""
+    return {
+        "name": name,
+        "label": label,
+        "type": "query",
+        "datasource": PG,
+        "definition": sql,
+        "query": sql,
+        "refresh": 2,  # on time range change
+        "includeAll": False,
+        "multi": False,
+        "sort": 1,
+        "regex": "",
+        "hide": 0,
+        "options": [],
+        "current": {},
+    }
 
 
 def textbox_var(name: str, label: str, default: str = "") -> dict:
@@ -668,6 +751,32 @@ def logs_loki(L: Layout) -> list[dict]:
     return [textbox_var("search", "Search")]
 
 
+# --------------------------------------------------------------------------------------------
+# Site analytics (PostgreSQL)
+# --------------------------------------------------------------------------------------------
+
+
+def site_analytics(L: Layout) -> list[dict]:
+    """For the owner of a site: events and unique visitors per hour, event types and top pages,
+    from the consumer's per-site aggregates in PostgreSQL (site_hourly, site_daily_pages; hours
+    and days of when events occurred, UTC). Visitors over several hours or days are the
+    cardinality of the union of their HyperLogLog sketches, never a sum."""
+    sql = SqlSource("site_analytics")
+
+    def one(stem: str, fmt: str) -> tuple[str, list[dict]]:
+        return sql.description(stem), [pg(sql.query(stem), fmt)]
+
+    L.add(stat("Events", *one("events_total", "table")), w=12, h=4)
+    L.add(stat("Unique visitors", *one("visitors_total", "table")), w=12, h=4)
+    L.add(timeseries("Events per hour", *one("events_per_hour", "time_series"), stack=True))
+    L.add(timeseries("Unique visitors per hour", *one("visitors_per_hour", "time_series")))
+    L.add(table("Event types", *one("event_types", "table"), units={"share": "percentunit"}), w=10, h=10)
+    L.add(table("Top pages", *one("top_pages", "table")), w=14, h=10)
+    variables = [sql_var("site", "Site", sql.query("site"))]
+    sql.check_all_used()
+    return variables
+
+
 # file name -> (builder, title, refresh interval, start of the time range). The dashboard's uid is
 # the file name without ".json", its description the builder's docstring, its panels what the
 # builder adds to the Layout it is given, its template variables what the builder returns.
@@ -677,6 +786,7 @@ DASHBOARDS = {
     "pipeline-cloudwatch.json": (pipeline_cloudwatch, "Pipeline (CloudWatch)", "1m", "now-3h"),
     "pipeline-prometheus.json": (pipeline_prometheus, "Pipeline (Prometheus)", "10s", "now-30m"),
     "logs-loki.json": (logs_loki, "Logs (Loki)", "30s", "now-1h"),
+    "site-analytics.json": (site_analytics, "Site analytics", "5m", "now-7d"),
 }
 
 

@@ -31,6 +31,8 @@ const IPHONE: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) App
 const GOOGLEBOT: &str = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
 const PATHS: [&str; 6] = ["/", "/products/espresso", "/products/grinder", "/cart", "/checkout", "/blog/how-to-brew"];
 const SHARDS: [&str; 2] = ["shardId-000000000000", "shardId-000000000001"];
+/// The sites events are admitted for; one event in ten has none (recorded before sites).
+const SITES: [&str; 2] = ["shop-a", "shop-b"];
 
 /// The receive hours of the event set: two days, so per-day and per-hour answers differ.
 fn hours() -> [DateTime<Utc>; 4] {
@@ -38,8 +40,9 @@ fn hours() -> [DateTime<Utc>; 4] {
         .map(|s| s.parse().unwrap())
 }
 
-/// A deterministic, varied event set: several types, anonymous IDs (some missing), URLs with
-/// query strings, a bot user agent, late and early `occurred_at`.
+/// A deterministic, varied event set: several types, anonymous IDs (some missing), signed-in
+/// users (a user's events carry different anonymous IDs, as on several devices), two sites and
+/// events without one, URLs with query strings, a bot user agent, late and early `occurred_at`.
 fn events(n: usize) -> Vec<EnrichedEvent<'static>> {
     let mut rng = fastrand::Rng::with_seed(20240501);
     (0..n)
@@ -69,6 +72,9 @@ fn events(n: usize) -> Vec<EnrichedEvent<'static>> {
             if rng.u32(0..100) >= 5 {
                 raw["anonymous_id"] = json!(format!("anon-{}", rng.u32(0..40)));
             }
+            if rng.u32(0..100) < 25 {
+                raw["user_id"] = json!(format!("user-{}", rng.u32(0..12)));
+            }
             if event_type != "signup" {
                 let query = if rng.bool() { "?utm_source=newsletter&utm_medium=email" } else { "" };
                 raw["url"] = json!(format!("https://shop.example.com{}{query}", PATHS[rng.usize(0..PATHS.len())]));
@@ -78,11 +84,17 @@ fn events(n: usize) -> Vec<EnrichedEvent<'static>> {
                 80..90 => IPHONE,
                 _ => GOOGLEBOT,
             };
-            validate_event(&raw, received).expect("generated event is valid").enrich(&ServerFacts {
+            let site = match rng.u32(0..10) {
+                0 => None,
+                n => Some(SITES[n as usize % 2]),
+            };
+            let mut event = validate_event(&raw, received).expect("generated event is valid").enrich(&ServerFacts {
                 received_at: received,
                 client_ip: Some("198.51.100.23".parse().unwrap()),
                 user_agent: Some(agent.into()),
-            })
+            });
+            event.site = site.map(Into::into);
+            event
         })
         .collect()
 }
@@ -253,7 +265,7 @@ fn expected(events: &[EnrichedEvent<'_>], quarantined: &[(&str, &str)], dead_let
     }
     entry(
         "07_late_events",
-        days,
+        days.clone(),
         &["lateness", "events", "max_delay_seconds"],
         late.into_iter().map(|(b, (n, max))| json!([b, n, max as f64 / 1000.0])).collect(),
     );
@@ -272,6 +284,49 @@ fn expected(events: &[EnrichedEvent<'_>], quarantined: &[(&str, &str)], dead_let
         &["reason_code", "records", "shards"],
         dead.into_iter().map(|(c, n, s)| json!([c, n, s])).collect(),
     );
+
+    // A visitor is user_id when the event has one, else anonymous_id; no site, no row.
+    let visitor = |e: &EnrichedEvent<'_>| e.user_id.as_deref().or(e.anonymous_id.as_deref()).map(str::to_owned);
+    let mut site_days: BTreeMap<(String, String), (i64, BTreeSet<String>)> = BTreeMap::new();
+    let mut site_pages: BTreeMap<String, HashMap<String, (i64, BTreeSet<String>)>> = BTreeMap::new();
+    for e in events {
+        let Some(site) = e.site.as_deref() else { continue };
+        let day = site_days.entry((site.to_owned(), dt(e.received_at))).or_default();
+        day.0 += 1;
+        day.1.extend(visitor(e));
+        if e.event_type == "page_view"
+            && let Some(url) = &e.url
+        {
+            let page = site_pages.entry(site.to_owned()).or_default().entry(url_path(url)).or_default();
+            page.0 += 1;
+            page.1.extend(visitor(e));
+        }
+    }
+    assert_eq!(site_days.keys().map(|k| &k.0).collect::<BTreeSet<_>>().len(), 2, "both sites have events");
+    // The set must tell the visitor rule from counting anonymous IDs alone, or 09 and 10 would
+    // pass with either.
+    let anonymous_only = |site: &str, day: &str| {
+        let ids = events.iter().filter(|e| e.site.as_deref() == Some(site) && dt(e.received_at) == day);
+        ids.filter_map(|e| e.anonymous_id.as_deref()).collect::<BTreeSet<_>>().len()
+    };
+    assert!(
+        site_days.iter().any(|((s, d), (_, v))| v.len() != anonymous_only(s, d)),
+        "user_id changes some site's visitor count"
+    );
+    entry(
+        "09_site_visitors_by_day",
+        days.clone(),
+        &["site", "dt", "events", "visitors"],
+        site_days.into_iter().map(|((s, d), (n, v))| json!([s, d, n, v.len()])).collect(),
+    );
+    let mut top = Vec::new();
+    for (site, pages) in site_pages {
+        let mut pages: Vec<(String, i64, usize)> = pages.into_iter().map(|(p, (n, v))| (p, n, v.len())).collect();
+        pages.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        pages.truncate(5);
+        top.extend(pages.into_iter().map(|(p, n, v)| json!([site, p, n, v])));
+    }
+    entry("10_site_top_pages", days, &["site", "path", "views", "visitors"], top);
     Value::Object(out)
 }
 

@@ -166,6 +166,18 @@ run "default_stack" {
     error_message = "user_data starts the compose stack"
   }
   assert {
+    condition     = strcontains(aws_instance.grafana[0].user_data, "DB_SECRET_ID='${aws_secretsmanager_secret.db_dashboard[0].arn}'") && strcontains(aws_instance.grafana[0].user_data, "ANALYTICS_DB_")
+    error_message = "the host writes the dashboard's database login from its secret into the compose .env"
+  }
+  assert {
+    condition     = jsondecode(aws_secretsmanager_secret_version.db_dashboard[0].secret_string).username == "grafana_reader" && jsondecode(aws_secretsmanager_secret_version.db_dashboard[0].secret_string).host == aws_db_instance.postgres.address
+    error_message = "the dashboard's secret names its login and the instance (not the proxy)"
+  }
+  assert {
+    condition     = aws_vpc_security_group_ingress_rule.rds_from_grafana[0].referenced_security_group_id == aws_security_group.grafana[0].id && aws_vpc_security_group_egress_rule.grafana_to_postgres[0].referenced_security_group_id == aws_security_group.rds.id
+    error_message = "the Grafana host reaches PostgreSQL on 5432, and only it"
+  }
+  assert {
     condition     = output.grafana_url == "http://198.51.100.10:3000"
     error_message = "grafana_url"
   }
@@ -298,6 +310,10 @@ run "without_optional_parts" {
   assert {
     condition     = length(aws_instance.grafana) == 0 && output.grafana_url == null
     error_message = "no Grafana host"
+  }
+  assert {
+    condition     = length(aws_secretsmanager_secret.db_dashboard) == 0 && length(aws_vpc_security_group_ingress_rule.rds_from_grafana) == 0
+    error_message = "no dashboard login or PostgreSQL rule without the Grafana host"
   }
   assert {
     condition     = length(aws_api_gateway_account.this) == 0 && length(aws_iam_role.rds_monitoring) == 0 && !aws_db_instance.postgres.performance_insights_enabled

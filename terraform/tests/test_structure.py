@@ -185,14 +185,17 @@ def test_no_security_group_ingress_from_the_internet(tf):
     assert tf.default("allowed_cidr") is None, "allowed_cidr must not default to a network"
 
 
-def test_only_the_consumer_reaches_postgres(tf):
+def test_only_the_consumer_and_the_dashboard_reach_postgres(tf):
     rules = tf.resources["aws_vpc_security_group_ingress_rule"]
     to_rds = {n: r for n, r in rules.items() if "aws_security_group.rds.id" in expr(attr(r, "security_group_id"))}
     assert to_rds, "RDS security group has no ingress rule"
+    # The Grafana host's login is the dashboard's read-only one (migration 0006, README "Site
+    # analytics dashboard").
+    sources = ("aws_security_group.consumer", "aws_security_group.rds_proxy", "aws_security_group.grafana")
     for name, rule in to_rds.items():
         assert attr(rule, "from_port") == 5432 and attr(rule, "to_port") == 5432, name
         source = expr(attr(rule, "referenced_security_group_id"))
-        assert "aws_security_group.consumer" in source or "aws_security_group.rds_proxy" in source, name
+        assert any(s in source for s in sources), name
         assert attr(rule, "cidr_ipv4") is None, name
     proxy_in = rules["proxy_from_consumer"]
     assert "aws_security_group.consumer" in expr(attr(proxy_in, "referenced_security_group_id"))
