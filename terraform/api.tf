@@ -64,10 +64,32 @@ resource "aws_api_gateway_deployment" "producer" {
 
   triggers = {
     redeployment = sha1(aws_api_gateway_rest_api.producer[0].body)
+    # Gateway responses take effect only in a new deployment.
+    gateway_responses = sha1(jsonencode([for r in aws_api_gateway_gateway_response.json_error : [r.response_type, r.response_templates, r.response_parameters]]))
   }
 
   lifecycle {
     create_before_destroy = true
+  }
+}
+
+# API Gateway's own answers (a route or method it lacks, throttling, its 10 MB payload limit, a
+# failed or timed-out integration) in the producer's error shape: {"error": "..."} as
+# application/json, like every answer of the producer itself (producer-api/openapi.yaml,
+# x-gateway-responses). DEFAULT_4XX and DEFAULT_5XX stand for every response type not given its
+# own; each keeps its status. $context.error.messageString is the message already quoted as a
+# JSON string. (An HTTP API has no gateway responses: its own answers stay {"message": "..."}.)
+resource "aws_api_gateway_gateway_response" "json_error" {
+  for_each = toset(local.rest ? ["DEFAULT_4XX", "DEFAULT_5XX"] : [])
+
+  rest_api_id   = aws_api_gateway_rest_api.producer[0].id
+  response_type = each.key
+  response_templates = {
+    "application/json" = "{\"error\":$context.error.messageString}"
+  }
+  # Whatever the request's Content-Type (sendBeacon sends text/plain), the answer is JSON.
+  response_parameters = {
+    "gatewayresponse.header.Content-Type" = "'application/json'"
   }
 }
 

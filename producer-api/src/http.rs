@@ -17,6 +17,7 @@ use schemas::ServerFacts;
 use schemas::limits::MAX_REQUEST_BYTES;
 use serde::Serialize;
 use serde_json::json;
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use uuid::Uuid;
 
@@ -58,23 +59,82 @@ pub fn router<S: RecordSink>(state: AppState<S>) -> Router {
         .route("/{stage}/events", post(post_events::<S>).options(preflight_without_cors))
         .route("/health", get(health))
         .route("/{stage}/health", get(health))
-        .with_state(Arc::new(state));
+        .fallback(not_found)
+        .with_state(Arc::new(state))
+        // A panic in a handler (a bug) is a 500 in the error shape, not a connection cut without
+        // an answer (local server) or the gateway's own 502 (Lambda).
+        .layer(CatchPanicLayer::custom(panic_response));
     if !sites.has_origins() {
-        return app;
+        return with_json_errors(app);
     }
     // A preflight carries no key, so CORS answers for the union of the sites' origins; the
     // request itself is then checked against its own key's origins (403 otherwise).
-    app.layer(
-        CorsLayer::new()
-            .allow_origin(AllowOrigin::predicate(move |origin: &HeaderValue, _| {
-                origin.to_str().is_ok_and(|o| sites.any_allows_origin(o))
-            }))
-            .allow_methods([Method::POST, Method::GET, Method::OPTIONS])
-            .allow_headers([CONTENT_TYPE, CONTENT_ENCODING, HeaderName::from_static(SITE_KEY_HEADER)])
-            // The tracker reads it to back off on 429/503.
-            .expose_headers([RETRY_AFTER])
-            .max_age(std::time::Duration::from_secs(86_400)),
+    with_json_errors(
+        app.layer(
+            CorsLayer::new()
+                .allow_origin(AllowOrigin::predicate(move |origin: &HeaderValue, _| {
+                    origin.to_str().is_ok_and(|o| sites.any_allows_origin(o))
+                }))
+                .allow_methods([Method::POST, Method::GET, Method::OPTIONS])
+                .allow_headers([CONTENT_TYPE, CONTENT_ENCODING, HeaderName::from_static(SITE_KEY_HEADER)])
+                // The tracker reads it to back off on 429/503.
+                .expose_headers([RETRY_AFTER])
+                .max_age(std::time::Duration::from_secs(86_400)),
+        ),
     )
+}
+
+/// `router` wrapped so that every error answer of the layers inside it is in the API's error
+/// shape (see [`json_errors`]). Applied again outside any layer added later (the local server's
+/// timeout), which is harmless: an answer already in the shape passes unchanged.
+pub fn with_json_errors(router: Router) -> Router {
+    router.layer(axum::middleware::map_response(json_errors))
+}
+
+/// Gives an error answer that has no JSON body the API's error body: the 405 of axum's method
+/// router, the 408 of the timeout layer, and whatever else a layer answers by itself. Every 4xx
+/// and 5xx then reads alike to a client (`{"error": "..."}`, `Content-Type: application/json`,
+/// openapi.yaml's `Error`); headers (`Allow`, `Retry-After`, CORS) are kept.
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response.headers().get(CONTENT_TYPE).is_some_and(|v| v.as_bytes() == b"application/json");
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (mut parts, _) = response.into_parts();
+    parts.headers.remove(http::header::CONTENT_LENGTH);
+    parts.headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Response::from_parts(parts, Body::from(error_body(status)))
+}
+
+/// The error body for an answer the API's own code did not write (the layers', or hyper's own:
+/// see `server::TimedStream`): `{"error": "..."}` with a message that says what to do.
+pub fn error_body(status: StatusCode) -> String {
+    json!({ "error": default_message(status) }).to_string()
+}
+
+fn default_message(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::BAD_REQUEST => "the request is malformed",
+        StatusCode::NOT_FOUND => "no such route: the API serves POST /events and GET /health",
+        StatusCode::METHOD_NOT_ALLOWED => "method not allowed on this route: see the Allow header",
+        StatusCode::REQUEST_TIMEOUT => "the request did not arrive in time; resend it",
+        StatusCode::PAYLOAD_TOO_LARGE => "the request body is too large",
+        StatusCode::URI_TOO_LONG => "the request URI is too long",
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "the request's header fields are too large or too many",
+        StatusCode::INTERNAL_SERVER_ERROR => "internal error",
+        other => other.canonical_reason().unwrap_or("error"),
+    }
+}
+
+/// A handler's panic (the panic itself is logged by the panic hook).
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    error_response(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+}
+
+/// Any route the API does not serve.
+async fn not_found() -> Response {
+    error_response(StatusCode::NOT_FOUND, default_message(StatusCode::NOT_FOUND))
 }
 
 /// `OPTIONS /events` when no origin is allowed. The CORS layer, when configured, answers every

@@ -95,9 +95,13 @@ pub fn parse_events(body: &[u8]) -> Result<Envelope<'_>, IngestError> {
             let fields: Vec<(BorrowedStr<'_>, &RawValue)> =
                 serde_json::from_str::<TopObject<'_>>(text).map_err(not_json)?.0;
             let events = fields.iter().find(|(name, v)| name.0 == "events" && v.get().starts_with('['));
-            let is_envelope = events.is_some()
-                && fields.len() <= 2
-                && fields.iter().all(|(n, _)| matches!(&*n.0, "events" | "site_key"));
+            let is_envelope = events.is_some() && fields.iter().all(|(n, _)| matches!(&*n.0, "events" | "site_key"));
+            // Two `events` lists would be one batch to one reader and another to the next (and
+            // one silently lost); two keys, one site or the other. Keys are compared unescaped.
+            // A single event's own repeated keys are its validation's to name.
+            if is_envelope && let Some(twice) = repeated_key(&fields) {
+                return Err(IngestError::BadRequest(format!("the envelope has a duplicate key \"{twice}\"")));
+            }
             match events {
                 Some((_, list)) if is_envelope => {
                     if let Some((_, key)) = fields.iter().find(|(n, _)| n.0 == "site_key") {
@@ -129,6 +133,11 @@ pub fn parse_events(body: &[u8]) -> Result<Envelope<'_>, IngestError> {
         )));
     }
     Ok(Envelope { site_key, events })
+}
+
+/// The first key of `fields` that an earlier one has too.
+fn repeated_key<'f>(fields: &'f [(BorrowedStr<'_>, &RawValue)]) -> Option<&'f str> {
+    fields.iter().enumerate().find(|(i, (k, _))| fields[..*i].iter().any(|(e, _)| e.0 == k.0)).map(|(_, (k, _))| &*k.0)
 }
 
 /// A top-level object's fields, values left as raw JSON text.
@@ -241,6 +250,49 @@ mod tests {
         check("{not json", Err(400));
         let many = format!("[{}]", vec![r#"{"event_type":"a"}"#; MAX_BATCH_EVENTS + 1].join(","));
         check(&many, Err(413));
+    }
+
+    /// Invariant (#20): a key twice anywhere in a body is refused naming the key: in the
+    /// envelope the whole request (400), in an event that event, in `properties` that event with
+    /// the object's path; escaped spellings of a key are the same key.
+    #[test]
+    fn duplicate_keys_are_refused_naming_the_key() {
+        let whole = |body: &str| prepare(Bytes::from(body.to_owned()), Some("application/json"), None, &facts());
+        for (body, reason) in [
+            (r#"{"events":[{"event_type":"a"}],"events":[{"event_type":"b"}]}"#, r#"duplicate key "events""#),
+            (r#"{"events":[{"event_type":"a"}],"\u0065vents":[]}"#, r#"duplicate key "events""#),
+            (r#"{"site_key":"pk_a","events":[{"event_type":"a"}],"site_key":"pk_b"}"#, r#"duplicate key "site_key""#),
+        ] {
+            let err = whole(body).unwrap_err();
+            assert_eq!(err.status().as_u16(), 400, "{body}");
+            assert!(err.to_string().contains(reason), "{body}: {err}");
+        }
+        let body = r#"[{"event_type":"a"},{"event_type":"a","event_type":"b"},
+            {"event_type":"a","properties":{"x":{"k":1,"\u006b":2}}},{"event_type":"ok"}]"#;
+        let p = whole(body).unwrap();
+        assert_eq!(p.records.len(), 2, "the valid events are still accepted");
+        assert_eq!(
+            p.rejected,
+            vec![
+                Rejected { index: 1, field: String::new(), reason: r#"has a duplicate key "event_type""#.into() },
+                Rejected { index: 2, field: "properties.x".into(), reason: r#"has a duplicate key "k""#.into() },
+            ]
+        );
+        // A single-event body is that event: its repeated key is a per-event rejection.
+        check(r#"{"event_type":"a","url":"https://x/","url":"https://y/"}"#, Ok((0, 1)));
+    }
+
+    /// Invariant (#20): the nil and max UUIDs are refused as `event_id`, per event.
+    #[test]
+    fn nil_and_max_event_ids_are_rejected_per_event() {
+        let body = r#"[{"event_type":"a","event_id":"00000000-0000-0000-0000-000000000000"},
+            {"event_type":"a","event_id":"FFFFFFFF-FFFF-FFFF-FFFF-FFFFFFFFFFFF"},{"event_type":"a"}]"#;
+        let p = prepare(Bytes::from(body), Some("application/json"), None, &facts()).unwrap();
+        assert_eq!(p.records.len(), 1);
+        assert_eq!(
+            p.rejected.iter().map(|r| (r.index, r.field.as_str())).collect::<Vec<_>>(),
+            [(0, "event_id"), (1, "event_id")]
+        );
     }
 
     #[test]

@@ -166,8 +166,8 @@ impl Harness {
 enum Want {
     /// This status from the API, with a JSON `{"error": …}` body.
     Api(u16),
-    /// Refused by the HTTP layer before the API (malformed or oversized head): this status,
-    /// or the connection closed without an answer.
+    /// Refused by the HTTP layer before the API (malformed or oversized head): this status
+    /// with the API's JSON `{"error": …}` body (#20), or the connection closed without an answer.
     Http(u16),
 }
 
@@ -186,6 +186,13 @@ impl Want {
                 assert!(
                     reply.status.is_none() || reply.status == Some(status),
                     "{case}: wanted {status} or a closed connection, got {}",
+                    truncate(&reply.raw)
+                );
+                assert!(
+                    reply.status.is_none()
+                        || (reply.body["error"].as_str().is_some_and(|e| !e.is_empty())
+                            && reply.raw.contains("content-type: application/json\r\n")),
+                    "{case}: the HTTP layer's answer is not in the API's error shape: {}",
                     truncate(&reply.raw)
                 );
             }

@@ -19,7 +19,8 @@ use chrono::{DateTime, Utc};
 use crate::event::EnrichedEvent;
 use crate::properties::Properties;
 use crate::rules::{
-    self, ANONYMOUS_ID, REFERRER, SESSION_ID, TextRule, URL, USER_AGENT, USER_ID, is_control_byte, parse_utc_fast,
+    self, ANONYMOUS_ID, KeySet, REFERRER, SESSION_ID, TextRule, URL, USER_AGENT, USER_ID, is_control_byte,
+    parse_utc_fast,
 };
 
 /// `client_ip` is written by the producer, not sent by clients: no client rule holds it, only
@@ -241,10 +242,18 @@ impl<'t> Reader<'t> {
             return Some(());
         }
         let mut keys = 0;
+        // A key sent twice is for the general path to name. Keys here have no escapes, so
+        // comparing their text is comparing the keys.
+        let mut seen = KeySet::default();
         loop {
             keys += 1;
             rules::key_count(keys).ok()?;
-            rules::property_key(self.string(Scan::Short)?).ok()?;
+            let key = self.string(Scan::Short)?;
+            rules::property_key(key).ok()?;
+            if seen.contains(key) {
+                return None;
+            }
+            seen.insert(Cow::Borrowed(key));
             if !self.eat_byte(b':') {
                 return None;
             }
@@ -474,6 +483,18 @@ mod tests {
             assert!(read(&mangled).is_none(), "{mangled}");
             let err = crate::decode_record(mangled.as_bytes()).unwrap_err();
             assert_eq!(err, crate::DecodeError::Invalid(crate::ValidationError::new("url", &reason[5..])));
+        }
+        // A key twice in one object: left to the general path, which refuses it by name.
+        for (from, to, field) in [
+            (r#"{"n":1.5}"#, r#"{"n":1.5,"n":2}"#, "properties"),
+            (r#"{"n":1.5}"#, r#"{"n":{"a":[{"b":1,"c":2,"b":3}]}}"#, "properties.n.a.0"),
+        ] {
+            let mangled = canonical.replacen(from, to, 1);
+            assert!(read(&mangled).is_none(), "{mangled}");
+            match crate::decode_record(mangled.as_bytes()).unwrap_err() {
+                crate::DecodeError::Invalid(e) => assert_eq!(e.field, field, "{e}"),
+                other => panic!("{mangled}: {other}"),
+            }
         }
         let reordered = format!(r#"{{"event":{event},"v":1}}"#);
         assert!(read(&reordered).is_none());

@@ -146,6 +146,7 @@ impl EnrichedEvent<'_> {
     /// The rules of every field but `properties`, in the order [`EnrichedEvent::check`] applies
     /// them (so the first broken rule is the same).
     fn check_fields(&self) -> Result<(), ValidationError> {
+        rules::event_id_value(self.event_id).map_err(|b| b.at("event_id"))?;
         rules::event_type(&self.event_type).map_err(|b| b.at("event_type"))?;
         let values = [&self.anonymous_id, &self.user_id, &self.session_id, &self.url, &self.referrer, &self.user_agent];
         for (rule, value) in TEXT_RULES.into_iter().zip(values) {
@@ -259,6 +260,9 @@ pub fn validate_from<'de, D: Deserializer<'de>>(de: D, now: DateTime<Utc>) -> Re
     if let Some(unknown) = f.unknown.take() {
         return Err(ValidationError::new(unknown, "unknown field"));
     }
+    if let Some(key) = f.duplicate.take() {
+        return Err(ValidationError::new("", rules::duplicate_key(&key)));
+    }
     rules::event_size(f.compact_size()).map_err(|b| b.at(""))?;
     // A struct's fields are evaluated in the order written: this is the order the rules are
     // checked in, and so decides which broken rule is reported.
@@ -332,6 +336,8 @@ struct Fields<'de> {
     properties: PropertiesSlot,
     /// The first field that is not a client field.
     unknown: Option<String>,
+    /// The first client field sent twice.
+    duplicate: Option<String>,
 }
 
 impl<'de> Fields<'de> {
@@ -434,8 +440,16 @@ impl<'de> Visitor<'de> for EventVisitor<'_> {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Shape<'de>, A::Error> {
         let mut f = Fields::default();
+        // A repeated key is refused (readers disagree on which value it has): one bit per client
+        // field; an unknown field is refused anyway.
+        let mut seen = 0u16;
         while let Some(BorrowedStr(key)) = map.next_key()? {
-            // A repeated key keeps the last value, as a JSON object parsed into a map would.
+            if let Some(i) = CLIENT_FIELDS.iter().position(|c| *c == key) {
+                if seen & (1 << i) != 0 && f.duplicate.is_none() {
+                    f.duplicate = Some(key.to_string());
+                }
+                seen |= 1 << i;
+            }
             if key == "properties" {
                 f.properties = match map.next_value_seed(PropertiesSeed { error: self.properties_error })? {
                     Ok(Some(p)) => PropertiesSlot::Checked(p),
@@ -680,6 +694,52 @@ mod tests {
         let err =
             validate_event(&json!({"event_type": "a", "occurred_at": "2024-05-03T12:00:00Z"}), now()).unwrap_err();
         assert_eq!(err.field, "occurred_at");
+    }
+
+    /// Invariant (#20): a top-level field sent twice is refused, however the second is spelled,
+    /// and a key twice inside `properties` is refused naming its object.
+    #[test]
+    fn duplicate_keys_in_an_event_are_refused() {
+        for (text, field, reason) in [
+            (r#"{"event_type":"a","event_type":"b"}"#, "", r#"has a duplicate key "event_type""#),
+            (r#"{"event_type":"a","event_\u0074ype":"a"}"#, "", r#"has a duplicate key "event_type""#),
+            (r#"{"event_type":"a","properties":{},"properties":null}"#, "", r#"has a duplicate key "properties""#),
+            (r#"{"event_type":"a","user_id":null,"user_id":"u"}"#, "", r#"has a duplicate key "user_id""#),
+            (
+                r#"{"event_type":"a","properties":{"p":[{"k":1,"\u006b":2}]}}"#,
+                "properties.p.0",
+                r#"has a duplicate key "k""#,
+            ),
+        ] {
+            assert_eq!(validate_json(text, now()).unwrap_err(), ValidationError::new(field, reason), "{text}");
+        }
+    }
+
+    /// Invariant (#20): the nil and max UUIDs are not event IDs, in any case, on the way in and
+    /// when read back from the stream.
+    #[test]
+    fn nil_and_max_event_ids_are_refused() {
+        for id in [
+            "00000000-0000-0000-0000-000000000000",
+            "ffffffff-ffff-ffff-ffff-ffffffffffff",
+            "FFFFFFFF-FFFF-FFFF-FFFF-FFFFFFFFFFFF",
+            "ffffffff-FFFF-ffff-FFFF-ffffffffffff",
+        ] {
+            let err = validate_event(&json!({"event_type": "a", "event_id": id}), now()).unwrap_err();
+            assert_eq!(err.field, "event_id", "{id}");
+            assert!(err.reason.contains("nil UUID"), "{err}");
+        }
+        for id in ["00000000-0000-0000-0000-000000000001", "ffffffff-ffff-ffff-ffff-fffffffffffe"] {
+            assert!(validate_event(&json!({"event_type": "a", "event_id": id}), now()).is_ok(), "{id}");
+        }
+        let mut e = validate_event(&json!({"event_type": "a"}), now()).unwrap().enrich(&ServerFacts {
+            received_at: now(),
+            client_ip: None,
+            user_agent: None,
+        });
+        e.event_id = Uuid::max();
+        assert_eq!(e.check().unwrap_err().field, "event_id");
+        assert_eq!(crate::decode_record(&crate::encode_record(&e)).unwrap_err().reason_code(), "invalid_event");
     }
 
     #[test]

@@ -14,7 +14,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::de::{BorrowedStr, visit_as_kind};
-use crate::rules::{self, Broken, ValidationError};
+use crate::rules::{self, Broken, KeySet, ValidationError};
 
 /// A `properties` object as JSON text; compared by text. The producer's is the compact text that
 /// passed [`check_properties`]; the consumer's borrows the stream record (see [`Properties::check`]),
@@ -145,8 +145,8 @@ pub enum Checked {
     Null,
 }
 
-/// Checks a `properties` value read from `de` (depth, keys per object, key and string lengths,
-/// array lengths, compact size) and writes its compact JSON to `out`. The first rule broken is
+/// Checks a `properties` value read from `de` (depth, keys per object, no key twice in one
+/// object, key and string lengths, array lengths, compact size) and writes its compact JSON to `out`. The first rule broken is
 /// returned, with the dotted path of the value that broke it.
 pub fn check_properties<'de, D: Deserializer<'de>>(de: D, out: &mut impl Write) -> Result<Checked, ValidationError> {
     let mut error = None;
@@ -251,9 +251,14 @@ impl<W: Write> Walk<'_, W> {
     fn object<'de, A: MapAccess<'de>>(&mut self, mut map: A, depth: usize) -> Result<(), A::Error> {
         self.put(b"{")?;
         let mut keys = 0;
+        let mut seen = KeySet::default();
         while let Some(BorrowedStr(key)) = map.next_key::<BorrowedStr<'de>>()? {
             keys += 1;
             rules::key_count(keys).and_then(|()| rules::property_key(&key)).map_err(|b| self.fail(b))?;
+            if seen.contains(&key) {
+                self.error = Some(ValidationError::new(String::new(), rules::duplicate_key(&key)));
+                return Err(de::Error::custom("properties rule"));
+            }
             if keys > 1 {
                 self.put(b",")?;
             }
@@ -263,6 +268,7 @@ impl<W: Write> Walk<'_, W> {
                 self.within(&key);
                 return Err(e);
             }
+            seen.insert(key);
         }
         self.put(b"}")
     }
@@ -451,6 +457,38 @@ mod tests {
     fn out_of_range_numbers_are_refused() {
         assert!(from_text(r#"{"n": 1e400}"#).is_err());
         assert!(from_text(r#"{"n": 1e300}"#).is_ok());
+    }
+
+    /// Invariant (#20): a key twice in one object, at any depth and however it is spelled
+    /// (escapes are compared decoded), is refused naming the key and the object it is in;
+    /// the same key in two different objects is not a duplicate.
+    #[test]
+    fn duplicate_keys_are_refused_at_any_depth_and_spelling() {
+        let cases = [
+            (r#"{"a":1,"a":2}"#, "properties", r#"has a duplicate key "a""#),
+            (r#"{"a":1,"\u0061":2}"#, "properties", r#"has a duplicate key "a""#),
+            (r#"{"\u00e9":1,"é":2}"#, "properties", r#"has a duplicate key "é""#),
+            (r#"{"x":{"b":1,"c":{},"b":null}}"#, "properties.x", r#"has a duplicate key "b""#),
+            (r#"{"x":[{"k":1},{"k":1,"k":1}]}"#, "properties.x.1", r#"has a duplicate key "k""#),
+            (r#"{"a":{"b":{"c":{"d":{"e":1,"e":2}}}}}"#, "properties.a.b.c.d", r#"has a duplicate key "e""#),
+            (r#"{"q\"\n":1,"q\"\u000a":2}"#, "properties", r#"has a duplicate key "q\"\n""#),
+        ];
+        // Past the inline keys too: the ninth and later keys are compared as well.
+        let many = (0..12).map(|i| format!(r#""k{i}":{i}"#)).collect::<Vec<_>>().join(",");
+        let late = format!(r#"{{{many},"k3":0}}"#);
+        let escaped_late = format!(r#"{{{many},"\u006b11":0}}"#);
+        for (text, field, reason) in cases
+            .into_iter()
+            .chain([(&*late, "properties", r#"has a duplicate key "k3""#)])
+            .chain([(&*escaped_late, "properties", r#"has a duplicate key "k11""#)])
+        {
+            assert_eq!(from_text(text).unwrap_err(), ValidationError::new(field, reason), "{text}");
+            let stored: Properties = serde_json::from_str(text).unwrap();
+            assert_eq!(stored.check().unwrap_err().field, field, "the stream check refuses it too: {text}");
+        }
+        for ok in [r#"{"a":{"a":1},"b":[{"a":1},{"a":2}]}"#, r#"{"a":1,"A":2,"a ":3}"#, "{}"] {
+            assert!(matches!(from_text(ok), Ok(Checked::Object(_))), "{ok}");
+        }
     }
 
     #[test]

@@ -50,6 +50,7 @@ pub(crate) enum Broken {
     Control,
     EventType,
     EventId,
+    ReservedEventId,
     Timestamp,
     TooFarAhead,
     TooLarge { bytes: usize, max: usize },
@@ -75,6 +76,10 @@ impl fmt::Display for Broken {
             Broken::Control => f.write_str("must not contain control characters"),
             Broken::EventType => write!(f, "must match ^[a-z][a-z0-9_]{{0,{}}}$", MAX_EVENT_TYPE_LEN - 1),
             Broken::EventId => f.write_str("must be a UUID in 8-4-4-4-12 hyphenated form"),
+            Broken::ReservedEventId => f.write_str(
+                "must not be the nil UUID (all zeros) or the max UUID (all f): they are placeholders, and \
+                 every client sending one would deduplicate against every other",
+            ),
             Broken::Timestamp => f.write_str("must be an RFC 3339 timestamp such as 2024-05-01T12:00:00Z"),
             Broken::TooFarAhead => write!(f, "is more than {} hours in the future", MAX_FUTURE_SKEW_SECS / 3600),
             Broken::TooLarge { bytes, max } => write!(f, "is {bytes} bytes, the limit is {max}"),
@@ -111,13 +116,21 @@ pub(crate) fn event_type(s: &str) -> Result<(), Broken> {
 }
 
 /// Only the canonical hyphenated form: the same ID must not arrive in two spellings and escape
-/// deduplication.
+/// deduplication. Nor the nil or max UUID: a client with an unset or placeholder ID would send
+/// it for every event, and the stores would keep only the first of them, silently.
 #[inline]
 pub(crate) fn event_id(s: &str) -> Result<Uuid, Broken> {
     if s.len() != uuid::fmt::Hyphenated::LENGTH {
         return Err(Broken::EventId);
     }
-    Uuid::try_parse(s).map_err(|_| Broken::EventId)
+    let id = Uuid::try_parse(s).map_err(|_| Broken::EventId)?;
+    event_id_value(id).map(|()| id)
+}
+
+/// The half of [`event_id`] that holds for an ID already parsed (a record read back from the stream).
+#[inline]
+pub(crate) fn event_id_value(id: Uuid) -> Result<(), Broken> {
+    if id.is_nil() || id.is_max() { Err(Broken::ReservedEventId) } else { Ok(()) }
 }
 
 /// A client's `occurred_at`: RFC 3339 with an upper-case `T` and an explicit offset, exactly
@@ -289,6 +302,50 @@ pub(crate) fn item_count(items: usize) -> Result<(), Broken> {
 #[inline(always)]
 pub(crate) fn property_key(key: &str) -> Result<(), Broken> {
     if longer_than(key, MAX_PROPERTY_KEY_LEN) { Err(Broken::LongKey) } else { Ok(()) }
+}
+
+/// The keys of one JSON object, to refuse one sent twice: readers disagree on which of the two
+/// values a repeated key has (serde_json and most parsers keep the last, some the first, some
+/// both), so the stored text would mean different things to different readers of the lake.
+/// Objects inside `properties` hold at most [`MAX_PROPERTIES_KEYS`] keys (counted before a key
+/// is added here), so a linear scan is cheaper than hashing; the first few keys, borrowed from
+/// the input in the common case of no escapes, live on the stack, so a typical object costs no
+/// allocation.
+#[derive(Default)]
+pub(crate) struct KeySet<'k> {
+    inline: [&'k str; KEYS_INLINE],
+    len: usize,
+    /// Keys past the inline ones, and keys the parser unescaped (so not borrowed from the input).
+    spilled: Vec<std::borrow::Cow<'k, str>>,
+}
+
+/// Keys a [`KeySet`] holds without allocating: more than most objects in `properties` have.
+const KEYS_INLINE: usize = 8;
+
+impl<'k> KeySet<'k> {
+    /// Whether `key` is already in the set. Keys are compared after JSON unescaping, so `"a"`
+    /// and `"\u0061"` are the same key, as they are to every reader.
+    #[inline]
+    pub(crate) fn contains(&self, key: &str) -> bool {
+        self.inline[..self.len].contains(&key) || self.spilled.iter().any(|k| k == key)
+    }
+
+    #[inline]
+    pub(crate) fn insert(&mut self, key: std::borrow::Cow<'k, str>) {
+        match key {
+            std::borrow::Cow::Borrowed(k) if self.len < KEYS_INLINE => {
+                self.inline[self.len] = k;
+                self.len += 1;
+            }
+            other => self.spilled.push(other),
+        }
+    }
+}
+
+/// The reason for a key sent twice in one object, naming the key (quoted as JSON, so that a
+/// control character in it cannot break a log line).
+pub(crate) fn duplicate_key(key: &str) -> String {
+    format!("has a duplicate key {}", serde_json::to_string(key).unwrap_or_default())
 }
 
 /// A string value inside `properties`.

@@ -195,6 +195,15 @@ run "default_stack" {
     f.environment[0].variables["DATABASE_SSL_ROOT_CERT"] == "/var/task/global-bundle.pem"])
     error_message = "the consumer and the compactor verify PostgreSQL against the CA bundle make package ships"
   }
+  assert {
+    condition = (
+      toset(keys(aws_api_gateway_gateway_response.json_error)) == toset(["DEFAULT_4XX", "DEFAULT_5XX"]) &&
+      alltrue([for r in aws_api_gateway_gateway_response.json_error :
+        r.response_templates["application/json"] == "{\"error\":$context.error.messageString}" &&
+      r.response_parameters["gatewayresponse.header.Content-Type"] == "'application/json'"])
+    )
+    error_message = "API Gateway's own 4xx and 5xx answers have the producer's JSON error body"
+  }
 }
 
 run "alternative_stack" {
@@ -256,6 +265,10 @@ run "alternative_stack" {
     condition = alltrue([for f in [aws_lambda_function.producer, aws_lambda_function.consumer, aws_lambda_function.compactor] :
     tolist(f.architectures) == tolist(["x86_64"])])
     error_message = "lambda_architecture applies to all three functions"
+  }
+  assert {
+    condition     = length(aws_api_gateway_gateway_response.json_error) == 0
+    error_message = "an HTTP API has no gateway responses to configure"
   }
 }
 

@@ -278,6 +278,23 @@ def test_openapi_file_fits_templatefile():
     assert "x-amazon-apigateway-integration" in text
 
 
+def test_gateway_answers_have_the_producer_error_body(tf):
+    """API Gateway's own 4xx/5xx (x-gateway-responses in openapi.yaml) carry {"error": "..."} as JSON."""
+    import json
+
+    response = tf.resource("aws_api_gateway_gateway_response", "json_error")
+    types = expr(attr(response, "for_each"))
+    assert "DEFAULT_4XX" in types and "DEFAULT_5XX" in types
+    # The parser keeps HCL's string escapes (\" for a quote); undo them to get the template text.
+    template = attr(response, "response_templates")["application/json"].replace('\\"', '"')
+    # What API Gateway renders: $context.error.messageString is the message as a JSON string.
+    rendered = json.loads(template.replace("$context.error.messageString", json.dumps('Missing "Authentication" Token')))
+    assert rendered == {"error": 'Missing "Authentication" Token'}
+    assert attr(response, "response_parameters")["gatewayresponse.header.Content-Type"] == "'application/json'"
+    deployment = expr(attr(tf.resource("aws_api_gateway_deployment", "producer"), "triggers"))
+    assert "aws_api_gateway_gateway_response.json_error" in deployment, "a changed gateway response must redeploy"
+
+
 def test_stage_throttling_and_access_logs(tf):
     stage = tf.resource("aws_api_gateway_stage", "producer")
     assert "aws_cloudwatch_log_group.api_access" in expr(attr(blocks(stage, "access_log_settings")[0], "destination_arn"))
