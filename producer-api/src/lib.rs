@@ -7,6 +7,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod ingest;
+pub mod intake;
 pub mod kinesis;
 pub mod publish;
 pub mod server;
