@@ -29,7 +29,10 @@ CREATE EXTERNAL TABLE IF NOT EXISTS events (
     -- clock at send. On an existing table:
     -- ALTER TABLE events ADD COLUMNS (original_occurred_at timestamp, sent_at timestamp)
     original_occurred_at timestamp,
-    sent_at         timestamp
+    sent_at         timestamp,
+    -- Added with tracking plans: a warn-mode plan's violations, a JSON array of
+    -- {pointer, rule, message}; NULL when clean. ALTER TABLE events ADD COLUMNS (plan_violations string)
+    plan_violations string
 )
 PARTITIONED BY (dt string, hour string)
 STORED AS PARQUET

@@ -24,7 +24,7 @@ OLD_FILE = ATHENA / "tests" / "fixtures" / "events-before-site.parquet"
 
 
 # The columns added after the fixture was written, in order; older files read them as NULL.
-ADDED = ["site", "original_occurred_at", "sent_at"]
+ADDED = ["site", "original_occurred_at", "sent_at", "plan_violations"]
 
 
 def test_old_files_read_site_as_null_next_to_new_files(tmp_path: Path):

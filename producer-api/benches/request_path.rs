@@ -69,6 +69,13 @@ fn bench(c: &mut Criterion) {
             prepare_for_site(batch.clone(), Some("application/json"), None, &facts, &sites, who, &intake).unwrap()
         })
     });
+    // The same without any tracking plan: what the plans cost, measured in the same run.
+    let no_plans = Intake { plans: Box::leak(Box::default()), ..Intake::default() };
+    g.bench_function("batch_500_with_site_no_plans", |b| {
+        b.iter(|| {
+            prepare_for_site(batch.clone(), Some("application/json"), None, &facts, &sites, who, &no_plans).unwrap()
+        })
+    });
     g.finish();
     let mut admit = c.benchmark_group("site_admission");
     admit.throughput(Throughput::Elements(1));

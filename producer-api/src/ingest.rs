@@ -15,6 +15,7 @@ use uuid::Uuid;
 use crate::error::IngestError;
 use crate::intake::Intake;
 use crate::sites::{Credentials, Sites};
+use crate::tracking_plan::Verdict;
 
 /// One event ready for Kinesis.
 #[derive(Debug, Clone)]
@@ -197,7 +198,17 @@ pub fn prepare_events(
     for (index, raw) in events.iter().enumerate() {
         match validate_json_at(raw.get(), &clock) {
             Ok(valid) => {
-                let record = valid.record(Uuid::new_v4(), &stored);
+                let violations = match intake.plans.check(&valid.event_type, valid.properties.json()) {
+                    Verdict::Clean => None,
+                    Verdict::Warn(violations) => Some(violations),
+                    Verdict::Reject(v) => {
+                        let reason = v.reason(&valid.event_type);
+                        prepared.rejected.push(Rejected { index, field: v.pointer, reason });
+                        continue;
+                    }
+                };
+                let mut record = valid.record(Uuid::new_v4(), &stored);
+                record.plan_violations = violations.map(std::borrow::Cow::Owned);
                 let event_id = record.event_id;
                 let data = Bytes::from(encode_record(&record));
                 prepared.records.push(PreparedRecord { index, event_id, partition_key: event_id.to_string(), data });
@@ -314,6 +325,30 @@ mod tests {
             assert_eq!(err.status().as_u16(), 400, "{err}");
             assert!(err.to_string().contains("sent_at"), "{err}");
         }
+    }
+
+    /// Invariant: an enforced plan rejects the event naming the JSON Pointer and the rule; a
+    /// warned one is accepted with its violations in the record; types without a plan are free.
+    #[test]
+    fn tracking_plans_reject_or_warn() {
+        let body = r#"[
+            {"event_type":"purchase","properties":{"amount":-5,"currency":"EUR"}},
+            {"event_type":"purchase","properties":{"amount":5,"currency":"EUR"}},
+            {"event_type":"search","properties":{"results":3}},
+            {"event_type":"unplanned","properties":{"amount":"x"}}]"#;
+        let prepared = prepare(Bytes::from(body), Some("application/json"), None, &facts()).unwrap();
+        assert_eq!(prepared.rejected.len(), 1);
+        let r = &prepared.rejected[0];
+        assert_eq!((r.index, r.field.as_str()), (0, "/properties/amount"));
+        assert!(r.reason.contains("tracking plan purchase, rule minimum"), "{}", r.reason);
+        let records: Vec<_> =
+            prepared.records.iter().map(|r| schemas::decode_record(&r.data).unwrap().into_owned()).collect();
+        assert_eq!(records.len(), 3);
+        assert_eq!(records[0].plan_violations, None, "a clean purchase");
+        let warned: serde_json::Value = serde_json::from_str(records[1].plan_violations.as_deref().unwrap()).unwrap();
+        assert_eq!(warned[0]["pointer"], "/properties/query");
+        assert_eq!(warned[0]["rule"], "required");
+        assert_eq!(records[2].plan_violations, None, "no plan, no rules");
     }
 
     #[test]

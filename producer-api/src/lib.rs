@@ -13,6 +13,7 @@ pub mod publish;
 pub mod server;
 pub mod sites;
 pub mod telemetry;
+pub mod tracking_plan;
 
 pub use config::Config;
 pub use error::IngestError;

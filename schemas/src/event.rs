@@ -92,6 +92,12 @@ impl Clock {
     }
 }
 
+/// Whether `s` is an event type the contract allows (`^[a-z][a-z0-9_]{0,63}$`): the tracking
+/// plans' file names are held to it.
+pub fn is_event_type(s: &str) -> bool {
+    rules::event_type(s).is_ok()
+}
+
 /// Reads a timestamp as the contract allows it in `occurred_at` and `sent_at` (RFC 3339 with an
 /// upper-case `T` and an explicit offset); the reason is for the field the caller names.
 pub fn parse_timestamp(field: &str, text: &str) -> Result<DateTime<Utc>, ValidationError> {
@@ -177,6 +183,12 @@ pub struct EnrichedEvent<'a> {
     /// The client's clock when it sent the event (its own `sent_at` or the request's), if known.
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "rfc3339_opt")]
     pub sent_at: Option<DateTime<Utc>>,
+    /// The tracking plan's violations of a `warn`-mode plan, as a JSON array of
+    /// `{pointer, rule, message}` (set by the producer; absent when clean, when the type has no
+    /// plan, and in records written before plans). Its quotes are escaped in the record, so such
+    /// records are read on the general path, not the canonical one; they are the exception.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "borrowed")]
+    pub plan_violations: Option<Cow<'a, str>>,
     #[serde(borrow, default, skip_serializing_if = "Properties::is_empty")]
     pub properties: Properties<'a>,
 }
@@ -228,6 +240,7 @@ impl EnrichedEvent<'_> {
             site: own(self.site),
             original_occurred_at: self.original_occurred_at,
             sent_at: self.sent_at,
+            plan_violations: own(self.plan_violations),
             properties: self.properties.into_owned(),
         }
     }
@@ -254,6 +267,7 @@ impl<'a> ValidEvent<'a> {
             site: facts.site.as_deref().map(Cow::Borrowed),
             original_occurred_at: self.original_occurred_at,
             sent_at: self.sent_at,
+            plan_violations: None,
             properties: self.properties.borrowed(),
         }
     }

@@ -13,7 +13,7 @@ pub const DEAD_LETTER_PREFIX: &str = "dead-letter";
 /// Column names and Glue/Athena types, in order. Terraform's Glue table must list exactly these
 /// (a test in `terraform/tests` compares them with `lake_columns.json`, which a test here
 /// compares with this schema).
-pub const COLUMNS: [(&str, &str); 21] = [
+pub const COLUMNS: [(&str, &str); 22] = [
     ("event_id", "string"),
     ("event_type", "string"),
     ("occurred_at", "timestamp"),
@@ -41,6 +41,10 @@ pub const COLUMNS: [(&str, &str); 21] = [
     // send. `occurred_at` is the corrected time.
     ("original_occurred_at", "timestamp"),
     ("sent_at", "timestamp"),
+    // Added with tracking plans: a warn-mode plan's violations as a JSON array of
+    // {pointer, rule, message}; null when the event was clean or its type has no plan (and in
+    // older files).
+    ("plan_violations", "string"),
 ];
 
 /// Hive partition columns, not stored in the files: `dt` (`YYYY-MM-DD`) and `hour` (`HH`).

@@ -23,6 +23,8 @@ pub const SITE: usize = 18;
 /// The first of the columns added with clock correction (`original_occurred_at`, `sent_at`):
 /// files written before them have 19 columns, again a prefix of the schema.
 pub const ORIGINAL_OCCURRED_AT: usize = 19;
+/// The column added with tracking plans; files written before it have 21 columns.
+pub const PLAN_VIOLATIONS: usize = 21;
 /// The fewest columns an event file may have: the schema before `site`. Every file holds a prefix
 /// of the schema at least this long, and readers fill the missing columns with null.
 pub const OLDEST_FILE_COLUMNS: usize = SITE;
@@ -53,8 +55,18 @@ impl EventFile {
 /// over every file and page alike (the files are sorted by type and time, not by these), so their
 /// min and max prune nothing, and computing them compares every value. The sort key, the times,
 /// the agent facts and the stream position keep theirs.
-pub const UNPRUNED_COLUMNS: [&str; 9] =
-    ["event_id", "anonymous_id", "user_id", "session_id", "url", "referrer", "user_agent", "client_ip", "properties"];
+pub const UNPRUNED_COLUMNS: [&str; 10] = [
+    "event_id",
+    "anonymous_id",
+    "user_id",
+    "session_id",
+    "url",
+    "referrer",
+    "user_agent",
+    "client_ip",
+    "properties",
+    "plan_violations",
+];
 
 /// A visitor's identifiers. They recur within an hour but seldom within the second a batch
 /// spans, so only compacted files keep them in a dictionary: in a batch file the dictionary would

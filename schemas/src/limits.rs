@@ -37,3 +37,8 @@ pub const MAX_FUTURE_SKEW_SECS: i64 = 10 * 60;
 /// an offline queue's life, and no longer than a month's reports stay open. The producer's
 /// `MAX_EVENT_AGE_DAYS` overrides it.
 pub const DEFAULT_MAX_EVENT_AGE_SECS: i64 = 31 * 24 * 3600;
+/// Most tracking-plan violations a warned event carries (`plan_violations`); the first ones are kept.
+pub const MAX_PLAN_VIOLATIONS: usize = 5;
+/// Largest `plan_violations` text, in bytes (1 KiB): with JSON's escaping at most doubling it in
+/// the record, it stays inside the room [`MAX_RECORD_BYTES`] leaves above a maximal event.
+pub const MAX_PLAN_VIOLATIONS_BYTES: usize = 1024;

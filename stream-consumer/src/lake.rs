@@ -22,7 +22,7 @@ pub struct LakeRow<'a> {
 }
 
 /// The text columns of the lake schema, in schema order, as [`text_values`] returns them.
-const TEXT_COLUMNS: usize = 15;
+const TEXT_COLUMNS: usize = 16;
 
 /// A row's text columns (all but `event_id`, which is formatted from the UUID).
 fn text_values<'r>(r: &LakeRow<'r>) -> [Option<&'r str>; TEXT_COLUMNS] {
@@ -44,6 +44,7 @@ fn text_values<'r>(r: &LakeRow<'r>) -> [Option<&'r str>; TEXT_COLUMNS] {
         Some(d.shard_id),
         Some(d.sequence_number),
         e.site.as_deref(),
+        e.plan_violations.as_deref(),
     ]
 }
 
@@ -323,6 +324,28 @@ mod tests {
         );
         assert_eq!(millis("sent_at"), [corrected.sent_at.map(|t| t.timestamp_millis()), None]);
         assert_eq!(millis("occurred_at")[0], Some(corrected.occurred_at.timestamp_millis()));
+    }
+
+    /// Invariant: a warned event's violations reach its lake row as they left the producer; a
+    /// clean event's row has null there.
+    #[test]
+    fn plan_violations_reach_the_lake_row() {
+        let received = chrono::Utc::now();
+        let mut warned = sample_event("search", None, received);
+        let violations =
+            r#"[{"pointer":"/properties/query","rule":"required","message":""query" is a required property"}]"#;
+        warned.plan_violations = Some(violations.into());
+        let clean = sample_event("click", None, received);
+        let records = [record_of(&seq(1), &warned), record_of(&seq(2), &clean)];
+        let decoded = decode_batch(&records).events;
+        assert_eq!(decoded.len(), 2, "both records decode");
+        let rows: Vec<LakeRow<'_>> = decoded.iter().map(|d| LakeRow { decoded: d, agent: None }).collect();
+        let body = encode_parquet(&rows).unwrap();
+        let batch = ParquetRecordBatchReaderBuilder::try_new(body).unwrap().build().unwrap().next().unwrap().unwrap();
+        let column = batch.column_by_name("plan_violations").unwrap().as_string::<i32>();
+        // Rows are sorted by type: click, then search.
+        assert!(column.is_null(0));
+        assert_eq!(column.value(1), violations);
     }
 
     /// Invariant: the sort-key positions name the schema's columns.
