@@ -509,6 +509,11 @@ async fn trickle(s: TcpStream, limit: Duration) -> (Duration, Option<Reply>) {
     (elapsed, (!buf.is_empty()).then(|| parse(&buf)))
 }
 
+/// A valid event whose `occurred_at` is now: within the age limit, so it is accepted and its record decoded.
+fn event_of_now() -> String {
+    format!(r#"{{"event_type":"c","occurred_at":"{}","url":"https://x/"}}"#, chrono::Utc::now().format("%FT%TZ"))
+}
+
 /// Invariant: the pure request path never panics on mangled bodies, never yields records for a
 /// body of more than 500 events, and every record it yields decodes downstream (no poison).
 /// A seeded, bounded mutation fuzz: proptest is not a dependency of this package.
@@ -520,13 +525,11 @@ fn prepare_never_panics_and_caps_batches() {
 
     const CASES: usize = 4000;
     let mut rng = fastrand::Rng::with_seed(0x5eed_ba7c);
-    // Within the age limit, so that these events are accepted and their records decoded.
-    let recent = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let event = |i: usize| -> String {
         match i % 4 {
             0 => r#"{"event_type":"a"}"#.to_owned(),
             1 => format!(r#"{{"event_type":"b_{i}","user_id":"u{i}","properties":{{"k":[1,{{"x":null}}]}}}}"#),
-            2 => format!(r#"{{"event_type":"c","occurred_at":"{recent}","url":"https://x/"}}"#),
+            2 => event_of_now(),
             _ => r#"{"event_type":"Bad"}"#.to_owned(),
         }
     };

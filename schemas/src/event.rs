@@ -804,7 +804,10 @@ mod tests {
         Clock { sent_at: sent_at.map(|s| s.parse().unwrap()), ..Clock::at(now()) }
     }
 
-    fn times(event: Value, clock: &Clock) -> Result<(Option<String>, Option<String>, Option<String>), ValidationError> {
+    /// An event's (occurred_at, original_occurred_at, sent_at) after validation, as RFC 3339 text.
+    type TimesText = (Option<String>, Option<String>, Option<String>);
+
+    fn times(event: Value, clock: &Clock) -> Result<TimesText, ValidationError> {
         let text = |t: Option<DateTime<Utc>>| t.map(|t| t.to_rfc3339());
         validate_from(&event, clock).map(|v| (text(v.occurred_at), text(v.original_occurred_at), text(v.sent_at)))
     }
