@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/web-analytics-pipeline/target
 
-.PHONY: help up down status demo test test-faults lambda-e2e bench package fmt lint test-browser
+.PHONY: help up down status demo test test-faults lambda-e2e bench package fmt lint test-browser plan-check
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -39,6 +39,9 @@ package: ## build the Lambda zips into target/lambda/ (ARCH=arm64|x86_64, RDS_CA
 
 fmt: ## format the code
 	cargo fmt --all
+
+plan-check: ## lint the tracking plans (schemas/tracking-plan/*.json): draft 2020-12, x-mode, file name = event type
+	@bash scripts/plan-check.sh
 
 lint: ## clippy with warnings as errors
 	cargo clippy --workspace --all-targets -- -D warnings

@@ -18,6 +18,9 @@ cargo build --workspace --all-targets --locked
 step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "tracking plans (make plan-check)"
+bash scripts/plan-check.sh
+
 step "local stack"
 bash scripts/local-stack.sh up
 # shellcheck source=/dev/null

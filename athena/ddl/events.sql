@@ -23,7 +23,16 @@ CREATE EXTERNAL TABLE IF NOT EXISTS events (
     source_sequence string,
     -- Added with sites: files written before it have no such column and read as NULL (Athena
     -- matches Parquet columns by name). On an existing table: ALTER TABLE events ADD COLUMNS (site string)
-    site            string
+    site            string,
+    -- Added with clock correction (NULL in older files, and whenever nothing was corrected):
+    -- the client's own occurred_at (occurred_at is then the corrected time) and the client's
+    -- clock at send. On an existing table:
+    -- ALTER TABLE events ADD COLUMNS (original_occurred_at timestamp, sent_at timestamp)
+    original_occurred_at timestamp,
+    sent_at         timestamp,
+    -- Added with tracking plans: a warn-mode plan's violations, a JSON array of
+    -- {pointer, rule, message}; NULL when clean. ALTER TABLE events ADD COLUMNS (plan_violations string)
+    plan_violations string
 )
 PARTITIONED BY (dt string, hour string)
 STORED AS PARQUET

@@ -1,5 +1,7 @@
 -- Late events: how long after the client's occurred_at the server received them. Offline
--- clients and retries show up in the later buckets; a negative delay is a client clock ahead.
+-- clients and retries show up in the later buckets. occurred_at is corrected for the client's
+-- clock when the client sent `sent_at` (the client's own value is original_occurred_at), so a
+-- negative delay is a client clock ahead that sent no sent_at, or network latency.
 -- The buckets are by receive partition, so old events are found where they arrived.
 SELECT CASE
            WHEN occurred_at > received_at THEN '0 client clock ahead'

@@ -23,27 +23,35 @@ import run_queries  # noqa: E402
 OLD_FILE = ATHENA / "tests" / "fixtures" / "events-before-site.parquet"
 
 
+# The columns added after the fixture was written, in order; older files read them as NULL.
+ADDED = ["site", "original_occurred_at", "sent_at", "plan_violations"]
+
+
 def test_old_files_read_site_as_null_next_to_new_files(tmp_path: Path):
     columns = json.loads((ROOT / "schemas" / "lake_columns.json").read_text())["columns"]
     names = [c["name"] for c in columns]
-    assert names[-1] == "site", "site is the last lake column"
+    assert names[-len(ADDED):] == ADDED, "columns are only ever added at the end"
     old_columns = [r[0] for r in duckdb.sql(f"DESCRIBE SELECT * FROM '{OLD_FILE}'").fetchall()]
-    assert old_columns == names[:-1], "the fixture has the lake columns from before sites"
+    assert old_columns == names[: -len(ADDED)], "the fixture has the lake columns from before sites"
 
     hour = tmp_path / "events" / "dt=2024-05-01" / "hour=12"
     hour.mkdir(parents=True)
     shutil.copy(OLD_FILE, hour / "before-site.parquet")
-    # A new file: the old row's values under a new id, plus the site column.
+    # A new file: the old row's values under a new id, plus the columns added since.
     new = hour / "with-site.parquet"
     duckdb.sql(
-        f"COPY (SELECT * REPLACE ('6e1d8a2f-3d2c-4b68-8b54-1d9f4e3eac21' AS event_id), 'local-demo' AS site "
+        f"COPY (SELECT * REPLACE ('6e1d8a2f-3d2c-4b68-8b54-1d9f4e3eac21' AS event_id), 'local-demo' AS site, "
+        "TIMESTAMPTZ '2025-05-01 11:59:00+00' AS original_occurred_at, "
+        "TIMESTAMPTZ '2025-05-01 12:00:00+00' AS sent_at "
         f"FROM '{OLD_FILE}') TO '{new}' (FORMAT PARQUET)"
     )
 
     con = run_queries.connect(tmp_path)
-    rows = con.execute("SELECT event_id, site FROM events ORDER BY event_id").fetchall()
+    rows = con.execute(
+        "SELECT event_id, site, year(original_occurred_at), minute(sent_at) FROM events ORDER BY event_id"
+    ).fetchall()
     assert rows == [
-        ("5d0c7f1e-2c1b-4a57-9a43-0c8f3f2d9b10", None),
-        ("6e1d8a2f-3d2c-4b68-8b54-1d9f4e3eac21", "local-demo"),
+        ("5d0c7f1e-2c1b-4a57-9a43-0c8f3f2d9b10", None, None, None),
+        ("6e1d8a2f-3d2c-4b68-8b54-1d9f4e3eac21", "local-demo", 2025, 0),
     ]
     assert con.execute("SELECT count(*) FROM events WHERE dt = '2024-05-01'").fetchone() == (2,)

@@ -4,9 +4,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::TimeDelta;
+use schemas::limits::DEFAULT_MAX_EVENT_AGE_SECS;
+
 use service_kit::KitError;
 use service_kit::env::{Env, FromEnv};
 
+use crate::intake::Intake;
 use crate::sites::Sites;
 
 /// Everything the producer reads from the environment. Names match the README table and the
@@ -38,6 +42,10 @@ pub struct Config {
     /// `REQUEST_TIMEOUT_MS`: local server: a request (including a slow body upload) older than
     /// this gets 408, in milliseconds (default 10000).
     pub request_timeout: Duration,
+    /// The event rules of this deployment, among them `MAX_EVENT_AGE_DAYS`: how old, in whole
+    /// days before the receive time, a clock-corrected `occurred_at` may be (default 31, at
+    /// least 1). Older events are rejected one by one, naming `occurred_at`.
+    pub intake: Arc<Intake>,
 }
 
 impl FromEnv for Config {
@@ -51,8 +59,22 @@ impl FromEnv for Config {
             linger: env.millis_or("LINGER_MS", 50)?,
             trusted_proxy_hops: env.parse_or("TRUSTED_PROXY_HOPS", 0)?,
             request_timeout: env.millis_or("REQUEST_TIMEOUT_MS", 10_000)?,
+            intake: Arc::new(load_intake(env)?),
         })
     }
+}
+
+/// The event rules from the environment; a bad value is a start-up error.
+fn load_intake<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Intake, KitError> {
+    const NAME: &str = "MAX_EVENT_AGE_DAYS";
+    let default_days = DEFAULT_MAX_EVENT_AGE_SECS / 86_400;
+    let days: i64 = env.parse_or(NAME, default_days)?;
+    // 100 years keeps the arithmetic far from chrono's range; one day keeps yesterday's offline
+    // queue deliverable.
+    if !(1..=36_500).contains(&days) {
+        return Err(env.invalid(NAME, "must be a whole number of days from 1 to 36500"));
+    }
+    Ok(Intake { max_event_age: TimeDelta::days(days), ..Intake::default() })
 }
 
 /// A bad sites file is a start-up error: better than a producer that answers 401 to everyone.
@@ -93,5 +115,23 @@ mod tests {
         let ok = config(&[("SITES_CONFIG", REPO_FILE)]).unwrap();
         assert!(ok.sites.get("pk_local_demo").is_some_and(|s| &*s.id == "local-demo"));
         assert!(ok.sites.any_allows_origin("http://localhost:5173"));
+        assert_eq!(ok.intake.max_event_age, TimeDelta::days(31), "the default age limit");
+    }
+
+    #[test]
+    fn max_event_age_is_read_in_days_and_bounded() {
+        const REPO_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/sites.json");
+        let config = |days: &'static str| {
+            Config::from_lookup(|k| match k {
+                "STREAM_NAME" => Some("s".into()),
+                "SITES_CONFIG" => Some(REPO_FILE.into()),
+                "MAX_EVENT_AGE_DAYS" => Some(days.into()),
+                _ => None,
+            })
+        };
+        assert_eq!(config("7").unwrap().intake.max_event_age, TimeDelta::days(7));
+        for bad in ["0", "-1", "36501", "1.5", "a week"] {
+            assert!(matches!(config(bad), Err(KitError::InvalidEnv { .. })), "{bad}");
+        }
     }
 }

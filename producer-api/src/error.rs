@@ -3,7 +3,7 @@
 use http::StatusCode;
 use thiserror::Error;
 
-#[derive(Debug, Error)]
+#[derive(Debug, Clone, Error)]
 pub enum IngestError {
     #[error("{0}")]
     BadRequest(String),
@@ -23,6 +23,9 @@ pub enum IngestError {
     /// The sites configuration cannot be used (a start-up error, never an answer).
     #[error("{0}")]
     SiteConfig(String),
+    /// A tracking plan file is unusable (a start-up and `make plan-check` error, never an answer).
+    #[error("tracking plan {file}: {reason}")]
+    TrackingPlan { file: String, reason: String },
 }
 
 impl IngestError {
@@ -34,7 +37,7 @@ impl IngestError {
             IngestError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             IngestError::Forbidden(_) => StatusCode::FORBIDDEN,
             IngestError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            IngestError::SiteConfig(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            IngestError::SiteConfig(_) | IngestError::TrackingPlan { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }

@@ -22,6 +22,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use uuid::Uuid;
 
 use crate::ingest::{self, PreparedRecord, Rejected};
+use crate::intake::Intake;
 use crate::publish::{Coalescer, Delivery, RecordSink, publish_with_retry};
 use crate::sites::{Credentials, SITE_KEY_HEADER, Sites};
 
@@ -47,6 +48,8 @@ pub struct AppState<S: RecordSink> {
     pub trusted_proxy_hops: usize,
     /// Who may write: keys, origins (they also drive CORS) and limits.
     pub sites: Arc<Sites>,
+    /// The deployment's event rules (age limit, tracking plans).
+    pub intake: Arc<Intake>,
 }
 
 /// The router: `POST /events`, `GET /health`, CORS for the sites' origins (preflight included).
@@ -185,6 +188,7 @@ async fn post_events<S: RecordSink>(State(state): State<Arc<AppState<S>>>, reque
                 &facts,
                 &state.sites,
                 who,
+                &state.intake,
             ) {
                 Err(e) => e.into_response(),
                 Ok(prepared) => publish_and_respond(&state.publisher, prepared.records, prepared.rejected).await,

@@ -3,15 +3,19 @@
 use std::io::Read;
 
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use schemas::event::BorrowedStr;
+use schemas::event::{Clock, parse_timestamp, validate_json_at};
 use schemas::limits::{MAX_BATCH_EVENTS, MAX_REQUEST_BYTES};
-use schemas::{ServerFacts, ValidationError, encode_record, validate_json};
+use schemas::{ServerFacts, ValidationError, encode_record};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use crate::error::IngestError;
+use crate::intake::Intake;
 use crate::sites::{Credentials, Sites};
+use crate::tracking_plan::Verdict;
 
 /// One event ready for Kinesis.
 #[derive(Debug, Clone)]
@@ -73,29 +77,33 @@ pub fn decode_body(body: Bytes, content_encoding: Option<&str>) -> Result<Bytes,
     }
 }
 
-/// A request body split into its events (and the batch envelope's `site_key`, if any).
+/// A request body split into its events (and the batch envelope's `site_key` and `sent_at`, if any).
 #[derive(Debug)]
 pub struct Envelope<'a> {
     /// The envelope's `site_key`: how `navigator.sendBeacon`, which cannot set headers, sends it.
     pub site_key: Option<String>,
+    /// The envelope's `sent_at`: the client's clock when it sent the request, which corrects the
+    /// `occurred_at` of every event without a `sent_at` of its own (see [`Clock`]).
+    pub sent_at: Option<DateTime<Utc>>,
     pub events: Vec<&'a RawValue>,
 }
 
 /// Splits a body into client events, as JSON text borrowed from the body: one object, an
-/// array, or the envelope `{"events": [...]}` / `{"site_key": "...", "events": [...]}`. Events
+/// array, or the envelope `{"events": [...]}` with optional `site_key` and `sent_at`. Events
 /// are not parsed into trees here; each is read once, by [`prepare_events`].
 pub fn parse_events(body: &[u8]) -> Result<Envelope<'_>, IngestError> {
     let not_json = |e: serde_json::Error| IngestError::BadRequest(format!("body is not JSON: {e}"));
     let text = std::str::from_utf8(body)
         .map_err(|e| IngestError::BadRequest(format!("body is not JSON: invalid UTF-8 at byte {}", e.valid_up_to())))?;
     let mut site_key = None;
+    let mut sent_at = None;
     let events: Vec<&RawValue> = match text.trim_start().as_bytes().first() {
         Some(b'[') => serde_json::from_str(text).map_err(not_json)?,
         Some(b'{') => {
             let fields: Vec<(BorrowedStr<'_>, &RawValue)> =
                 serde_json::from_str::<TopObject<'_>>(text).map_err(not_json)?.0;
             let events = fields.iter().find(|(name, v)| name.0 == "events" && v.get().starts_with('['));
-            let is_envelope = events.is_some() && fields.iter().all(|(n, _)| matches!(&*n.0, "events" | "site_key"));
+            let is_envelope = events.is_some() && fields.iter().all(|(n, _)| ENVELOPE_FIELDS.contains(&&*n.0));
             // Two `events` lists would be one batch to one reader and another to the next (and
             // one silently lost); two keys, one site or the other. Keys are compared unescaped.
             // A single event's own repeated keys are its validation's to name.
@@ -109,6 +117,9 @@ pub fn parse_events(body: &[u8]) -> Result<Envelope<'_>, IngestError> {
                             Some(serde_json::from_str::<String>(key.get()).map_err(|_| {
                                 IngestError::BadRequest("the envelope's site_key must be a string".into())
                             })?);
+                    }
+                    if let Some((_, sent)) = fields.iter().find(|(n, _)| n.0 == "sent_at") {
+                        sent_at = envelope_sent_at(sent.get())?;
                     }
                     serde_json::from_str(list.get()).map_err(not_json)?
                 }
@@ -132,7 +143,21 @@ pub fn parse_events(body: &[u8]) -> Result<Envelope<'_>, IngestError> {
             events.len()
         )));
     }
-    Ok(Envelope { site_key, events })
+    Ok(Envelope { site_key, sent_at, events })
+}
+
+/// The fields an envelope may have; any other makes the body a single (invalid) event.
+const ENVELOPE_FIELDS: [&str; 3] = ["events", "site_key", "sent_at"];
+
+/// The envelope's `sent_at`: a timestamp as `occurred_at` takes it, or null. A bad one is the
+/// whole request's fault (every event would be corrected by it), so it is a 400.
+fn envelope_sent_at(json: &str) -> Result<Option<DateTime<Utc>>, IngestError> {
+    let bad = |reason: String| IngestError::BadRequest(format!("the envelope's sent_at {reason}"));
+    match serde_json::from_str::<Option<BorrowedStr<'_>>>(json) {
+        Ok(None) => Ok(None),
+        Ok(Some(text)) => parse_timestamp("sent_at", &text.0).map(Some).map_err(|e| bad(e.reason)),
+        Err(_) => Err(bad("must be a string".into())),
+    }
 }
 
 /// The first key of `fields` that an earlier one has too.
@@ -164,17 +189,35 @@ impl<'de> serde::Deserialize<'de> for TopObject<'de> {
 }
 
 /// Validates and enriches each event, stamped with `site` (the admitting key's site id), and
-/// encodes the valid ones as stream records.
-pub fn prepare_events(events: &[&RawValue], facts: &ServerFacts, site: Option<&str>) -> Prepared {
+/// encodes the valid ones as stream records. `sent_at` is the envelope's; `intake` holds the
+/// deployment's rules.
+pub fn prepare_events(
+    events: &[&RawValue],
+    facts: &ServerFacts,
+    site: Option<&str>,
+    sent_at: Option<DateTime<Utc>>,
+    intake: &Intake,
+) -> Prepared {
     let mut prepared = Prepared { records: Vec::with_capacity(events.len()), rejected: Vec::new() };
     // Once per request: the anonymised address, the sanitised header agent and the site are the
     // same for every event.
     let mut stored = facts.stored();
     stored.site = site.map(str::to_owned);
+    let clock = Clock { received_at: facts.received_at, sent_at, max_age: intake.max_event_age };
     for (index, raw) in events.iter().enumerate() {
-        match validate_json(raw.get(), facts.received_at) {
+        match validate_json_at(raw.get(), &clock) {
             Ok(valid) => {
-                let record = valid.record(Uuid::new_v4(), &stored);
+                let violations = match intake.plans.check(&valid.event_type, valid.properties.json()) {
+                    Verdict::Clean => None,
+                    Verdict::Warn(violations) => Some(violations),
+                    Verdict::Reject(v) => {
+                        let reason = v.reason(&valid.event_type);
+                        prepared.rejected.push(Rejected { index, field: v.pointer, reason });
+                        continue;
+                    }
+                };
+                let mut record = valid.record(Uuid::new_v4(), &stored);
+                record.plan_violations = violations.map(std::borrow::Cow::Owned);
                 let event_id = record.event_id;
                 let data = Bytes::from(encode_record(&record));
                 prepared.records.push(PreparedRecord { index, event_id, partition_key: event_id.to_string(), data });
@@ -197,7 +240,13 @@ pub fn prepare(
     }
     let body = decode_body(body, content_encoding)?;
     let envelope = parse_events(&body)?;
-    Ok(prepare_events(&envelope.events, facts, None))
+    Ok(prepare_events(&envelope.events, facts, None, envelope.sent_at, default_intake()))
+}
+
+/// The rules [`prepare`] applies: the defaults, set up once (as a server does at start-up).
+fn default_intake() -> &'static Intake {
+    static DEFAULT: std::sync::OnceLock<Intake> = std::sync::OnceLock::new();
+    DEFAULT.get_or_init(Intake::default)
 }
 
 /// The request path every front end runs (local server, API Gateway v1 and v2): the body is
@@ -210,6 +259,7 @@ pub fn prepare_for_site(
     facts: &ServerFacts,
     sites: &Sites,
     who: Credentials<'_>,
+    intake: &Intake,
 ) -> Result<Prepared, IngestError> {
     if !content_type_allowed(content_type) {
         return Err(IngestError::UnsupportedMediaType("Content-Type must be application/json or text/plain".into()));
@@ -218,7 +268,7 @@ pub fn prepare_for_site(
     let envelope = parse_events(&body)?;
     let who = Credentials { body_key: envelope.site_key.as_deref(), ..who };
     let site = sites.admit(who, envelope.events.len())?;
-    Ok(prepare_events(&envelope.events, facts, Some(&*site.id)))
+    Ok(prepare_events(&envelope.events, facts, Some(&*site.id), envelope.sent_at, intake))
 }
 
 #[cfg(test)]
@@ -293,6 +343,64 @@ mod tests {
             p.rejected.iter().map(|r| (r.index, r.field.as_str())).collect::<Vec<_>>(),
             [(0, "event_id"), (1, "event_id")]
         );
+    }
+
+    /// Invariant: the envelope's `sent_at` corrects every event that has none of its own; a bad
+    /// one refuses the request; an event's own `sent_at` wins.
+    #[test]
+    fn envelope_sent_at_corrects_its_events() {
+        let received_at: DateTime<Utc> = "2026-12-06T12:00:00Z".parse().unwrap();
+        let facts = ServerFacts { received_at, client_ip: None, user_agent: None };
+        // The client's clock is a year behind.
+        let body = r#"{"sent_at":"2025-12-06T12:00:00Z","events":[
+            {"event_type":"a","occurred_at":"2025-12-06T11:59:00Z"},
+            {"event_type":"b","occurred_at":"2026-12-06T11:58:00Z","sent_at":"2026-12-06T12:00:00Z"},
+            {"event_type":"c","occurred_at":"2026-12-06T11:59:00Z"}]}"#;
+        let prepared = prepare(Bytes::from(body), Some("application/json"), None, &facts).unwrap();
+        assert_eq!(prepared.records.len(), 2, "{:?}", prepared.rejected);
+        let [(0, a), (1, b)] = [0, 1].map(|i| {
+            let r = &prepared.records[i];
+            (r.index, schemas::decode_record(&r.data).unwrap().into_owned())
+        }) else {
+            panic!("records out of order")
+        };
+        assert_eq!(a.occurred_at, "2026-12-06T11:59:00Z".parse::<DateTime<Utc>>().unwrap());
+        assert_eq!(a.original_occurred_at, Some("2025-12-06T11:59:00Z".parse().unwrap()));
+        assert_eq!(a.sent_at, Some("2025-12-06T12:00:00Z".parse().unwrap()));
+        assert_eq!(b.occurred_at, "2026-12-06T11:58:00Z".parse::<DateTime<Utc>>().unwrap(), "own sent_at wins");
+        // The third event's correct clock, corrected by the envelope's year, lands a year ahead.
+        assert_eq!(prepared.rejected[0].index, 2);
+        assert_eq!(prepared.rejected[0].field, "occurred_at");
+        for bad in [r#""yesterday""#, "17"] {
+            let body = format!(r#"{{"sent_at":{bad},"events":[{{"event_type":"a"}}]}}"#);
+            let err = prepare(Bytes::from(body), Some("application/json"), None, &facts).unwrap_err();
+            assert_eq!(err.status().as_u16(), 400, "{err}");
+            assert!(err.to_string().contains("sent_at"), "{err}");
+        }
+    }
+
+    /// Invariant: an enforced plan rejects the event naming the JSON Pointer and the rule; a
+    /// warned one is accepted with its violations in the record; types without a plan are free.
+    #[test]
+    fn tracking_plans_reject_or_warn() {
+        let body = r#"[
+            {"event_type":"purchase","properties":{"amount":-5,"currency":"EUR"}},
+            {"event_type":"purchase","properties":{"amount":5,"currency":"EUR"}},
+            {"event_type":"search","properties":{"results":3}},
+            {"event_type":"unplanned","properties":{"amount":"x"}}]"#;
+        let prepared = prepare(Bytes::from(body), Some("application/json"), None, &facts()).unwrap();
+        assert_eq!(prepared.rejected.len(), 1);
+        let r = &prepared.rejected[0];
+        assert_eq!((r.index, r.field.as_str()), (0, "/properties/amount"));
+        assert!(r.reason.contains("tracking plan purchase, rule minimum"), "{}", r.reason);
+        let records: Vec<_> =
+            prepared.records.iter().map(|r| schemas::decode_record(&r.data).unwrap().into_owned()).collect();
+        assert_eq!(records.len(), 3);
+        assert_eq!(records[0].plan_violations, None, "a clean purchase");
+        let warned: serde_json::Value = serde_json::from_str(records[1].plan_violations.as_deref().unwrap()).unwrap();
+        assert_eq!(warned[0]["pointer"], "/properties/query");
+        assert_eq!(warned[0]["rule"], "required");
+        assert_eq!(records[2].plan_violations, None, "no plan, no rules");
     }
 
     #[test]

@@ -7,11 +7,13 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod ingest;
+pub mod intake;
 pub mod kinesis;
 pub mod publish;
 pub mod server;
 pub mod sites;
 pub mod telemetry;
+pub mod tracking_plan;
 
 pub use config::Config;
 pub use error::IngestError;

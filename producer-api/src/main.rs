@@ -9,6 +9,9 @@ use service_kit::telemetry::{self as kit, MetricsExport};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // Compiled once, before anything else: a plan that does not compile stops the start-up here
+    // with its file named (the request path then reuses the compiled plans).
+    producer_api::tracking_plan::TrackingPlans::embedded()?;
     let config = Config::from_env()?;
     kit::init_tracing();
     let sdk = aws::load().await;

@@ -25,6 +25,7 @@ pub fn lambda_app<S: RecordSink>(config: &Config, sink: S) -> Router {
         publisher: Publisher::Direct { sink: Arc::new(sink), budget: config.publish_budget },
         trusted_proxy_hops: 0,
         sites: config.sites.clone(),
+        intake: config.intake.clone(),
     };
     router(state)
 }
@@ -37,6 +38,7 @@ pub fn server_app<S: RecordSink>(config: &Config, sink: S) -> Router {
         publisher: Publisher::<S>::Coalescing(coalescer),
         trusted_proxy_hops: config.trusted_proxy_hops,
         sites: config.sites.clone(),
+        intake: config.intake.clone(),
     };
     with_json_errors(
         router(state).layer(TimeoutLayer::with_status_code(http::StatusCode::REQUEST_TIMEOUT, config.request_timeout)),

@@ -516,6 +516,11 @@ async fn trickle(s: TcpStream, limit: Duration) -> (Duration, Option<Reply>) {
     (elapsed, (!buf.is_empty()).then(|| parse(&buf)))
 }
 
+/// A valid event whose `occurred_at` is now: within the age limit, so it is accepted and its record decoded.
+fn event_of_now() -> String {
+    format!(r#"{{"event_type":"c","occurred_at":"{}","url":"https://x/"}}"#, chrono::Utc::now().format("%FT%TZ"))
+}
+
 /// Invariant: the pure request path never panics on mangled bodies, never yields records for a
 /// body of more than 500 events, and every record it yields decodes downstream (no poison).
 /// A seeded, bounded mutation fuzz: proptest is not a dependency of this package.
@@ -531,7 +536,7 @@ fn prepare_never_panics_and_caps_batches() {
         match i % 4 {
             0 => r#"{"event_type":"a"}"#.to_owned(),
             1 => format!(r#"{{"event_type":"b_{i}","user_id":"u{i}","properties":{{"k":[1,{{"x":null}}]}}}}"#),
-            2 => r#"{"event_type":"c","occurred_at":"2024-05-01T12:00:00Z","url":"https://x/"}"#.to_owned(),
+            2 => event_of_now(),
             _ => r#"{"event_type":"Bad"}"#.to_owned(),
         }
     };

@@ -60,6 +60,11 @@ pub(crate) fn read(text: &str) -> Option<EnrichedEvent<'_>> {
         user_agent: r.text(r#","user_agent":"#, Scan::Long, USER_AGENT)?,
         client_ip: r.text(r#","client_ip":"#, Scan::Short, CLIENT_IP)?,
         site: r.text(r#","site":"#, Scan::Short, SITE)?,
+        original_occurred_at: r.optional_timestamp(r#","original_occurred_at":"#)?,
+        sent_at: r.optional_timestamp(r#","sent_at":"#)?,
+        // Violations are JSON inside a string, so escaped: such a record has a backslash and
+        // never gets here (see `has_special_byte`); the general path reads it.
+        plan_violations: None,
         properties: r.properties()?,
     };
     r.expect("}}")?;
@@ -188,6 +193,16 @@ impl<'t> Reader<'t> {
         let at = parse_utc_fast(&rest[1..=len])?;
         self.pos += len + 2;
         Some(at)
+    }
+
+    /// An optional timestamp: absent (records written before it, or nothing to say), or `key`
+    /// and a timestamp.
+    #[inline(always)]
+    fn optional_timestamp(&mut self, key: &str) -> Option<Option<DateTime<Utc>>> {
+        if !self.eat(key) {
+            return Some(None);
+        }
+        self.timestamp().map(Some)
     }
 
     /// An optional text field: absent, or `key` and a string within the field's length rule.

@@ -4,7 +4,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::net::IpAddr;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -24,7 +24,7 @@ pub use crate::rules::ValidationError;
 
 /// The top-level fields a client may send. Anything else is rejected, which also stops clients
 /// from forging the server facts (`received_at`, `client_ip`).
-pub const CLIENT_FIELDS: [&str; 10] = [
+pub const CLIENT_FIELDS: [&str; 11] = [
     "event_id",
     "event_type",
     "occurred_at",
@@ -34,6 +34,9 @@ pub const CLIENT_FIELDS: [&str; 10] = [
     "url",
     "referrer",
     "user_agent",
+    // The client's clock when it sent this event; the request envelope's `sent_at` stands in
+    // for every event that has none (see `Clock`).
+    "sent_at",
     "properties",
 ];
 
@@ -44,7 +47,12 @@ pub const CLIENT_FIELDS: [&str; 10] = [
 pub struct ValidEvent<'a> {
     pub event_id: Option<Uuid>,
     pub event_type: Cow<'a, str>,
+    /// Corrected for the client's clock when a `sent_at` applied (see [`Clock`]).
     pub occurred_at: Option<DateTime<Utc>>,
+    /// The client's own `occurred_at`, when it was corrected.
+    pub original_occurred_at: Option<DateTime<Utc>>,
+    /// The `sent_at` that applied: the event's own, else the envelope's.
+    pub sent_at: Option<DateTime<Utc>>,
     pub anonymous_id: Option<Cow<'a, str>>,
     pub user_id: Option<Cow<'a, str>>,
     pub session_id: Option<Cow<'a, str>>,
@@ -52,6 +60,48 @@ pub struct ValidEvent<'a> {
     pub referrer: Option<Cow<'a, str>>,
     pub user_agent: Option<Cow<'a, str>>,
     pub properties: Properties<'static>,
+}
+
+/// The time facts one request's events are checked against. Client clocks are wrong by minutes
+/// to years; what a client can tell us is when, by its own clock, it sent the request
+/// (`sent_at`). As Segment does, the producer moves each `occurred_at` by
+/// `received_at − sent_at`, which cancels the client's offset (network latency, well under a
+/// second, is the error left), and then holds the corrected time to the window
+/// `[received_at − max_age, received_at + MAX_FUTURE_SKEW_SECS]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Clock {
+    /// When the API received the request.
+    pub received_at: DateTime<Utc>,
+    /// The request envelope's `sent_at`, for the events that carry none of their own.
+    pub sent_at: Option<DateTime<Utc>>,
+    /// The oldest accepted corrected `occurred_at`, as an age before `received_at`.
+    pub max_age: TimeDelta,
+}
+
+impl Clock {
+    /// A request received at `received_at` with no envelope `sent_at`, under the default
+    /// [`DEFAULT_MAX_EVENT_AGE_SECS`].
+    pub fn at(received_at: DateTime<Utc>) -> Self {
+        Clock { received_at, sent_at: None, max_age: TimeDelta::seconds(DEFAULT_MAX_EVENT_AGE_SECS) }
+    }
+
+    /// `occurred_at` moved by `received_at − sent_at`; `None` if that leaves chrono's range
+    /// (only for absurd timestamps, which the window rejects anyway).
+    pub fn correct(&self, occurred_at: DateTime<Utc>, sent_at: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        occurred_at.checked_add_signed(self.received_at - sent_at)
+    }
+}
+
+/// Whether `s` is an event type the contract allows (`^[a-z][a-z0-9_]{0,63}$`): the tracking
+/// plans' file names are held to it.
+pub fn is_event_type(s: &str) -> bool {
+    rules::event_type(s).is_ok()
+}
+
+/// Reads a timestamp as the contract allows it in `occurred_at` and `sent_at` (RFC 3339 with an
+/// upper-case `T` and an explicit offset); the reason is for the field the caller names.
+pub fn parse_timestamp(field: &str, text: &str) -> Result<DateTime<Utc>, ValidationError> {
+    rules::timestamp(text).map_err(|b| b.at(field))
 }
 
 /// Facts only the server knows, added to every accepted event.
@@ -125,6 +175,20 @@ pub struct EnrichedEvent<'a> {
     /// records written before sites existed: they read as `None` (null in the stores).
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "borrowed")]
     pub site: Option<Cow<'a, str>>,
+    /// The client's own `occurred_at` when the producer corrected it for the client's clock
+    /// (`occurred_at` is then the corrected time); absent when nothing was corrected, and in
+    /// records written before clock correction.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "rfc3339_opt")]
+    pub original_occurred_at: Option<DateTime<Utc>>,
+    /// The client's clock when it sent the event (its own `sent_at` or the request's), if known.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "rfc3339_opt")]
+    pub sent_at: Option<DateTime<Utc>>,
+    /// The tracking plan's violations of a `warn`-mode plan, as a JSON array of
+    /// `{pointer, rule, message}` (set by the producer; absent when clean, when the type has no
+    /// plan, and in records written before plans). Its quotes are escaped in the record, so such
+    /// records are read on the general path, not the canonical one; they are the exception.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "borrowed")]
+    pub plan_violations: Option<Cow<'a, str>>,
     #[serde(borrow, default, skip_serializing_if = "Properties::is_empty")]
     pub properties: Properties<'a>,
 }
@@ -175,6 +239,9 @@ impl EnrichedEvent<'_> {
             user_agent: own(self.user_agent),
             client_ip: own(self.client_ip),
             site: own(self.site),
+            original_occurred_at: self.original_occurred_at,
+            sent_at: self.sent_at,
+            plan_violations: own(self.plan_violations),
             properties: self.properties.into_owned(),
         }
     }
@@ -199,6 +266,9 @@ impl<'a> ValidEvent<'a> {
             user_agent: self.user_agent.as_deref().or(facts.header_user_agent.as_deref()).map(Cow::Borrowed),
             client_ip: facts.client_ip.as_deref().map(Cow::Borrowed),
             site: facts.site.as_deref().map(Cow::Borrowed),
+            original_occurred_at: self.original_occurred_at,
+            sent_at: self.sent_at,
+            plan_violations: None,
             properties: self.properties.borrowed(),
         }
     }
@@ -240,22 +310,28 @@ pub fn anonymise_ip(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// Validates one client event (a JSON value) at time `now`; returns the first field that fails.
+/// Validates one client event (a JSON value) received at `now`, with no envelope `sent_at` and
+/// the default age limit; returns the first field that fails.
 pub fn validate_event(value: &Value, now: DateTime<Utc>) -> Result<ValidEvent<'_>, ValidationError> {
-    validate_from(value, now)
+    validate_from(value, &Clock::at(now))
+}
+
+/// [`validate_json_at`] with no envelope `sent_at` and the default age limit.
+pub fn validate_json(text: &str, now: DateTime<Utc>) -> Result<ValidEvent<'_>, ValidationError> {
+    validate_json_at(text, &Clock::at(now))
 }
 
 /// Validates one client event given as JSON text, borrowing its strings: the producer's path.
-pub fn validate_json(text: &str, now: DateTime<Utc>) -> Result<ValidEvent<'_>, ValidationError> {
+pub fn validate_json_at<'t>(text: &'t str, clock: &Clock) -> Result<ValidEvent<'t>, ValidationError> {
     let mut de = serde_json::Deserializer::from_str(text);
-    let event = validate_from(&mut de, now)?;
+    let event = validate_from(&mut de, clock)?;
     de.end().map_err(|e| ValidationError::new("", format!("is not valid JSON: {e}")))?;
     Ok(event)
 }
 
 /// The one implementation of the client rules, over any JSON source (text or a parsed value):
 /// a single pass collects the fields, then they are checked in a fixed order.
-pub fn validate_from<'de, D: Deserializer<'de>>(de: D, now: DateTime<Utc>) -> Result<ValidEvent<'de>, ValidationError> {
+pub fn validate_from<'de, D: Deserializer<'de>>(de: D, clock: &Clock) -> Result<ValidEvent<'de>, ValidationError> {
     let mut f = read_fields(de)?;
     if let Some(unknown) = f.unknown.take() {
         return Err(ValidationError::new(unknown, "unknown field"));
@@ -266,10 +342,15 @@ pub fn validate_from<'de, D: Deserializer<'de>>(de: D, now: DateTime<Utc>) -> Re
     rules::event_size(f.compact_size()).map_err(|b| b.at(""))?;
     // A struct's fields are evaluated in the order written: this is the order the rules are
     // checked in, and so decides which broken rule is reported.
+    let event_id = f.event_id()?;
+    let event_type = f.event_type()?;
+    let times = f.times(clock)?;
     Ok(ValidEvent {
-        event_id: f.event_id()?,
-        event_type: f.event_type()?,
-        occurred_at: f.occurred_at(now)?,
+        event_id,
+        event_type,
+        occurred_at: times.occurred_at,
+        original_occurred_at: times.original_occurred_at,
+        sent_at: times.sent_at,
         anonymous_id: f.text(ANONYMOUS_ID)?,
         user_id: f.text(USER_ID)?,
         session_id: f.text(SESSION_ID)?,
@@ -326,6 +407,13 @@ enum PropertiesSlot {
     Invalid(ValidationError),
 }
 
+/// An event's time fields after the clock correction.
+struct Times {
+    occurred_at: Option<DateTime<Utc>>,
+    original_occurred_at: Option<DateTime<Utc>>,
+    sent_at: Option<DateTime<Utc>>,
+}
+
 /// The client fields whose values are strings: all but `properties`, which is last.
 const TEXT_FIELDS: &[&str] = CLIENT_FIELDS.split_last().expect("client fields").1;
 
@@ -362,11 +450,34 @@ impl<'de> Fields<'de> {
         Ok(s)
     }
 
-    fn occurred_at(&mut self, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>, ValidationError> {
-        let Some(v) = self.take("occurred_at") else { return Ok(None) };
-        let at = rules::timestamp(&v.text("occurred_at")?).map_err(|b| b.at("occurred_at"))?;
-        rules::not_too_far_ahead(at, now).map_err(|b| b.at("occurred_at"))?;
-        Ok(Some(at))
+    /// An optional timestamp field.
+    fn timestamp(&mut self, field: &str) -> Result<Option<DateTime<Utc>>, ValidationError> {
+        let Some(v) = self.take(field) else { return Ok(None) };
+        parse_timestamp(field, &v.text(field)?).map(Some)
+    }
+
+    /// `occurred_at` corrected by the `sent_at` that applies, and held to the clock's window.
+    fn times(&mut self, clock: &Clock) -> Result<Times, ValidationError> {
+        let occurred_at = self.timestamp("occurred_at")?;
+        let sent_at = self.timestamp("sent_at")?.or(clock.sent_at);
+        let Some(client) = occurred_at else {
+            return Ok(Times { occurred_at: None, original_occurred_at: None, sent_at });
+        };
+        let corrected = match sent_at {
+            Some(sent) => clock.correct(client, sent),
+            None => Some(client),
+        };
+        let outside = |b: rules::Broken| b.at("occurred_at");
+        let at = corrected.ok_or_else(|| {
+            outside(if client > clock.received_at {
+                rules::Broken::TooFarAhead
+            } else {
+                rules::Broken::TooOld { max_age_secs: clock.max_age.num_seconds() }
+            })
+        })?;
+        rules::within_window(at, clock.received_at, clock.max_age).map_err(outside)?;
+        let original_occurred_at = sent_at.map(|_| client);
+        Ok(Times { occurred_at: Some(at), original_occurred_at, sent_at })
     }
 
     /// An optional text field, held to its rule.
@@ -524,6 +635,13 @@ fn rfc3339<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
         return Ok(t);
     }
     text.parse::<DateTime<chrono::FixedOffset>>().map(|t| t.with_timezone(&Utc)).map_err(serde::de::Error::custom)
+}
+
+/// An optional timestamp on the stream, read as [`rfc3339`] reads a required one.
+fn rfc3339_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+    #[derive(Deserialize)]
+    struct Stamp(#[serde(deserialize_with = "rfc3339")] DateTime<Utc>);
+    Ok(Option::<Stamp>::deserialize(d)?.map(|s| s.0))
 }
 
 fn truncate_chars(s: &str, max: usize) -> &str {
@@ -740,6 +858,111 @@ mod tests {
         e.event_id = Uuid::max();
         assert_eq!(e.check().unwrap_err().field, "event_id");
         assert_eq!(crate::decode_record(&crate::encode_record(&e)).unwrap_err().reason_code(), "invalid_event");
+    }
+
+    fn clock(sent_at: Option<&str>) -> Clock {
+        Clock { sent_at: sent_at.map(|s| s.parse().unwrap()), ..Clock::at(now()) }
+    }
+
+    /// An event's (occurred_at, original_occurred_at, sent_at) after validation, as RFC 3339 text.
+    type TimesText = (Option<String>, Option<String>, Option<String>);
+
+    fn times(event: Value, clock: &Clock) -> Result<TimesText, ValidationError> {
+        let text = |t: Option<DateTime<Utc>>| t.map(|t| t.to_rfc3339());
+        validate_from(&event, clock).map(|v| (text(v.occurred_at), text(v.original_occurred_at), text(v.sent_at)))
+    }
+
+    /// Invariant: `occurred_at` moves by `received_at − sent_at`, whichever way the client's clock
+    /// is off; the client's value is kept, and an event's own `sent_at` wins over the envelope's.
+    #[test]
+    fn occurred_at_is_corrected_by_received_minus_sent() {
+        // The client's clock is 2 h 30 min behind: it sent at 09:30 by its clock, which was 12:00.
+        let behind = json!({"event_type": "a", "occurred_at": "2024-05-01T09:29:00Z"});
+        assert_eq!(
+            times(behind.clone(), &clock(Some("2024-05-01T09:30:00Z"))).unwrap(),
+            (
+                Some("2024-05-01T11:59:00+00:00".into()),
+                Some("2024-05-01T09:29:00+00:00".into()),
+                Some("2024-05-01T09:30:00+00:00".into())
+            )
+        );
+        // A year ahead, offsets and fractions included: corrected to 5.5 s before receipt.
+        let ahead = json!({"event_type": "a", "occurred_at": "2025-05-01T14:00:00.500+02:00", "sent_at": "2025-05-01T12:00:06Z"});
+        let (occurred, original, _) = times(ahead, &clock(Some("2000-01-01T00:00:00Z"))).unwrap();
+        assert_eq!(occurred.as_deref(), Some("2024-05-01T11:59:54.500+00:00"), "the event's sent_at wins");
+        assert_eq!(original.as_deref(), Some("2025-05-01T12:00:00.500+00:00"));
+        // Without occurred_at there is nothing to correct: it stays the receive time (None here).
+        let bare = times(json!({"event_type": "a"}), &clock(Some("2024-05-01T09:30:00Z"))).unwrap();
+        assert_eq!(bare, (None, None, Some("2024-05-01T09:30:00+00:00".into())));
+    }
+
+    /// Invariant: no `sent_at` anywhere → `occurred_at` is the client's, unchanged, and nothing
+    /// is recorded as original.
+    #[test]
+    fn without_sent_at_occurred_at_is_unchanged() {
+        let event = json!({"event_type": "a", "occurred_at": "2024-05-01T11:00:00.123Z"});
+        assert_eq!(times(event, &clock(None)).unwrap(), (Some("2024-05-01T11:00:00.123+00:00".into()), None, None));
+    }
+
+    /// Invariant: the window is inclusive at exactly 31 days back and 10 minutes ahead, after
+    /// correction, and one millisecond past either end is rejected naming `occurred_at`.
+    #[test]
+    fn window_bounds_are_exact_after_correction() {
+        let at = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let max_age = TimeDelta::days(31);
+        let ahead = TimeDelta::minutes(10);
+        let ms = TimeDelta::milliseconds(1);
+        // The client's clock is 3 days ahead; sent_at says so.
+        let skew = TimeDelta::days(3);
+        let skewed = clock(Some(&at(now() + skew)));
+        for (occurred, ok) in
+            [(now() - max_age, true), (now() - max_age - ms, false), (now() + ahead, true), (now() + ahead + ms, false)]
+        {
+            for (clock, client) in [(clock(None), occurred), (skewed, occurred + skew)] {
+                let got = times(json!({"event_type": "a", "occurred_at": at(client)}), &clock);
+                match got {
+                    Ok((corrected, ..)) if ok => assert_eq!(corrected, Some(occurred.to_rfc3339())),
+                    Err(e) if !ok => {
+                        assert_eq!(e.field, "occurred_at");
+                        let want = if occurred > now() { "10 minutes in the future" } else { "31 days in the past" };
+                        assert!(e.reason.contains(want), "{e}");
+                    }
+                    other => panic!("{occurred} via {client}: {other:?}"),
+                }
+            }
+        }
+        // The age limit is the clock's: a deployment may shorten it.
+        let short = Clock { max_age: TimeDelta::hours(2), ..clock(None) };
+        let err = times(json!({"event_type": "a", "occurred_at": "2024-05-01T09:59:59Z"}), &short).unwrap_err();
+        assert_eq!(err.reason, "is more than 2 hours in the past (after correcting for the client's clock by sent_at)");
+        let year_0 = times(json!({"event_type": "a", "occurred_at": "0000-01-01T00:00:00Z"}), &clock(None));
+        assert_eq!(year_0.unwrap_err().field, "occurred_at");
+        let bad = times(json!({"event_type": "a", "sent_at": "2024-05-01T12:00:00"}), &clock(None)).unwrap_err();
+        assert_eq!(bad.field, "sent_at");
+    }
+
+    /// Invariant: the corrected and original times and `sent_at` travel in the record, and a
+    /// record written before them (none of the keys) still decodes, on both paths.
+    #[test]
+    fn clock_fields_round_trip_and_old_records_decode() {
+        let raw = json!({"event_type": "a", "occurred_at": "2024-05-01T09:29:00Z"});
+        let v = validate_from(&raw, &clock(Some("2024-05-01T09:30:00.250Z"))).unwrap();
+        let e = v.enrich(&ServerFacts { received_at: now(), client_ip: None, user_agent: None });
+        let record = crate::encode_record(&e);
+        let text = std::str::from_utf8(&record).unwrap();
+        assert!(
+            text.contains(r#""original_occurred_at":"2024-05-01T09:29:00Z","sent_at":"2024-05-01T09:30:00.250Z""#),
+            "{text}"
+        );
+        assert_eq!(crate::canonical::read(text).as_ref(), Some(&e), "canonical form");
+        assert_eq!(crate::decode_record(&record).unwrap(), e);
+        let old =
+            text.replace(r#","original_occurred_at":"2024-05-01T09:29:00Z","sent_at":"2024-05-01T09:30:00.250Z""#, "");
+        let decoded = crate::canonical::read(&old).expect("old records stay on the fast path");
+        assert_eq!((decoded.original_occurred_at, decoded.sent_at), (None, None));
+        let spaced = old.replacen("{\"v\":1,", "{ \"v\": 1, ", 1);
+        let general = crate::decode_record(spaced.as_bytes()).unwrap();
+        assert_eq!((general.original_occurred_at, general.sent_at, general.occurred_at), (None, None, e.occurred_at));
     }
 
     #[test]

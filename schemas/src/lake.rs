@@ -13,7 +13,7 @@ pub const DEAD_LETTER_PREFIX: &str = "dead-letter";
 /// Column names and Glue/Athena types, in order. Terraform's Glue table must list exactly these
 /// (a test in `terraform/tests` compares them with `lake_columns.json`, which a test here
 /// compares with this schema).
-pub const COLUMNS: [(&str, &str); 19] = [
+pub const COLUMNS: [(&str, &str); 22] = [
     ("event_id", "string"),
     ("event_type", "string"),
     ("occurred_at", "timestamp"),
@@ -36,6 +36,15 @@ pub const COLUMNS: [(&str, &str); 19] = [
     // column keeps its position; files written before it have no such column and engines that
     // match Parquet columns by name (Athena's default, DuckDB with union_by_name) read null.
     ("site", "string"),
+    // Added with clock correction, after `site` for the same reason (older files read null):
+    // the client's own `occurred_at` when the producer corrected it, and the client's clock at
+    // send. `occurred_at` is the corrected time.
+    ("original_occurred_at", "timestamp"),
+    ("sent_at", "timestamp"),
+    // Added with tracking plans: a warn-mode plan's violations as a JSON array of
+    // {pointer, rule, message}; null when the event was clean or its type has no plan (and in
+    // older files).
+    ("plan_violations", "string"),
 ];
 
 /// Hive partition columns, not stored in the files: `dt` (`YYYY-MM-DD`) and `hour` (`HH`).
@@ -51,8 +60,10 @@ pub fn arrow_schema() -> SchemaRef {
             let fields: Vec<Field> = COLUMNS
                 .iter()
                 .map(|(name, glue)| {
+                    let timestamp = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
                     let (data_type, nullable) = match (*name, *glue) {
-                        (_, "timestamp") => (DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), false),
+                        ("occurred_at" | "received_at", _) => (timestamp, false),
+                        (_, "timestamp") => (timestamp, true),
                         (_, "boolean") => (DataType::Boolean, false),
                         ("event_id" | "event_type" | "properties" | "source_shard" | "source_sequence", _) => {
                             (DataType::Utf8, false)

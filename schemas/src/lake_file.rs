@@ -20,6 +20,14 @@ pub const SOURCE_SEQUENCE: usize = 17;
 /// The last column, added with sites: files written before it have 18 columns, a prefix of the
 /// schema (readers fill `site` with null for them).
 pub const SITE: usize = 18;
+/// The first of the columns added with clock correction (`original_occurred_at`, `sent_at`):
+/// files written before them have 19 columns, again a prefix of the schema.
+pub const ORIGINAL_OCCURRED_AT: usize = 19;
+/// The column added with tracking plans; files written before it have 21 columns.
+pub const PLAN_VIOLATIONS: usize = 21;
+/// The fewest columns an event file may have: the schema before `site`. Every file holds a prefix
+/// of the schema at least this long, and readers fill the missing columns with null.
+pub const OLDEST_FILE_COLUMNS: usize = SITE;
 
 /// The two kinds of event file. Their settings differ where their sizes make a difference: a
 /// batch file holds about a second of one shard, a compacted file an hour of the stream.
@@ -47,8 +55,18 @@ impl EventFile {
 /// over every file and page alike (the files are sorted by type and time, not by these), so their
 /// min and max prune nothing, and computing them compares every value. The sort key, the times,
 /// the agent facts and the stream position keep theirs.
-pub const UNPRUNED_COLUMNS: [&str; 9] =
-    ["event_id", "anonymous_id", "user_id", "session_id", "url", "referrer", "user_agent", "client_ip", "properties"];
+pub const UNPRUNED_COLUMNS: [&str; 10] = [
+    "event_id",
+    "anonymous_id",
+    "user_id",
+    "session_id",
+    "url",
+    "referrer",
+    "user_agent",
+    "client_ip",
+    "properties",
+    "plan_violations",
+];
 
 /// A visitor's identifiers. They recur within an hour but seldom within the second a batch
 /// spans, so only compacted files keep them in a dictionary: in a batch file the dictionary would
@@ -69,8 +87,9 @@ pub fn writer_properties(kind: EventFile, group_rows: usize) -> WriterProperties
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_sorting_columns(Some(kind.order().into_iter().map(sorted).collect()));
     let per_visitor: &[&str] = if kind == EventFile::Batch { &PER_VISITOR_COLUMNS } else { &[] };
-    for unique in ["event_id", "occurred_at", "received_at", "properties", "source_sequence"].iter().chain(per_visitor)
-    {
+    let unique_per_row =
+        ["event_id", "occurred_at", "received_at", "original_occurred_at", "sent_at", "properties", "source_sequence"];
+    for unique in unique_per_row.iter().chain(per_visitor) {
         builder = builder.set_column_dictionary_enabled(ColumnPath::from(*unique), false);
     }
     for unordered in UNPRUNED_COLUMNS {

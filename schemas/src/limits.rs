@@ -29,5 +29,16 @@ pub const MAX_PROPERTIES_ARRAY_ITEMS: usize = 100;
 pub const MAX_PROPERTY_KEY_LEN: usize = 128;
 /// Longest string value inside `properties`, in characters.
 pub const MAX_PROPERTY_STRING_LEN: usize = 1024;
-/// How far in the future `occurred_at` may be relative to `received_at` (client clock skew), in seconds.
-pub const MAX_FUTURE_SKEW_SECS: i64 = 24 * 3600;
+/// How far ahead of `received_at` an `occurred_at` may be once corrected for the client's clock
+/// (see `sent_at`), in seconds (10 minutes). What is left after the correction is the drift
+/// between the client's two readings of its own clock, which is seconds, not hours.
+pub const MAX_FUTURE_SKEW_SECS: i64 = 10 * 60;
+/// How far behind `received_at` a corrected `occurred_at` may be by default, in seconds (31 days):
+/// an offline queue's life, and no longer than a month's reports stay open. The producer's
+/// `MAX_EVENT_AGE_DAYS` overrides it.
+pub const DEFAULT_MAX_EVENT_AGE_SECS: i64 = 31 * 24 * 3600;
+/// Most tracking-plan violations a warned event carries (`plan_violations`); the first ones are kept.
+pub const MAX_PLAN_VIOLATIONS: usize = 5;
+/// Largest `plan_violations` text, in bytes (1 KiB): with JSON's escaping at most doubling it in
+/// the record, it stays inside the room [`MAX_RECORD_BYTES`] leaves above a maximal event.
+pub const MAX_PLAN_VIOLATIONS_BYTES: usize = 1024;

@@ -9,7 +9,7 @@
 
 use std::fmt;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -53,6 +53,7 @@ pub(crate) enum Broken {
     ReservedEventId,
     Timestamp,
     TooFarAhead,
+    TooOld { max_age_secs: i64 },
     TooLarge { bytes: usize, max: usize },
     TooManyKeys,
     LongKey,
@@ -81,7 +82,16 @@ impl fmt::Display for Broken {
                  every client sending one would deduplicate against every other",
             ),
             Broken::Timestamp => f.write_str("must be an RFC 3339 timestamp such as 2024-05-01T12:00:00Z"),
-            Broken::TooFarAhead => write!(f, "is more than {} hours in the future", MAX_FUTURE_SKEW_SECS / 3600),
+            Broken::TooFarAhead => write!(
+                f,
+                "is more than {} minutes in the future (after correcting for the client's clock by sent_at)",
+                MAX_FUTURE_SKEW_SECS / 60
+            ),
+            Broken::TooOld { max_age_secs } => write!(
+                f,
+                "is more than {} in the past (after correcting for the client's clock by sent_at)",
+                age_text(max_age_secs)
+            ),
             Broken::TooLarge { bytes, max } => write!(f, "is {bytes} bytes, the limit is {max}"),
             Broken::TooManyKeys => {
                 write!(f, "has more than {MAX_PROPERTIES_KEYS} keys, the limit is {MAX_PROPERTIES_KEYS}")
@@ -142,11 +152,27 @@ pub(crate) fn timestamp(s: &str) -> Result<DateTime<Utc>, Broken> {
     DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc)).map_err(|_| Broken::Timestamp)
 }
 
-/// Client clocks drift, but an event from further ahead than [`MAX_FUTURE_SKEW_SECS`] would sit
-/// in a partition no query looks at yet.
+/// A corrected `occurred_at` lies from `max_age` before `now` to [`MAX_FUTURE_SKEW_SECS`] after it,
+/// both ends included. An event from further ahead would count in an hour that has not happened;
+/// one older than `max_age` would reopen figures long reported (and year 0000 is no event time).
 #[inline]
-pub(crate) fn not_too_far_ahead(at: DateTime<Utc>, now: DateTime<Utc>) -> Result<(), Broken> {
-    if (at - now).num_seconds() > MAX_FUTURE_SKEW_SECS { Err(Broken::TooFarAhead) } else { Ok(()) }
+pub(crate) fn within_window(at: DateTime<Utc>, now: DateTime<Utc>, max_age: TimeDelta) -> Result<(), Broken> {
+    if at - now > TimeDelta::seconds(MAX_FUTURE_SKEW_SECS) {
+        Err(Broken::TooFarAhead)
+    } else if now - at > max_age {
+        Err(Broken::TooOld { max_age_secs: max_age.num_seconds() })
+    } else {
+        Ok(())
+    }
+}
+
+/// An age as clients read it: whole days when it is a number of days, else hours or seconds.
+fn age_text(secs: i64) -> String {
+    match secs {
+        s if s % 86_400 == 0 => format!("{} days", s / 86_400),
+        s if s % 3_600 == 0 => format!("{} hours", s / 3_600),
+        s => format!("{s} seconds"),
+    }
 }
 
 /// The shape of the published pattern, `\d{4}-\d\d-\d\dT\d\d:\d\d:[0-5]\d(\.\d{1,9})?(Z|[+-]\d\d:\d\d)`,

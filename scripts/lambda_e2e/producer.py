@@ -28,6 +28,8 @@ def event(rng: random.Random, with_id: bool = True) -> dict:
         "url": f"https://shop.example/{t}/{rng.randrange(100)}",
         "properties": {"n": rng.randrange(1000), "tag": rng.choice(["a", "b", "c"])},
     }
+    if t == "purchase":  # what schemas/tracking-plan/purchase.json requires (enforced)
+        e["properties"] |= {"amount": rng.randrange(100, 10_000) / 100, "currency": "EUR"}
     if with_id:
         e["event_id"] = str(uuid.uuid4())
     return e

@@ -22,7 +22,7 @@ pub struct LakeRow<'a> {
 }
 
 /// The text columns of the lake schema, in schema order, as [`text_values`] returns them.
-const TEXT_COLUMNS: usize = 15;
+const TEXT_COLUMNS: usize = 16;
 
 /// A row's text columns (all but `event_id`, which is formatted from the UUID).
 fn text_values<'r>(r: &LakeRow<'r>) -> [Option<&'r str>; TEXT_COLUMNS] {
@@ -44,6 +44,7 @@ fn text_values<'r>(r: &LakeRow<'r>) -> [Option<&'r str>; TEXT_COLUMNS] {
         Some(d.shard_id),
         Some(d.sequence_number),
         e.site.as_deref(),
+        e.plan_violations.as_deref(),
     ]
 }
 
@@ -54,6 +55,9 @@ struct Columns {
     occurred_at: TimestampMillisecondBuilder,
     received_at: TimestampMillisecondBuilder,
     is_bot: BooleanBuilder,
+    /// Null unless the producer corrected `occurred_at` for the client's clock.
+    original_occurred_at: TimestampMillisecondBuilder,
+    sent_at: TimestampMillisecondBuilder,
 }
 
 impl Columns {
@@ -65,6 +69,8 @@ impl Columns {
             occurred_at: TimestampMillisecondBuilder::with_capacity(rows).with_timezone("UTC"),
             received_at: TimestampMillisecondBuilder::with_capacity(rows).with_timezone("UTC"),
             is_bot: BooleanBuilder::with_capacity(rows),
+            original_occurred_at: TimestampMillisecondBuilder::with_capacity(rows).with_timezone("UTC"),
+            sent_at: TimestampMillisecondBuilder::with_capacity(rows).with_timezone("UTC"),
         }
     }
 
@@ -74,13 +80,23 @@ impl Columns {
         self.occurred_at.append_value(e.occurred_at.timestamp_millis());
         self.received_at.append_value(e.received_at.timestamp_millis());
         self.is_bot.append_value(r.agent.is_some_and(|a| a.is_bot));
+        self.original_occurred_at.append_option(e.original_occurred_at.map(|t| t.timestamp_millis()));
+        self.sent_at.append_option(e.sent_at.map(|t| t.timestamp_millis()));
         for (builder, value) in self.text.iter_mut().zip(text_values(r)) {
             builder.append_option(value);
         }
     }
 
     fn finish(self) -> Result<RecordBatch, ConsumerError> {
-        let Columns { text, mut event_id, mut occurred_at, mut received_at, mut is_bot } = self;
+        let Columns {
+            text,
+            mut event_id,
+            mut occurred_at,
+            mut received_at,
+            mut is_bot,
+            mut original_occurred_at,
+            mut sent_at,
+        } = self;
         let schema = arrow_schema();
         // The text columns come in schema order (see `text_values`); the others are named.
         let mut text = text.into_iter();
@@ -93,6 +109,8 @@ impl Columns {
                     "occurred_at" => Arc::new(occurred_at.finish()),
                     "received_at" => Arc::new(received_at.finish()),
                     "is_bot" => Arc::new(is_bot.finish()),
+                    "original_occurred_at" => Arc::new(original_occurred_at.finish()),
+                    "sent_at" => Arc::new(sent_at.finish()),
                     _ => Arc::new(text.next().expect("one builder per text column").finish()),
                 }
             })
@@ -186,6 +204,7 @@ pub fn encode_dead_letter(rows: &[Quarantined]) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use arrow_array::Array;
     use arrow_array::cast::AsArray;
     use arrow_array::types::TimestampMillisecondType;
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -278,6 +297,55 @@ mod tests {
         for repeated in ["event_type", "user_agent", "browser", "device_class", "source_shard"] {
             assert!(dictionary(repeated), "{repeated} has no dictionary");
         }
+    }
+
+    /// Invariant: a clock-corrected event's lake row keeps the client's `occurred_at` and
+    /// `sent_at` next to the corrected time; an uncorrected one has nulls there.
+    #[test]
+    fn clock_correction_reaches_the_lake_row() {
+        let received = chrono::Utc::now();
+        let mut corrected = sample_event("click", None, received);
+        corrected.original_occurred_at = Some(corrected.occurred_at + chrono::Duration::days(400));
+        corrected.sent_at = Some(received + chrono::Duration::days(400));
+        let plain = sample_event("page_view", None, received);
+        let records = [record_of(&seq(1), &corrected), record_of(&seq(2), &plain)];
+        let decoded = decode_batch(&records).events;
+        let rows: Vec<LakeRow<'_>> = decoded.iter().map(|d| LakeRow { decoded: d, agent: None }).collect();
+        let body = encode_parquet(&rows).unwrap();
+        let batch = ParquetRecordBatchReaderBuilder::try_new(body).unwrap().build().unwrap().next().unwrap().unwrap();
+        let millis = |name: &str| {
+            let column = batch.column_by_name(name).unwrap().as_primitive::<TimestampMillisecondType>();
+            (0..2).map(|i| column.is_valid(i).then(|| column.value(i))).collect::<Vec<_>>()
+        };
+        // Rows are sorted by type: click, then page_view.
+        assert_eq!(
+            millis("original_occurred_at"),
+            [corrected.original_occurred_at.map(|t| t.timestamp_millis()), None]
+        );
+        assert_eq!(millis("sent_at"), [corrected.sent_at.map(|t| t.timestamp_millis()), None]);
+        assert_eq!(millis("occurred_at")[0], Some(corrected.occurred_at.timestamp_millis()));
+    }
+
+    /// Invariant: a warned event's violations reach its lake row as they left the producer; a
+    /// clean event's row has null there.
+    #[test]
+    fn plan_violations_reach_the_lake_row() {
+        let received = chrono::Utc::now();
+        let mut warned = sample_event("search", None, received);
+        let violations =
+            r#"[{"pointer":"/properties/query","rule":"required","message":""query" is a required property"}]"#;
+        warned.plan_violations = Some(violations.into());
+        let clean = sample_event("click", None, received);
+        let records = [record_of(&seq(1), &warned), record_of(&seq(2), &clean)];
+        let decoded = decode_batch(&records).events;
+        assert_eq!(decoded.len(), 2, "both records decode");
+        let rows: Vec<LakeRow<'_>> = decoded.iter().map(|d| LakeRow { decoded: d, agent: None }).collect();
+        let body = encode_parquet(&rows).unwrap();
+        let batch = ParquetRecordBatchReaderBuilder::try_new(body).unwrap().build().unwrap().next().unwrap().unwrap();
+        let column = batch.column_by_name("plan_violations").unwrap().as_string::<i32>();
+        // Rows are sorted by type: click, then search.
+        assert!(column.is_null(0));
+        assert_eq!(column.value(1), violations);
     }
 
     /// Invariant: the sort-key positions name the schema's columns.

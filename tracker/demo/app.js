@@ -32,7 +32,7 @@
   });
   addEventListener("popstate", render);
   $("add").onclick = (ev) => T.track("add_to_cart", { product: ev.target.dataset.product, price_cents: 2500 });
-  $("buy").onclick = () => T.track("purchase", { total_cents: 2500, currency: "EUR" });
+  $("buy").onclick = () => T.track("purchase", { amount: 25, currency: "EUR" });
   $("login").onclick = () => { T.identify("demo-user"); T.track("login"); };
   render();
 

@@ -187,7 +187,9 @@ export function flush(unload?: boolean): void {
   while (pending.length) {
     const batch = pending.slice(0, o!.batchSize);
     pending = pending.slice(o!.batchSize);
-    const body = JSON.stringify({ site_key: o!.siteKey, events: batch });
+    // sent_at: this browser's clock now, so the producer can correct every occurred_at in the
+    // batch for this clock's error (events queued offline included; see the README).
+    const body = JSON.stringify({ site_key: o!.siteKey, sent_at: new Date().toISOString(), events: batch });
     if (unload && (budget -= body.length) < 0) break;
     void send(batch, body);
     if (!unload) break;

@@ -41,8 +41,9 @@ test("a page view on init, sent after the flush interval as {site_key, events}",
   assert.equal(req.keepalive, true);
   assert.equal(req.credentials, "omit");
   const body = JSON.parse(req.body);
-  assert.deepEqual(Object.keys(body), ["site_key", "events"]);
+  assert.deepEqual(Object.keys(body), ["site_key", "sent_at", "events"]);
   assert.equal(body.site_key, siteKey);
+  assert.equal(body.sent_at, "2026-01-01T00:00:01.000Z", "the browser's clock when it sent");
   const [e] = body.events;
   assert.equal(e.event_type, "page_view");
   assert.match(e.event_id, UUID);

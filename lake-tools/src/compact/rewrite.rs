@@ -22,7 +22,9 @@ use parquet::arrow::arrow_reader::{
 use schemas::lake::arrow_schema;
 use uuid::Uuid;
 
-use schemas::lake_file::{EVENT_ID, EVENT_TYPE, EventFile, OCCURRED_AT, ROW_GROUP_ROWS, SITE, writer_properties};
+use schemas::lake_file::{
+    EVENT_ID, EVENT_TYPE, EventFile, OCCURRED_AT, OLDEST_FILE_COLUMNS, ROW_GROUP_ROWS, writer_properties,
+};
 
 use crate::ToolError;
 
@@ -89,9 +91,9 @@ impl Input {
         let meta = ArrowReaderMetadata::load(&body, ArrowReaderOptions::new()).map_err(|e| decode_error(&key, e))?;
         let expected = arrow_schema();
         let found = meta.schema();
-        // Files written before the `site` column are the schema without it: the merge reads
-        // their `site` as null (see `take_column`).
-        let known_shape = found.fields().len() == expected.fields().len() || found.fields().len() == SITE;
+        // Files written before a column was added (`site`, then the clock columns) hold a prefix
+        // of the schema: the merge reads their missing columns as null (see `take_column`).
+        let known_shape = (OLDEST_FILE_COLUMNS..=expected.fields().len()).contains(&found.fields().len());
         let same = known_shape
             && found
                 .fields()
@@ -335,7 +337,11 @@ fn take_column(
         DataType::Timestamp(TimeUnit::Millisecond, tz) => {
             let mut b = TimestampMillisecondBuilder::with_capacity(n).with_timezone_opt(tz.clone());
             for &(bi, r) in picks {
-                let a = batches[bi].column(c).as_primitive::<TimestampMillisecondType>();
+                // As for text: a file from before the column (`original_occurred_at`, `sent_at`).
+                let Some(a) = batches[bi].columns().get(c).map(|a| a.as_primitive::<TimestampMillisecondType>()) else {
+                    b.append_null();
+                    continue;
+                };
                 b.append_option(a.is_valid(r).then(|| a.value(r)));
             }
             Arc::new(b.finish())
@@ -360,6 +366,7 @@ fn take_column(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use schemas::lake_file::{ORIGINAL_OCCURRED_AT, SITE};
     use stream_consumer::decode::decode_batch;
     use stream_consumer::enrich::parse_agent;
     use stream_consumer::lake::{LakeRow, encode_parquet};
@@ -385,11 +392,11 @@ mod tests {
         out
     }
 
-    /// The same rows as a file written before the `site` column: the first 18 columns only.
-    fn before_site(body: &Bytes) -> Bytes {
+    /// The same rows as a file written with only the first `columns` columns of the schema.
+    fn with_columns(body: &Bytes, columns: usize) -> Bytes {
         let reader = ParquetRecordBatchReaderBuilder::try_new(body.clone()).unwrap().build().unwrap();
         let batches: Vec<RecordBatch> =
-            reader.map(|b| b.unwrap().project(&(0..SITE).collect::<Vec<_>>()).unwrap()).collect();
+            reader.map(|b| b.unwrap().project(&(0..columns).collect::<Vec<_>>()).unwrap()).collect();
         let mut buf = Vec::new();
         let mut writer = ArrowWriter::try_new(&mut buf, batches[0].schema(), None).unwrap();
         for b in &batches {
@@ -403,7 +410,7 @@ mod tests {
     /// rows come out with a null `site`, in a file of the current schema.
     #[test]
     fn files_from_before_the_site_column_merge_with_null_site() {
-        let old = before_site(&file(&["click", "purchase"], &[None, None]));
+        let old = with_columns(&file(&["click", "purchase"], &[None, None]), SITE);
         assert_eq!(ArrowReaderMetadata::load(&old, ArrowReaderOptions::new()).unwrap().schema().fields().len(), SITE);
         let new = file(&["click"], &[None]);
         let merged = merge(vec![("old".into(), old), ("new".into(), new)], &mut Seen::new(), 1).unwrap();
@@ -413,6 +420,40 @@ mod tests {
         let batch = reader.map(Result::unwrap).next().unwrap();
         assert_eq!(batch.schema(), arrow_schema());
         assert_eq!(batch.column(SITE).null_count(), 3);
+    }
+
+    /// Invariant: files from before the clock columns (`original_occurred_at`, `sent_at`) compact
+    /// next to files of the current schema and files from before `site`; their rows read null
+    /// there, and the current file's values survive the merge.
+    #[test]
+    fn files_from_before_the_clock_columns_merge_with_nulls() {
+        let before_site = with_columns(&file(&["click"], &[None]), SITE);
+        let before_clock = with_columns(&file(&["click", "purchase"], &[None, None]), ORIGINAL_OCCURRED_AT);
+        assert_eq!(
+            ArrowReaderMetadata::load(&before_clock, ArrowReaderOptions::new()).unwrap().schema().fields().len(),
+            ORIGINAL_OCCURRED_AT
+        );
+        // A current file whose event the producer corrected for its client's clock.
+        let mut corrected = stream_consumer::testing::sample_event("search", None, chrono::Utc::now());
+        let sent = corrected.received_at + chrono::Duration::days(400);
+        (corrected.original_occurred_at, corrected.sent_at) = (Some(corrected.occurred_at), Some(sent));
+        corrected.site = Some("local-demo".into());
+        let records = [stream_consumer::testing::record_of("1", &corrected)];
+        let decoded = decode_batch(&records).events;
+        let new = encode_parquet(&[LakeRow { decoded: &decoded[0], agent: None }]).unwrap();
+        let inputs = vec![("a".into(), before_site), ("b".into(), before_clock), ("c".into(), new)];
+        let merged = merge(inputs, &mut Seen::new(), 1).unwrap();
+        assert_eq!((merged.rows_in, merged.rows_out), (4, 4));
+        let reader = ParquetRecordBatchReaderBuilder::try_new(merged.body.unwrap()).unwrap().build().unwrap();
+        let batch = reader.map(Result::unwrap).next().unwrap();
+        assert_eq!(batch.schema(), arrow_schema());
+        let sent_at = ORIGINAL_OCCURRED_AT + 1;
+        // The fixture events of the older files name no site; the current file's does.
+        assert_eq!(batch.column(SITE).null_count(), 3);
+        // Rows sorted by type: click, click, purchase, search (the current file's, last).
+        let got = batch.column(sent_at).as_primitive::<TimestampMillisecondType>();
+        assert_eq!((got.null_count(), got.value(3)), (3, sent.timestamp_millis()));
+        assert_eq!(batch.column(ORIGINAL_OCCURRED_AT).null_count(), 3);
     }
 
     /// Invariant: a merge keeps every event once, sorted by type, and drops repeated event_ids.

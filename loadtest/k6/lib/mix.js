@@ -207,14 +207,15 @@ function properties(type, path, category) {
     case 'purchase': {
       const n = int(1, 3);
       const items = [];
-      let revenue = 0;
+      let amount = 0;
       for (let i = 0; i < n; i++) {
         const price = int(499, 29999) / 100;
         const qty = int(1, 2);
-        revenue += price * qty;
+        amount += price * qty;
         items.push({ product_id: `P${int(10000, 99999)}`, price, qty });
       }
-      return { order_id: `ORD-${int(1000000, 9999999)}`, revenue: Math.round(revenue * 100) / 100,
+      // amount and currency as the purchase tracking plan requires (schemas/tracking-plan/purchase.json).
+      return { order_id: `ORD-${int(1000000, 9999999)}`, amount: Math.round(amount * 100) / 100,
         currency: 'EUR', items, coupon: Math.random() < 0.3 ? 'AUTUMN10' : null,
         shipping: pick(['standard', 'express', 'pickup']) };
     }

@@ -1,0 +1,29 @@
+//! What the request path checks events against beyond the contract's fixed rules, set once at start-up.
+
+use chrono::TimeDelta;
+use schemas::limits::DEFAULT_MAX_EVENT_AGE_SECS;
+
+use crate::tracking_plan::TrackingPlans;
+
+/// The deployment's own event rules, built from [`crate::Config`] and shared by every request.
+#[derive(Debug, Clone)]
+pub struct Intake {
+    /// The oldest accepted `occurred_at`, once corrected for the client's clock, as an age before
+    /// the receive time (`MAX_EVENT_AGE_DAYS`).
+    pub max_event_age: TimeDelta,
+    /// The tracking plans, compiled once per process (see [`TrackingPlans::embedded`]).
+    pub plans: &'static TrackingPlans,
+}
+
+impl Default for Intake {
+    /// The contract's defaults ([`DEFAULT_MAX_EVENT_AGE_SECS`]) and the embedded plans.
+    ///
+    /// # Panics
+    /// When an embedded plan does not compile. `main` compiles them first and exits with the
+    /// error instead, and `make plan-check` and the unit tests refuse such a plan before it
+    /// ships, so this is reached only by a build that skipped both.
+    fn default() -> Self {
+        let plans = TrackingPlans::embedded().expect("the embedded tracking plans compile (run make plan-check)");
+        Intake { max_event_age: TimeDelta::seconds(DEFAULT_MAX_EVENT_AGE_SECS), plans }
+    }
+}
