@@ -332,14 +332,16 @@ def prom_var(name: str, label: str, metric: str, label_name: str) -> dict:
     }
 
 
-def cw_var(name: str, label: str, query: dict, current: str | None = None) -> dict:
-    var = {
+def query_var(name: str, label: str, datasource: dict, query, refresh: int) -> dict:
+    """A single-choice query variable, sorted, visible; `refresh` is Grafana's (1 on load, 2 on
+    time range change)."""
+    return {
         "name": name,
         "label": label,
         "type": "query",
-        "datasource": CW,
-        "query": {"refId": "CloudWatchVariableQueryEditor-VariableQuery", **query},
-        "refresh": 1,  # on dashboard load
+        "datasource": datasource,
+        "query": query,
+        "refresh": refresh,
         "includeAll": False,
         "multi": False,
         "sort": 1,
@@ -347,6 +349,11 @@ def cw_var(name: str, label: str, query: dict, current: str | None = None) -> di
         "hide": 0,
         "options": [],
     }
+
+
+def cw_var(name: str, label: str, query: dict, current: str | None = None) -> dict:
+    var = query_var(name, label, CW, {"refId": "CloudWatchVariableQueryEditor-VariableQuery", **query},
+                    refresh=1)  # on dashboard load
     if current is not None:
         var["current"] = {"selected": True, "text": current, "value": current}
     return var
@@ -377,22 +384,7 @@ def dimension_var(name: str, label: str, namespace: str, metric: str, key: str,
 def sql_var(name: str, label: str, sql: str) -> dict:
     """A single-choice variable whose options are the first column of `sql`'s rows, asked again
     when the time range changes."""
-    return {
-        "name": name,
-        "label": label,
-        "type": "query",
-        "datasource": PG,
-        "definition": sql,
-        "query": sql,
-        "refresh": 2,  # on time range change
-        "includeAll": False,
-        "multi": False,
-        "sort": 1,
-        "regex": "",
-        "hide": 0,
-        "options": [],
-        "current": {},
-    }
+    return {**query_var(name, label, PG, sql, refresh=2), "definition": sql, "current": {}}  # on range change
 
 
 def textbox_var(name: str, label: str, default: str = "") -> dict:

@@ -253,6 +253,16 @@ mod tests {
         TrackingPlans::embedded().expect("the shipped plans compile")
     }
 
+    /// The violations a warning carries, read back from its JSON text.
+    fn read_violations(json: &str) -> Vec<Violation> {
+        let text = |v: &Value, key: &str| v[key].as_str().unwrap().to_owned();
+        serde_json::from_str::<Vec<Value>>(json)
+            .unwrap()
+            .iter()
+            .map(|v| Violation { pointer: text(v, "pointer"), rule: text(v, "rule"), message: text(v, "message") })
+            .collect()
+    }
+
     /// Invariant: the shipped plans compile, and cover the demo's event types.
     #[test]
     fn shipped_plans_compile_and_cover_the_demo() {
@@ -301,15 +311,7 @@ mod tests {
         .unwrap();
         assert_eq!(plans.check("probe", r#"{"q":"ok","n":1}"#), Verdict::Clean);
         let Verdict::Warn(text) = plans.check("probe", r#"{"n":-2}"#) else { panic!("no warning") };
-        let listed: Vec<Violation> = serde_json::from_str::<Vec<Value>>(&text)
-            .unwrap()
-            .into_iter()
-            .map(|v| Violation {
-                pointer: v["pointer"].as_str().unwrap().into(),
-                rule: v["rule"].as_str().unwrap().into(),
-                message: v["message"].as_str().unwrap().into(),
-            })
-            .collect();
+        let listed = read_violations(&text);
         let mut named: Vec<(&str, &str)> = listed.iter().map(|v| (v.pointer.as_str(), v.rule.as_str())).collect();
         named.sort_unstable();
         assert_eq!(named, [("/properties/n", "minimum"), ("/properties/q", "required")]);
@@ -347,15 +349,7 @@ mod tests {
             };
             let listed = match plans.check("a", &text) {
                 Verdict::Clean => vec![],
-                Verdict::Warn(json) => serde_json::from_str::<Vec<Value>>(&json)
-                    .unwrap()
-                    .into_iter()
-                    .map(|v| Violation {
-                        pointer: v["pointer"].as_str().unwrap().into(),
-                        rule: v["rule"].as_str().unwrap().into(),
-                        message: v["message"].as_str().unwrap().into(),
-                    })
-                    .collect(),
+                Verdict::Warn(json) => read_violations(&json),
                 Verdict::Reject(_) => unreachable!("a warn plan"),
             };
             assert_eq!(listed, whole("a"), "{text}");
