@@ -66,7 +66,8 @@ impl<'a> Fact<'a> {
 /// The page of a URL: its path without query string or fragment ("/" for a bare origin). URLs
 /// are not required to be absolute, so anything before `://` and up to the next `/` is the
 /// origin and a URL without `://` is taken as a path. No percent-decoding or case folding:
-/// the lake keeps the URL as sent, and Athena's top-pages query cuts it the same way.
+/// the lake keeps the URL as sent, and Athena's top-pages query (`url_extract_path`) cuts it the
+/// same way, except that it gives a bare origin the empty path where this gives "/".
 pub fn page_path(url: &str) -> &str {
     let rest = match url.find("://") {
         Some(i) => {
