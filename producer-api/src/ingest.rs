@@ -216,7 +216,7 @@ pub fn prepare_events(
                         continue;
                     }
                 };
-                let mut record = valid.record(Uuid::new_v4(), &stored);
+                let mut record = valid.record(&stored);
                 record.plan_violations = violations.map(std::borrow::Cow::Owned);
                 let event_id = record.event_id;
                 let data = Bytes::from(encode_record(&record));

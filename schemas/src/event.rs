@@ -248,13 +248,14 @@ impl EnrichedEvent<'_> {
 }
 
 impl<'a> ValidEvent<'a> {
-    /// Adds the server facts, borrowing: `event_id` is the client's or `assigned`, `occurred_at`
-    /// defaults to the receive time, the header user agent stands in when the event has none,
-    /// and the address is the anonymised one (the full address never reaches this type).
-    pub fn record<'s>(&'s self, assigned: Uuid, facts: &'s StoredFacts) -> EnrichedEvent<'s> {
+    /// Adds the server facts, borrowing: `event_id` is the client's or a new random one (drawn
+    /// only then: each draw is a `getrandom` system call, and most clients send their own),
+    /// `occurred_at` defaults to the receive time, the header user agent stands in when the event
+    /// has none, and the address is the anonymised one (the full address never reaches this type).
+    pub fn record<'s>(&'s self, facts: &'s StoredFacts) -> EnrichedEvent<'s> {
         let text = |s: &'s Option<Cow<'a, str>>| s.as_deref().map(Cow::Borrowed);
         EnrichedEvent {
-            event_id: self.event_id.unwrap_or(assigned),
+            event_id: self.event_id.unwrap_or_else(Uuid::new_v4),
             event_type: Cow::Borrowed(&self.event_type),
             occurred_at: self.occurred_at.unwrap_or(facts.received_at),
             received_at: facts.received_at,
@@ -276,7 +277,7 @@ impl<'a> ValidEvent<'a> {
     /// [`ValidEvent::record`] as an owned event, with a new random ID when the client sent none.
     pub fn enrich(self, facts: &ServerFacts) -> EnrichedEvent<'static> {
         let stored = facts.stored();
-        self.record(Uuid::new_v4(), &stored).into_owned()
+        self.record(&stored).into_owned()
     }
 }
 
