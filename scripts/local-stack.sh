@@ -6,7 +6,7 @@
 #   moto server (S3 + Secrets Manager)   127.0.0.1:4566
 #   PostgreSQL (database analytics)      127.0.0.1:5432
 #
-# Usage: scripts/local-stack.sh up|down|status|env
+# Usage: scripts/local-stack.sh up|down|status|env|postgres
 #   up      install deps if needed (.local/venv via scripts/venv.sh, scripts/emulators/node_modules
 #           via npm ci), start whatever is not already answering on its port, make sure PostgreSQL
 #           runs (installing it from Debian packages if absent) with database analytics, create the
@@ -17,6 +17,9 @@
 #           started it.
 #   status  which services answer (exit 0 if all are up, 3 otherwise).
 #   env     print `export ...` lines for the local stack (same as `source scripts/env.sh`).
+#   postgres only make sure PostgreSQL runs with the hll extension (installing both when absent),
+#           for tools that need nothing else (scripts/ledger-bench.sh); `down` stops it if this
+#           started it.
 #
 # Env: STREAM_NAME, LAKE_BUCKET, DYNAMODB_TABLE   resource names (defaults in scripts/env.sh)
 #      SKIP_MIGRATIONS=1                          skip the `stream-consumer migrate` step
@@ -451,6 +454,7 @@ cmd_env() {
 
 case "${1:-}" in
   up) cmd_up ;;
+  postgres) lock; ensure_postgres ;;
   down) cmd_down ;;
   status) cmd_status ;;
   env) cmd_env ;;

@@ -1,5 +1,7 @@
 //! Record builders and settings shared by unit tests, integration tests and benchmarks.
 
+pub mod ledger_load;
+
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use schemas::{EnrichedEvent, ServerFacts, encode_record, validate_event};
