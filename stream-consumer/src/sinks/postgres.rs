@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use chrono::Utc;
+use chrono::{NaiveDate, Utc};
 use service_kit::postgres::{Database, MIGRATOR};
 use sqlx::postgres::{PgConnectOptions, PgRow};
 use sqlx::{PgPool, Postgres, Row, Transaction};
@@ -103,6 +103,16 @@ impl PgLedger {
         Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
+    /// Moves the ledger's epoch to today (UTC, the database's clock), creating its partition.
+    /// A failure is only logged: claims go on into the previous day's partition, which is as
+    /// exact, and the next claim tries again.
+    async fn roll(&self) {
+        match sqlx::query_scalar::<_, NaiveDate>("SELECT ledger_roll()").fetch_one(self.pool()).await {
+            Ok(day) => tracing::info!(%day, "ledger epoch moved to a new day"),
+            Err(e) => tracing::warn!(error = %e, "could not move the ledger epoch; the next claim tries again"),
+        }
+    }
+
     /// `claim`'s answer for each claim, from the rows of its statement.
     fn statuses(claims: &[Claim], rows: Vec<PgRow>) -> Vec<ClaimStatus> {
         let mut by_id = std::collections::HashMap::with_capacity(rows.len());
@@ -193,9 +203,11 @@ impl PgLedger {
 }
 
 impl Ledger for PgLedger {
-    /// In one transaction: registers the lake objects, claims every event (first claim wins),
-    /// and adds `count(new)` — the counts of the events claimed just now — to the totals,
-    /// hourly counts and site tables with one `UNNEST` upsert. Returns one status per claim.
+    /// In one transaction: enters the ledger's epoch (the day claims go to; see migration
+    /// 0008), registers the lake objects, claims every event (first claim wins, over every day's
+    /// partition), and adds `count(new)` — the counts of the events claimed just now — to the
+    /// totals, hourly counts and site tables with one `UNNEST` upsert. Returns one status per
+    /// claim. A transaction that found the epoch behind the date moves it after committing.
     async fn claim(
         &self,
         claims: &[Claim],
@@ -204,6 +216,10 @@ impl Ledger for PgLedger {
     ) -> Result<Vec<ClaimStatus>, ConsumerError> {
         metrics::counter!("consumer_sink_requests_total", "sink" => "postgres").increment(1);
         let mut tx = self.begin().await.map_err(ConsumerError::postgres("begin"))?;
+        let (epoch, behind): (NaiveDate, bool) = sqlx::query_as("SELECT epoch, behind FROM ledger_enter()")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(ConsumerError::postgres("enter the ledger epoch"))?;
         sqlx::query(
             "INSERT INTO lake_objects (id, object_key) SELECT * FROM UNNEST($1::int8[], $2::text[]) ON CONFLICT (id) DO NOTHING",
         )
@@ -213,28 +229,37 @@ impl Ledger for PgLedger {
         .await
         .map_err(ConsumerError::postgres("register lake objects"))?;
 
-        // The LEFT JOIN on seen_events reads the statement's snapshot: a row committed by a
-        // concurrent batch after it began is neither inserted nor visible, and is correctly
-        // treated as owned by someone else.
+        // `known` reads the statement's snapshot once, over every partition: a claim in an
+        // earlier day (frozen while this transaction holds the epoch) keeps the event from being
+        // inserted again; in the epoch's day ON CONFLICT decides. A row committed by a
+        // concurrent batch after the statement began is neither inserted nor known, and is
+        // correctly treated as owned by someone else. Inserting in `event_id` order makes
+        // batches that share IDs wait for each other in one order, never in a cycle (a deadlock
+        // that failed both batches).
         let rows = sqlx::query(
             "WITH input AS (
                  SELECT * FROM UNNEST($1::uuid[], $2::int8[], $3::int8[]) AS t(event_id, owner, lake_object)
+             ), known AS (
+                 SELECT s.event_id, s.owner, s.lake_object, s.day FROM seen_events s JOIN input i USING (event_id)
              ), inserted AS (
-                 INSERT INTO seen_events (event_id, owner, lake_object)
-                 SELECT event_id, owner, lake_object FROM input
-                 ON CONFLICT (event_id) DO NOTHING
+                 INSERT INTO seen_events (event_id, owner, lake_object, day)
+                 SELECT event_id, owner, lake_object, $4 FROM input
+                 WHERE event_id NOT IN (SELECT event_id FROM known WHERE day < $4)
+                 ORDER BY event_id
+                 ON CONFLICT (event_id, day) DO NOTHING
                  RETURNING event_id
              )
-             SELECT i.event_id, (ins.event_id IS NOT NULL) AS inserted, s.owner, s.lake_object, lo.object_key,
+             SELECT i.event_id, (ins.event_id IS NOT NULL) AS inserted, k.owner, k.lake_object, lo.object_key,
                     (lo.compacted_into IS NOT NULL) AS compacted
              FROM input i
              LEFT JOIN inserted ins ON ins.event_id = i.event_id
-             LEFT JOIN seen_events s ON s.event_id = i.event_id
-             LEFT JOIN lake_objects lo ON lo.id = s.lake_object",
+             LEFT JOIN known k ON k.event_id = i.event_id
+             LEFT JOIN lake_objects lo ON lo.id = k.lake_object",
         )
         .bind(claims.iter().map(|c| c.event_id).collect::<Vec<_>>())
         .bind(claims.iter().map(|c| c.owner).collect::<Vec<_>>())
         .bind(claims.iter().map(|c| c.lake_object).collect::<Vec<_>>())
+        .bind(epoch)
         .fetch_all(&mut *tx)
         .await
         .map_err(ConsumerError::postgres("claim events"))?;
@@ -247,6 +272,9 @@ impl Ledger for PgLedger {
             Self::add_counts(&mut tx, &counts).await?;
         }
         tx.commit().await.map_err(ConsumerError::postgres("commit"))?;
+        if behind {
+            self.roll().await;
+        }
         Ok(statuses)
     }
 
@@ -267,12 +295,15 @@ impl Ledger for PgLedger {
         Ok(())
     }
 
-    /// Forgets claims made longer ago than the dedup window (and lake objects older than twice it).
+    /// Forgets claims made longer ago than the dedup window (and lake objects older than twice
+    /// it): drops the ledger's partitions of days that ended before the window began (see
+    /// migration 0008), so a claim is kept for at least the window and at most a day longer.
+    /// Returns how many claims were forgotten (PostgreSQL's estimate for large partitions).
     async fn prune(&self, window_hours: u32) -> Result<u64, ConsumerError> {
         let cutoff = Utc::now() - chrono::Duration::hours(i64::from(window_hours));
-        let done = sqlx::query("DELETE FROM seen_events WHERE claimed_at < $1")
+        let forgotten: i64 = sqlx::query_scalar("SELECT ledger_prune($1)")
             .bind(cutoff)
-            .execute(self.pool())
+            .fetch_one(self.pool())
             .await
             .map_err(ConsumerError::postgres("prune seen_events"))?;
         sqlx::query("DELETE FROM lake_objects WHERE created_at < $1")
@@ -280,6 +311,6 @@ impl Ledger for PgLedger {
             .execute(self.pool())
             .await
             .map_err(ConsumerError::postgres("prune lake_objects"))?;
-        Ok(done.rows_affected())
+        Ok(u64::try_from(forgotten).unwrap_or(0))
     }
 }
