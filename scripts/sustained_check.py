@@ -1,0 +1,288 @@
+"""The measuring half of `make bench-sustained` (scripts/bench-sustained.sh), issue #21.
+
+  sustained_check.py sample --out FILE [--url URL] [--interval 1]
+      every interval, one line `unix_time  max_millis_behind_latest  events_stored_total` from
+      the consumer runner's /metrics (nan when it does not answer), until SIGTERM/SIGINT
+  sustained_check.py drain --acks FILE --before FILE --out FILE [--timeout 300]
+      waits until the consumer has stored, since the `before` scrape, as many events as the k6
+      ack log holds distinct acknowledged IDs; writes {"acked", "landed", "drained_at", ...}
+  sustained_check.py report DIR
+      reads what the script left in DIR and writes DIR/summary.md: PASS/FAIL per criterion
+      (exit 1 on any FAIL)
+
+The criteria (each a variable to change it): every accepted event lands (the verifier says OK);
+end-to-end p99 <= E2E_P99_S (5); consumer_millis_behind_latest never above MAX_LAG_MS (5000)
+once WARMUP_S (30) seconds of load have passed; everything landed within DRAIN_S (5) seconds of
+the load's end. Plus the machine's CPU per landed event, from scripts/proc_breakdown.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import signal
+import sys
+import time
+from pathlib import Path
+
+from pylib import bucket_quantile, env_float, metric_max, metric_sum, parse_metrics, read_metrics, series_delta
+
+CONSUMER_METRICS = "http://127.0.0.1:9102/metrics"
+E2E = "consumer_end_to_end_latency_seconds"
+STORED = "consumer_events_stored_total"
+LAG = "consumer_millis_behind_latest"
+
+
+def scrape(url: str, timeout: float = 2.0) -> dict | None:
+    """Samples of `url`, or None when it does not answer (the runner restarting, or busy)."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return parse_metrics(response.read().decode())
+    except (OSError, ValueError):
+        return None
+
+
+# --------------------------------------------------------------------------------------------
+# Pure parts (tested in scripts/tests/test_sustained_check.py)
+
+
+def acked_ids(lines) -> set[str]:
+    """The distinct event IDs of a k6 ack log (loadtest/README.md, "Ack log"): JSON lines from
+    k6's logger whose `msg` is `{"ack": id, "t": type}`; anything else is skipped."""
+    ids = set()
+    for line in lines:
+        line = line.strip()
+        if not line.startswith("{"):
+            continue
+        try:
+            msg = json.loads(line).get("msg", "")
+            if isinstance(msg, str) and msg.startswith('{"ack"'):
+                ids.add(json.loads(msg)["ack"])
+        except (ValueError, KeyError, AttributeError):
+            continue
+    return ids
+
+
+def parse_lag(text: str) -> list[tuple[float, float, float]]:
+    """The sampler's file -> [(unix time, max lag ms, events stored)], nan where unanswered."""
+    rows = []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and not line.startswith("#"):
+            rows.append((float(parts[0]), float(parts[1]), float(parts[2])))
+    return rows
+
+
+def lag_verdict(rows, load_start: float, until: float, warmup_s: float, max_lag_ms: float) -> dict:
+    """Worst lag after the warm-up, and the seconds (since the load started) above the bound.
+    A scrape that went unanswered after the warm-up is reported, not taken as a pass."""
+    after = [(t, lag) for t, lag, _ in rows if load_start + warmup_s <= t <= until]
+    answered = [lag for _, lag in after if not math.isnan(lag)]
+    over = [round(t - load_start, 1) for t, lag in after if not math.isnan(lag) and lag > max_lag_ms]
+    return {
+        "samples": len(after),
+        "unanswered": len(after) - len(answered),
+        "max_ms": max(answered, default=None),
+        "seconds_over": over,
+        "ok": bool(answered) and not over,
+    }
+
+
+def e2e_verdict(before: dict, after: dict, p99_bound_s: float) -> dict:
+    """End-to-end latency over the run from the consumer's histogram (a delta of two scrapes):
+    p50 and p99 as the upper bounds of their buckets, and the share of observations at or below
+    the bound, which decides the criterion exactly when the bound is a bucket edge (5 s is)."""
+    delta = series_delta(before, after)
+    count = metric_sum(delta, f"{E2E}_count")
+    edge = [v for (n, ls), v in delta.items() if n == f"{E2E}_bucket" and float(dict(ls)["le"]) == p99_bound_s]
+    # Not a bucket edge: only the p99's bucket bound says anything.
+    within = sum(edge) if edge else math.nan
+    p99 = bucket_quantile(delta, E2E, 0.99)
+    return {
+        "observations": int(count),
+        "p50_le_s": bucket_quantile(delta, E2E, 0.50),
+        "p99_le_s": p99,
+        "share_within": (within / count) if count else None,
+        "ok": bool(count) and p99 is not None and p99 <= p99_bound_s,
+    }
+
+
+def fmt_s(v) -> str:
+    if v is None:
+        return "-"
+    return "+Inf" if v == math.inf else f"{v:g} s"
+
+
+# --------------------------------------------------------------------------------------------
+# Commands
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    stop = False
+
+    def on_signal(_signum, _frame):
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    with open(args.out, "w") as out:
+        out.write("# unix_time max_millis_behind_latest events_stored_total\n")
+        next_at = time.time()
+        while not stop:
+            now = time.time()
+            samples = scrape(args.url, timeout=min(2.0, args.interval))
+            if samples is None:
+                out.write(f"{now:.3f} nan nan\n")
+            else:
+                out.write(f"{now:.3f} {metric_max(samples, LAG):.0f} {metric_sum(samples, STORED):.0f}\n")
+            out.flush()
+            next_at += args.interval
+            while not stop and time.time() < next_at:
+                time.sleep(min(0.1, max(0.0, next_at - time.time())))
+    return 0
+
+
+def cmd_drain(args: argparse.Namespace) -> int:
+    acked = len(acked_ids(Path(args.acks).read_text().splitlines()))
+    base = metric_sum(read_metrics(args.before), STORED)
+    started = time.time()
+    landed, drained_at = 0, None
+    while time.time() - started < args.timeout:
+        samples = scrape(args.url)
+        if samples is not None:
+            landed = int(metric_sum(samples, STORED) - base)
+            if landed >= acked:
+                drained_at = time.time()
+                break
+        time.sleep(args.poll)
+    result = {"acked": acked, "landed": landed, "drained_at": drained_at, "waited_s": round(time.time() - started, 2)}
+    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    print(f"drain: {landed:,} of {acked:,} acknowledged events landed"
+          + (f" after {result['waited_s']} s" if drained_at else f"; gave up after {args.timeout} s"))
+    return 0 if drained_at else 1
+
+
+def k6_figures(path: Path) -> dict:
+    """Requests, their rate, dropped iterations, events acknowledged and request p99 from k6's
+    summary JSON (lib/summary.js)."""
+    if not path.exists():
+        return {}
+    m = json.loads(path.read_text()).get("metrics", {})
+
+    def v(name, stat):
+        return m.get(name, {}).get("values", {}).get(stat)
+
+    return {
+        "requests": v("http_reqs", "count"),
+        "request_rate": v("http_reqs", "rate"),
+        "dropped_iterations": v("dropped_iterations", "count") or 0,
+        "accepted_events": v("accepted_events", "count"),
+        "failed_rate": v("http_req_failed", "rate"),
+        "http_p99_ms": v("http_req_duration", "p(99)"),
+    }
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    run = Path(args.dir)
+    times = json.loads((run / "times.json").read_text())
+    drain = json.loads((run / "drain.json").read_text()) if (run / "drain.json").exists() else {}
+    warmup, max_lag, drain_bound, p99_bound = (env_float("WARMUP_S", 30), env_float("MAX_LAG_MS", 5000),
+                                              env_float("DRAIN_S", 5), env_float("E2E_P99_S", 5))
+    load_start, load_end = times["load_start"], times["load_end"]
+    drained_at = drain.get("drained_at")
+    lag = lag_verdict(parse_lag((run / "lag.tsv").read_text()), load_start, drained_at or load_end, warmup, max_lag)
+    e2e = e2e_verdict(read_metrics(run / "metrics-before.consumer"), read_metrics(run / "metrics-after.consumer"),
+                      p99_bound)
+    drain_s = (drained_at - load_end) if drained_at else None
+    verify_ok = times.get("verify_status") == 0
+    k6 = k6_figures(run / "sustained-open-summary.json")
+    landed = drain.get("landed") or 0
+    breakdown = (run / "proc" / "breakdown.md").read_text() if (run / "proc" / "breakdown.md").exists() else ""
+    busy = None
+    for line in breakdown.splitlines():
+        if line.startswith("| **whole machine (busy)**"):
+            busy = float(line.split(" | ")[1])
+    load_s = load_end - load_start
+
+    def verdict(ok: bool) -> str:
+        return "PASS" if ok else "FAIL"
+
+    share = e2e["share_within"]
+    criteria = [
+        ("every accepted event lands (verifier)", verify_ok,
+         f"verifier exit {times.get('verify_status')}; {landed:,} of {drain.get('acked', 0):,} acknowledged "
+         "events counted by the consumer"),
+        (f"end-to-end p99 <= {p99_bound:g} s", e2e["ok"],
+         f"p99 in the bucket <= {fmt_s(e2e['p99_le_s'])}, p50 <= {fmt_s(e2e['p50_le_s'])}; "
+         + (f"{100 * share:.2f} % of {e2e['observations']:,} samples within {p99_bound:g} s"
+            if share is not None and not math.isnan(share) else f"{e2e['observations']:,} samples")),
+        (f"millis_behind_latest <= {max_lag:g} ms after {warmup:g} s", lag["ok"],
+         f"max {lag['max_ms'] if lag['max_ms'] is not None else '-'} ms over {lag['samples']} samples"
+         + (f" ({lag['unanswered']} unanswered)" if lag["unanswered"] else "")
+         + (f"; above at t = {', '.join(map(str, lag['seconds_over'][:10]))} s" if lag["seconds_over"] else "")),
+        (f"all landed within {drain_bound:g} s of the load's end", drain_s is not None and drain_s <= drain_bound,
+         f"{drain_s:.1f} s" if drain_s is not None else f"not all landed after {drain.get('waited_s', '?')} s"),
+    ]
+    passed = all(ok for _, ok, _ in criteria)
+    knobs = times.get("knobs", {})
+    lines = [
+        f"# Sustained open-model load: {verdict(passed)}",
+        "",
+        f"{knobs.get('RATE')} requests/s x {knobs.get('EVENTS_PER_REQUEST')} events for {knobs.get('DURATION')} "
+        f"({knobs.get('profile')} build), started {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(load_start))}; "
+        f"load ran {load_s:.1f} s.",
+        "",
+        "| criterion | result | measured |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {name} | {verdict(ok)} | {detail} |" for name, ok, detail in criteria]
+    if busy is not None and landed:
+        lines += ["", f"**Whole-machine CPU per landed event: {1000 * busy / landed:.3f} ms** "
+                  f"({busy:.1f} CPU s busy from the load's start until everything landed, {landed:,} events; "
+                  "the breakdown below says how much of it was the pipeline)."]
+    if k6:
+        rate = k6.get("request_rate")
+        lines += ["", "k6: " + ", ".join([
+            f"{k6.get('requests') or 0:,} requests ({rate:.1f}/s)" if rate else "no requests",
+            f"{int(k6.get('dropped_iterations') or 0):,} dropped iterations",
+            f"{int(k6.get('accepted_events') or 0):,} events acknowledged",
+            f"request p99 {k6['http_p99_ms']:.0f} ms" if k6.get("http_p99_ms") is not None else "no latency",
+            f"failed {100 * (k6.get('failed_rate') or 0):.2f} %",
+        ]) + "."]
+    lines += ["", "End-to-end latency is the consumer's histogram (now - received_at when an event is stored "
+              "in every store), over the whole run; a batch records at most 100 of its events' latencies, "
+              "evenly spaced over their sorted order, so large batches weigh like small ones.",
+              "", "## CPU by process (scripts/proc_breakdown.py)", "", breakdown or "(no breakdown)",
+              "Chart: `proc/breakdown.svg`. Lag every second: `lag.tsv`. Verifier: `verify.txt`."]
+    text = "\n".join(lines) + "\n"
+    (run / "summary.md").write_text(text)
+    print(text, end="")
+    return 0 if passed else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("sample", help="record the consumer's lag and stored events every interval")
+    s.add_argument("--out", required=True)
+    s.add_argument("--url", default=CONSUMER_METRICS)
+    s.add_argument("--interval", type=float, default=1.0)
+    d = sub.add_parser("drain", help="wait until every acknowledged event is stored")
+    d.add_argument("--acks", required=True)
+    d.add_argument("--before", required=True, help="a /metrics scrape of the consumer from before the load")
+    d.add_argument("--out", required=True)
+    d.add_argument("--url", default=CONSUMER_METRICS)
+    d.add_argument("--timeout", type=float, default=300.0)
+    d.add_argument("--poll", type=float, default=0.2)
+    r = sub.add_parser("report", help="PASS/FAIL per criterion into DIR/summary.md")
+    r.add_argument("dir")
+    args = parser.parse_args(argv)
+    return {"sample": cmd_sample, "drain": cmd_drain, "report": cmd_report}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
