@@ -96,3 +96,40 @@ def test_report_writes_the_verdict_per_criterion(tmp_path, monkeypatch):
     assert sc.main(["report", str(tmp_path)]) == 1
     assert "| all landed within 5 s of the load's end | FAIL | not all landed after 300 s |" in (
         tmp_path / "summary.md").read_text()
+
+
+def test_drain_finds_when_the_stored_count_reached_the_acknowledged_events(tmp_path):
+    import http.server
+    import threading
+
+    served = {"n": 0}
+
+    class Metrics(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            served["n"] += 1  # one more event stored per scrape
+            body = f"# TYPE consumer_events_stored_total counter\nconsumer_events_stored_total {10 + served['n']}\n"
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(body.encode())
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Metrics)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        (tmp_path / "acks").write_text("".join(ACK % i + "\n" for i in "abc"))
+        (tmp_path / "before").write_text("# TYPE consumer_events_stored_total counter\nconsumer_events_stored_total 10\n")
+        url = f"http://127.0.0.1:{server.server_address[1]}/metrics"
+        status = sc.main(["drain", "--acks", str(tmp_path / "acks"), "--before", str(tmp_path / "before"),
+                          "--out", str(tmp_path / "drain.json"), "--url", url, "--poll", "0.01", "--timeout", "10"])
+    finally:
+        server.shutdown()
+    result = json.loads((tmp_path / "drain.json").read_text())
+    assert status == 0
+    assert result["acked"] == 3 and result["landed"] >= 3 and result["drained_at"] is not None
+
+
+def test_first_reaching():
+    assert sc.first_reaching([(1.0, 0), (2.0, 5), (3.0, 9)], 5) == 2.0
+    assert sc.first_reaching([(1.0, 0)], 5) is None
