@@ -9,8 +9,9 @@
 Every interval it reads /proc/stat (the machine's busy time) and /proc/<pid>/stat (utime + stime,
 all threads) of every process, and files each process under a group by its command line
 (`classify`): the pipeline (producer, consumer), the emulators (kinesalite, dynalite, moto),
-postgres (every backend summed), k6, the verifier, the harness itself, builds (cargo/rustc:
-another engineer's work on a shared machine), the kernel's threads, and other. What a process
+postgres (every backend summed), k6, the verifier, the harness itself, builds (cargo, rustc
+and the test and bench binaries cargo runs: another engineer's work on a shared machine), the
+kernel's threads, and other. What a process
 spends between its last sample and its exit, and interrupt time, is not charged to any process:
 it is the report's "unattributed" row (busy time minus the processes' sum), so nothing is hidden.
 
@@ -127,7 +128,9 @@ def classify(cmdline: list[str], comm: str, ppid: int) -> str:
         return "k6"
     if exe == "verify":
         return "verify"
-    if exe in ("cargo", "rustc", "cc", "ld", "clippy-driver", "rustdoc") or exe.startswith(("cargo-", "rustc")):
+    # Compilers, and test and bench binaries cargo runs from target/<profile>/deps/.
+    if (exe in ("cargo", "rustc", "cc", "ld", "clippy-driver", "rustdoc") or exe.startswith(("cargo-", "rustc"))
+            or "/deps/" in cmdline[0]):
         return "build"
     harness = ("proc_breakdown.py", "bench-sustained.sh", "sustained_check.py", "k6.sh", "pipeline.sh")
     if exe in ("curl", "psql") or any(h in words for h in harness):

@@ -52,6 +52,8 @@ CLASSIFY = [
     (["/root/.rustup/toolchains/stable-x86_64-unknown-linux-gnu/bin/rustc", "--crate-name", "parquet"], "rustc", 1,
      "build"),
     (["/root/.rustup/toolchains/stable-x86_64-unknown-linux-gnu/bin/cargo", "build"], "cargo", 1, "build"),
+    (["/root/.cache/web-analytics-pipeline/target/release/deps/request_path-0f3c2a9d8e7b6a51", "--bench"],
+     "request_path-0f3", 1, "build"),
     (["python3", "scripts/proc_breakdown.py", "record", "--out", "x"], "python3", 1, "harness"),
     (["bash", "scripts/bench-sustained.sh"], "bash", 1, "harness"),
     (["curl", "-fsS", "http://127.0.0.1:9102/metrics"], "curl", 1, "harness"),
