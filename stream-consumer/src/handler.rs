@@ -33,8 +33,8 @@ pub const STAGE_DURATION: &str = "consumer_stage_duration_seconds";
 ///
 /// * `decode`: records → events (envelope, contract rules, in-batch duplicates, quarantine) and
 ///   the user-agent facts.
-/// * `claim`: the ledger's one PostgreSQL transaction — lake objects registered, the claim
-///   `INSERT`, the counts upsert and the `COMMIT` — minus `aggregate`. The upsert and the commit
+/// * `claim`: building the claims, then the ledger's one PostgreSQL transaction — lake objects
+///   registered, the claim `INSERT`, the counts upsert and the `COMMIT` — minus `aggregate`. The upsert and the commit
 ///   happen inside [`Ledger::claim`], which has no hook to time them apart, so they stay here.
 /// * `aggregate`: [`Counts::of`] over the events claimed just now, pure CPU; it runs inside the
 ///   open transaction (between the claim and the upsert) and is taken out of `claim`.
@@ -182,6 +182,7 @@ impl<O: ObjectStore, D: ItemStore, L: Ledger> Pipeline<O, D, L> {
     /// exists (one `HeadObject` each) and are reassigned to this attempt's object if it never
     /// landed. Returns what to write.
     async fn claim(&self, events: &[DecodedEvent<'_>], span: Span<'_>) -> Result<WritePlan, ConsumerError> {
+        let claiming = Instant::now();
         let (claims, objects) = plan_claims(events, span.first_seq, span.last_seq);
         let started = Instant::now();
         // The counts are computed inside the ledger's transaction: timed from within, to take
@@ -202,7 +203,7 @@ impl<O: ObjectStore, D: ItemStore, L: Ledger> Pipeline<O, D, L> {
         };
         let aggregate = Duration::from_nanos(aggregate_nanos.load(Ordering::Relaxed));
         record_stage("aggregate", aggregate);
-        record_stage("claim", started.elapsed().saturating_sub(aggregate));
+        record_stage("claim", claiming.elapsed().saturating_sub(aggregate));
         let checking = Instant::now();
         let mut existing = HashSet::new();
         for key in objects_to_check(&claims, &statuses) {
