@@ -9,7 +9,8 @@
 Every interval it reads /proc/stat (the machine's busy time) and /proc/<pid>/stat (utime + stime,
 all threads) of every process, and files each process under a group by its command line
 (`classify`): the pipeline (producer, consumer), the emulators (kinesalite, dynalite, moto),
-postgres (every backend summed), k6, the verifier, the harness itself, builds (cargo, rustc
+postgres (the server's processes and every backend of the pipeline's database, summed; backends
+of other databases are postgres-other), k6, the verifier, the harness itself, builds (cargo, rustc
 and the test and bench binaries cargo runs: another engineer's work on a shared machine), the
 kernel's threads, and other. What a process
 spends between its last sample and its exit, and interrupt time, is not charged to any process:
@@ -42,6 +43,7 @@ GROUPS = [
     "dynalite",
     "moto",
     "postgres",
+    "postgres-other",
     "k6",
     "verify",
     "harness",
@@ -58,6 +60,7 @@ COLOURS = {
     "dynalite": "#98df8a",
     "moto": "#9467bd",
     "postgres": "#d62728",
+    "postgres-other": "#ff9896",
     "k6": "#8c564b",
     "verify": "#e377c2",
     "harness": "#bcbd22",
@@ -102,9 +105,23 @@ def parse_machine_stat(text: str) -> tuple[int, int]:
     raise ValueError("no aggregate 'cpu' line in /proc/stat")
 
 
-def classify(cmdline: list[str], comm: str, ppid: int) -> str:
+def postgres_database(title: str) -> str | None:
+    """The database of a PostgreSQL backend from the title it gives itself,
+    `postgres: [cluster: ]user database host activity` (host `[local]` or `addr(port)`); None for
+    the server's own processes (checkpointer, walwriter, ...), which serve every database."""
+    words = title.removeprefix("postgres:").split()
+    if words and words[0].endswith(":"):  # Debian's cluster name, "15/main:"
+        words = words[1:]
+    if len(words) >= 3 and (words[2] == "[local]" or words[2].endswith(")")):
+        return words[1]
+    return None
+
+
+def classify(cmdline: list[str], comm: str, ppid: int, database: str = "analytics") -> str:
     """The group of a process, from its command line (argv), its name and its parent. The
-    markers are the ones scripts/local-stack.sh and scripts/pipeline.sh start them with."""
+    markers are the ones scripts/local-stack.sh and scripts/pipeline.sh start them with.
+    PostgreSQL backends of another database than the pipeline's are `postgres-other`: on a
+    shared server they are someone else's work."""
     if not cmdline:
         # Kernel threads (kthreadd, pid 2, and its children) have no command line; nor has a
         # zombie, whose last ticks are still its own.
@@ -123,7 +140,8 @@ def classify(cmdline: list[str], comm: str, ppid: int) -> str:
         return "moto"
     # The postmaster runs as .../bin/postgres; its backends rename themselves "postgres: ...".
     if exe == "postgres" or words.startswith("postgres:") or comm == "postgres":
-        return "postgres"
+        db = postgres_database(words) if words.startswith("postgres:") else None
+        return "postgres" if db in (None, database) else "postgres-other"
     if exe == "k6":
         return "k6"
     if exe == "verify":
@@ -153,9 +171,10 @@ def read_cmdline(pid: int) -> list[str]:
 class Recorder:
     """Samples /proc and keeps, per process (pid, start time), the ticks charged so far."""
 
-    def __init__(self, out: Path, interval: float) -> None:
+    def __init__(self, out: Path, interval: float, database: str = "analytics") -> None:
         self.out = out
         self.interval = interval
+        self.database = database
         self.hz = os.sysconf("SC_CLK_TCK")
         self.cpus = os.cpu_count() or 1
         self.started = time.monotonic()
@@ -183,7 +202,7 @@ class Recorder:
             key = (pid, stat.start)
             proc = self.seen.get(key)
             if proc is None:
-                group = classify(read_cmdline(pid), stat.comm, stat.ppid)
+                group = classify(read_cmdline(pid), stat.comm, stat.ppid, self.database)
                 base = stat.ticks if first or stat.start < self.boot_ticks else 0
                 cmd = " ".join(" ".join(read_cmdline(pid)).split())[:160] or f"[{stat.comm}]"
                 proc = self.seen[key] = {"pid": pid, "group": group, "cmd": cmd, "base": base, "last": base}
@@ -240,7 +259,7 @@ def cmd_record(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    recorder = Recorder(out, args.interval)
+    recorder = Recorder(out, args.interval, args.database)
     if args.pid_file:
         Path(args.pid_file).write_text(f"{os.getpid()}\n")
     child = subprocess.Popen(command) if command else None
@@ -424,6 +443,8 @@ def main(argv: list[str] | None = None) -> int:
     rec.add_argument("--out", required=True, help="directory for the samples")
     rec.add_argument("--interval", type=float, default=1.0, help="seconds between samples (default 1)")
     rec.add_argument("--pid-file", help="write this process's pid here; record until SIGTERM (see stop)")
+    rec.add_argument("--database", default="analytics",
+                     help="the pipeline's PostgreSQL database; backends of others are postgres-other")
     rec.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND... to run and sample")
     stop = sub.add_parser("stop", help="end a recording started with --pid-file")
     stop.add_argument("--pid-file", required=True)

