@@ -28,12 +28,15 @@ import threading
 import time
 from pathlib import Path
 
+import proc_breakdown
 from pylib import bucket_quantile, env_float, metric_max, metric_sum, parse_metrics, read_metrics, series_delta
 
 CONSUMER_METRICS = "http://127.0.0.1:9102/metrics"
 E2E = "consumer_end_to_end_latency_seconds"
 STORED = "consumer_events_stored_total"
 LAG = "consumer_millis_behind_latest"
+# proc_breakdown's groups that are not the pipeline, its stores or its load: someone else's work.
+FOREIGN = ("build", "other", "postgres-other")
 
 
 def scrape(url: str, timeout: float = 2.0) -> dict | None:
@@ -217,10 +220,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     k6 = k6_figures(run / "sustained-open-summary.json")
     landed = drain.get("landed") or 0
     breakdown = (run / "proc" / "breakdown.md").read_text() if (run / "proc" / "breakdown.md").exists() else ""
-    busy = None
-    for line in breakdown.splitlines():
-        if line.startswith("| **whole machine (busy)**"):
-            busy = float(line.split(" | ")[1])
+    busy = foreign = None
+    if (run / "proc" / "samples.jsonl").exists():
+        meta, samples, _ = proc_breakdown.load(run / "proc")
+        by_group, busy = proc_breakdown.totals(samples)
+        wall = sum(s["dt"] for s in samples) or 1.0
+        foreign = {g: by_group.get(g, 0.0) / wall for g in FOREIGN if by_group.get(g, 0.0) / wall >= 0.05}
     load_s = load_end - load_start
 
     def verdict(ok: bool) -> str:
@@ -259,6 +264,10 @@ def cmd_report(args: argparse.Namespace) -> int:
         lines += ["", f"**Whole-machine CPU per landed event: {1000 * busy / landed:.3f} ms** "
                   f"({busy:.1f} CPU s busy from the load's start until everything landed, {landed:,} events; "
                   "the breakdown below says how much of it was the pipeline)."]
+    if foreign:
+        lines += ["", "**Not a quiet machine:** " + ", ".join(f"{g} used {c:.2f} cores" for g, c in foreign.items())
+                  + " on average during the recording. They are not the pipeline, but they competed with it for "
+                  "the CPUs: latency, lag and the whole-machine CPU per event are those of a shared machine."]
     if k6:
         rate = k6.get("request_rate")
         lines += ["", "k6: " + ", ".join([

@@ -83,13 +83,21 @@ def test_report_writes_the_verdict_per_criterion(tmp_path, monkeypatch):
     (tmp_path / "metrics-before.consumer").write_text(head + text.replace(" 990", " 0").replace(" 1000", " 0")
                                                       + tail.replace("300", "0").replace("1000", "0"))
     (tmp_path / "metrics-after.consumer").write_text(head + text + tail)
-    (tmp_path / "proc").mkdir()
-    (tmp_path / "proc" / "breakdown.md").write_text("| **whole machine (busy)** | 90.0 | 75.0 % | 1.50 | 1.500 |\n")
+    proc = tmp_path / "proc"
+    proc.mkdir()
+    (proc / "breakdown.md").write_text("| **whole machine (busy)** | 90.0 | 75.0 % | 1.50 | 1.500 |\n")
+    (proc / "meta.json").write_text(json.dumps({"cpus": 2, "interval_s": 1.0, "wall_s": 60.0}))
+    (proc / "processes.json").write_text("[]")
+    # 60 s: 1.5 cores busy, of which the consumer 1.0 and someone's build 0.25.
+    (proc / "samples.jsonl").write_text("".join(
+        json.dumps({"t": t + 1.0, "dt": 1.0, "busy": 1.5, "groups": {"consumer": 1.0, "build": 0.25}}) + "\n"
+        for t in range(60)))
     assert sc.main(["report", str(tmp_path)]) == 0
     summary = (tmp_path / "summary.md").read_text()
     assert summary.startswith("# Sustained open-model load: PASS")
     assert "| all landed within 5 s of the load's end | PASS | 2.0 s |" in summary
     assert "Whole-machine CPU per landed event: 1.500 ms" in summary
+    assert "**Not a quiet machine:** build used 0.25 cores" in summary
 
     (tmp_path / "drain.json").write_text(json.dumps({"acked": 60000, "landed": 59000, "drained_at": None,
                                                      "waited_s": 300}))
