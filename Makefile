@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/web-analytics-pipeline/target
 
-.PHONY: help up down status demo test test-faults lambda-e2e bench bench-ledger package fmt lint test-browser plan-check
+.PHONY: help up down status demo test test-faults lambda-e2e bench bench-ledger bench-sustained package fmt lint test-browser plan-check
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -36,6 +36,9 @@ bench: ## criterion benchmarks + an end-to-end k6 load; writes bench/RESULTS.md
 
 bench-ledger: ## the PostgreSQL claim + aggregate transaction alone, 1/4/16/64 writers (ARGS="--seconds 60 ...")
 	@bash scripts/ledger-bench.sh $(ARGS)
+
+bench-sustained: ## open-model load (5,000 events/s for 10 min) on release builds: PASS/FAIL, CPU per process; not in CI
+	@bash scripts/bench-sustained.sh
 
 package: ## build the Lambda zips into target/lambda/ (ARCH=arm64|x86_64, RDS_CA_BUNDLE=pem)
 	@bash scripts/package.sh

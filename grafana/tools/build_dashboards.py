@@ -709,6 +709,29 @@ def pipeline_prometheus(L: Layout) -> list[dict]:
         "BatchWriteItem calls retried because DynamoDB returned UnprocessedItems (throttling).",
         [prom(sum_rate("consumer_dynamodb_unprocessed_retries_total") + " or vector(0)",
               "retries/s")]))
+    # Means, not quantiles: most stages take under a millisecond, the first latency bucket.
+    def stage_mean(selector: str) -> dict:
+        per_stage = [sum_rate(f"consumer_stage_duration_seconds_{part}{{{selector}}}", "stage")
+                     for part in ("sum", "count")]
+        return prom(" / ".join(per_stage), "{{stage}}")
+
+    L.add(timeseries(
+        "Consumer batch time by stage (mean per batch)",
+        "consumer_stage_duration_seconds, _sum / _count per stage. These stages run one after "
+        "another, so the stack is the mean batch time: decode, claim (the ledger's PostgreSQL "
+        "transaction: claim, counts upsert, commit), aggregate (the counts, computed inside that "
+        "transaction and taken out of claim), lake_check, parquet, items, write (the concurrent "
+        "S3 and DynamoDB writes), and the local runner's checkpoint.",
+        [stage_mean('stage!~"s3|dynamodb|prune"')],
+        unit="s", stack=True))
+    L.add(timeseries(
+        "Consumer concurrent writes and pruning (mean)",
+        "The two halves of the write stage, which overlap: s3 (PutObject of the lake files) and "
+        "dynamodb (BatchWriteItem with its retries); the slower one is the write stage. And "
+        "prune, the ledger's pruning, at most every 10 minutes per process (its mean is per "
+        "prune, not per batch).",
+        [stage_mean('stage=~"s3|dynamodb|prune"')],
+        unit="s"))
     return []
 
 

@@ -672,6 +672,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{n}x {m}" for m, n in sorted(tally.error_logs.items(), key=lambda kv: -kv[1])[:5]))
         check(per_fn["producer-api"].emf > 0 and per_fn["stream-consumer"].emf > 0,
               "no EMF lines from the producer or the consumer")
+        # The per-stage timing (#21) leaves the function as EMF like the other histograms.
+        check("consumer_stage_duration_seconds" in per_fn["stream-consumer"].metrics,
+              f"no consumer_stage_duration_seconds in the consumer's EMF: {sorted(per_fn['stream-consumer'].metrics)}")
 
         samples = bench_init(side, bins, stack, args.init_starts)
         init = {

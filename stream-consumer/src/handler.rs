@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -22,6 +23,41 @@ use crate::sinks::s3::ObjectStore;
 
 /// How often one process prunes the dedup ledger.
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
+
+/// The histogram of a batch's time by stage (`stage` label), on Prometheus locally and in EMF
+/// on Lambda like every `_seconds` histogram.
+pub const STAGE_DURATION: &str = "consumer_stage_duration_seconds";
+
+/// The stages of [`Pipeline::process`] in [`STAGE_DURATION`], in batch order; each is recorded
+/// once per successful batch. What each one times, and why the cuts are where they are:
+///
+/// * `decode`: records → events (envelope, contract rules, in-batch duplicates, quarantine) and
+///   the user-agent facts.
+/// * `claim`: building the claims, then the ledger's one PostgreSQL transaction — lake objects
+///   registered, the claim `INSERT`, the counts upsert and the `COMMIT` — minus `aggregate`. The upsert and the commit
+///   happen inside [`Ledger::claim`], which has no hook to time them apart, so they stay here.
+/// * `aggregate`: [`Counts::of`] over the events claimed just now, pure CPU; it runs inside the
+///   open transaction (between the claim and the upsert) and is taken out of `claim`.
+/// * `lake_check`: `HeadObject` of the objects an earlier attempt was assigned, the plan, and the
+///   ledger's `reassign`: near zero unless batches are redelivered.
+/// * `parquet`: encoding the Parquet file of every lake object.
+/// * `items`: building the DynamoDB items (and the dead-letter NDJSON, when there is any).
+/// * `write`: the wall time of the concurrent writes below, so that the stages above plus
+///   `write` add up to the batch.
+/// * `s3`, `dynamodb`: each half of `write` on its own (`PutObject` of the lake files,
+///   `BatchWriteItem` of the items with its retries). They overlap, so their sum exceeds `write`.
+///
+/// Two more are recorded only when they happen: `prune` (the ledger's pruning, at most every
+/// ten minutes per process, in the batch that triggers it) and, in the local runner only,
+/// `checkpoint` (saving the shard's checkpoint in PostgreSQL after the batch; on Lambda the
+/// event source mapping checkpoints, outside the function).
+pub const STAGES: [&str; 9] =
+    ["decode", "claim", "aggregate", "lake_check", "parquet", "items", "write", "s3", "dynamodb"];
+
+/// Records `elapsed` as the time of `stage` in [`STAGE_DURATION`].
+pub fn record_stage(stage: &'static str, elapsed: Duration) {
+    metrics::histogram!(STAGE_DURATION, "stage" => stage).record(elapsed.as_secs_f64());
+}
 
 /// Settings of the batch handler (a subset of `Config`).
 #[derive(Debug, Clone)]
@@ -110,7 +146,9 @@ impl<O: ObjectStore, D: ItemStore, L: Ledger> Pipeline<O, D, L> {
     pub async fn process(&self, records: &[InputRecord]) -> Result<BatchReport, ConsumerError> {
         let Some(span) = Span::of(records) else { return Ok(BatchReport::default()) };
         let deadline = tokio::time::Instant::now() + self.settings.sink_budget;
+        let started = Instant::now();
         let batch = self.decode(records);
+        record_stage("decode", started.elapsed());
         let plan = self.claim(&batch.events, span).await?;
         let encoded = self.encode(&batch, &plan, span)?;
         let lake_rows = encoded.lake_rows;
@@ -144,15 +182,29 @@ impl<O: ObjectStore, D: ItemStore, L: Ledger> Pipeline<O, D, L> {
     /// exists (one `HeadObject` each) and are reassigned to this attempt's object if it never
     /// landed. Returns what to write.
     async fn claim(&self, events: &[DecodedEvent<'_>], span: Span<'_>) -> Result<WritePlan, ConsumerError> {
+        let claiming = Instant::now();
         let (claims, objects) = plan_claims(events, span.first_seq, span.last_seq);
         let started = Instant::now();
+        // The counts are computed inside the ledger's transaction: timed from within, to take
+        // them out of the transaction's own time.
+        let aggregate_nanos = AtomicU64::new(0);
         let statuses = if claims.is_empty() {
             Vec::new()
         } else {
             self.ledger
-                .claim(&claims, &objects, |new| Counts::of(new.iter().map(|&i| Fact::of(&events[i].event))))
+                .claim(&claims, &objects, |new| {
+                    let aggregating = Instant::now();
+                    let counts = Counts::of(new.iter().map(|&i| Fact::of(&events[i].event)));
+                    let nanos = u64::try_from(aggregating.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                    aggregate_nanos.store(nanos, Ordering::Relaxed);
+                    counts
+                })
                 .await?
         };
+        let aggregate = Duration::from_nanos(aggregate_nanos.load(Ordering::Relaxed));
+        record_stage("aggregate", aggregate);
+        record_stage("claim", claiming.elapsed().saturating_sub(aggregate));
+        let checking = Instant::now();
         let mut existing = HashSet::new();
         for key in objects_to_check(&claims, &statuses) {
             if self.lake.exists(&key).await? {
@@ -161,6 +213,7 @@ impl<O: ObjectStore, D: ItemStore, L: Ledger> Pipeline<O, D, L> {
         }
         let plan = resolve(events, &claims, &statuses, &existing, span.first_seq, span.last_seq);
         self.ledger.reassign(&plan.reassign).await?;
+        record_stage("lake_check", checking.elapsed());
         metrics::histogram!("consumer_sink_duration_seconds", "sink" => "postgres")
             .record(started.elapsed().as_secs_f64());
         Ok(plan)
@@ -171,6 +224,7 @@ impl<O: ObjectStore, D: ItemStore, L: Ledger> Pipeline<O, D, L> {
     /// owns, and the quarantined records as dead-letter NDJSON.
     fn encode(&self, batch: &Decoded<'_>, plan: &WritePlan, span: Span<'_>) -> Result<Encoded, ConsumerError> {
         let events = &batch.events;
+        let started = Instant::now();
         let mut lake_files = Vec::with_capacity(plan.lake.len());
         let mut lake_rows = 0;
         for (key, indices) in &plan.lake {
@@ -179,6 +233,8 @@ impl<O: ObjectStore, D: ItemStore, L: Ledger> Pipeline<O, D, L> {
             lake_rows += rows.len();
             lake_files.push((key.clone(), encode_parquet(&rows)?));
         }
+        record_stage("parquet", started.elapsed());
+        let started = Instant::now();
         let items = plan
             .dynamo
             .iter()
@@ -188,6 +244,7 @@ impl<O: ObjectStore, D: ItemStore, L: Ledger> Pipeline<O, D, L> {
             let key = dead_letter_object_key(&Partition::of(Utc::now()), span.shard, span.first_seq, span.last_seq);
             (key, encode_dead_letter(&batch.quarantined))
         });
+        record_stage("items", started.elapsed());
         Ok(Encoded { lake_files, lake_rows, items, dead_letter })
     }
 
@@ -202,6 +259,7 @@ impl<O: ObjectStore, D: ItemStore, L: Ledger> Pipeline<O, D, L> {
             }
             metrics::histogram!("consumer_sink_duration_seconds", "sink" => "s3")
                 .record(started.elapsed().as_secs_f64());
+            record_stage("s3", started.elapsed());
             Ok::<_, ConsumerError>(())
         };
         let dynamo_write = async {
@@ -209,6 +267,7 @@ impl<O: ObjectStore, D: ItemStore, L: Ledger> Pipeline<O, D, L> {
             write_all(&self.items, items, self.settings.dynamodb_concurrency, deadline).await?;
             metrics::histogram!("consumer_sink_duration_seconds", "sink" => "dynamodb")
                 .record(started.elapsed().as_secs_f64());
+            record_stage("dynamodb", started.elapsed());
             Ok(())
         };
         let dead_letter_write = async {
@@ -219,9 +278,11 @@ impl<O: ObjectStore, D: ItemStore, L: Ledger> Pipeline<O, D, L> {
         };
         // `join!`, not `try_join!`: a failing sink must not cancel another sink's request in
         // flight, or that request could still land after the retry has checked for it.
+        let started = Instant::now();
         let (lake_result, dynamo_result, dead_letter_result) =
             tokio::join!(lake_write, dynamo_write, dead_letter_write);
         lake_result.and(dynamo_result).and(dead_letter_result)?;
+        record_stage("write", started.elapsed());
         Ok(Written {
             lake_objects: lake_files.into_iter().map(|(key, _)| key).collect(),
             dead_letter_object: dead_letter.map(|(key, _)| key),
@@ -252,11 +313,13 @@ impl<O: ObjectStore, D: ItemStore, L: Ledger> Pipeline<O, D, L> {
             }
             *last = Some(Instant::now());
         }
+        let started = Instant::now();
         match self.ledger.prune(self.settings.dedup_window_hours).await {
             Ok(n) if n > 0 => tracing::info!(pruned = n, "pruned dedup ledger"),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "pruning the dedup ledger failed"),
         }
+        record_stage("prune", started.elapsed());
     }
 }
 
@@ -328,6 +391,7 @@ pub fn record_outcome(shard: &str, first_seq: &str, last_seq: &str, result: &Res
 #[cfg(test)]
 mod tests {
     use std::ops::Range;
+    use std::sync::Arc;
 
     use arrow_array::cast::AsArray;
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -596,6 +660,84 @@ mod tests {
         let sequences: Vec<&str> = lines.iter().map(|l| l["sequence_number"].as_str().unwrap()).collect();
         assert_eq!(sequences, [seq(4), seq(5)]);
         assert!(lines.iter().all(|l| l["reason_code"].as_str().is_some_and(|r| !r.is_empty())));
+    }
+
+    /// Every histogram value recorded while it is the (thread-local) recorder, with its metric
+    /// name and labels. Written here because metrics-util's debugging recorder needs a feature
+    /// that would rebuild metrics-util, and the Prometheus exporter on it, for the whole workspace.
+    #[derive(Default, Clone)]
+    struct CapturedHistograms(Arc<Mutex<Vec<(metrics::Key, f64)>>>);
+
+    struct CapturedHistogram {
+        key: metrics::Key,
+        into: CapturedHistograms,
+    }
+
+    impl metrics::HistogramFn for CapturedHistogram {
+        fn record(&self, value: f64) {
+            self.into.0.lock().unwrap().push((self.key.clone(), value));
+        }
+    }
+
+    impl metrics::Recorder for CapturedHistograms {
+        fn describe_counter(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
+        fn describe_gauge(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
+        fn describe_histogram(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
+        fn register_counter(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
+            metrics::Counter::noop()
+        }
+        fn register_gauge(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+            metrics::Gauge::noop()
+        }
+        fn register_histogram(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Histogram {
+            metrics::Histogram::from_arc(Arc::new(CapturedHistogram { key: key.clone(), into: self.clone() }))
+        }
+    }
+
+    impl CapturedHistograms {
+        /// (stage, seconds) of every `consumer_stage_duration_seconds` value, in recording order.
+        fn stages(&self) -> Vec<(String, f64)> {
+            let values = self.0.lock().unwrap();
+            let stage_of = |key: &metrics::Key| {
+                key.labels().find(|l| l.key() == "stage").map(|l| l.value().to_owned()).unwrap_or_default()
+            };
+            values.iter().filter(|(key, _)| key.name() == STAGE_DURATION).map(|(k, v)| (stage_of(k), *v)).collect()
+        }
+    }
+
+    /// Invariant (#21): a processed batch records the time of each of its stages once, and the
+    /// sequential ones (all but the two concurrent halves of `write`) add up to no more than
+    /// the batch took.
+    #[test]
+    fn a_batch_records_the_time_of_every_stage() {
+        let p = pipeline();
+        let (_, mut records) = batch(1, 50);
+        records.push(raw_record(&seq(51), b"not json"));
+        let recorder = CapturedHistograms::default();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let started = Instant::now();
+        metrics::with_local_recorder(&recorder, || runtime.block_on(p.process(&records))).unwrap();
+        let took = started.elapsed().as_secs_f64();
+
+        let recorded = recorder.stages();
+        let seconds =
+            |stage: &str| -> Vec<f64> { recorded.iter().filter(|(s, _)| s == stage).map(|(_, v)| *v).collect() };
+        for stage in STAGES {
+            assert_eq!(seconds(stage).len(), 1, "{stage} recorded once: {recorded:?}");
+        }
+        assert_eq!(seconds("prune").len(), 1, "a process's first batch prunes the ledger");
+        assert!(seconds("aggregate")[0] > 0.0, "the counts are timed inside the ledger's call");
+        assert!(seconds("parquet")[0] > 0.0 && seconds("decode")[0] > 0.0);
+        let sequential: f64 = recorded.iter().filter(|(s, _)| s != "s3" && s != "dynamodb").map(|(_, v)| v).sum();
+        assert!(sequential <= took, "stages {sequential} s, batch {took} s: {recorded:?}");
+
+        // The next batch does not prune again, and still records every stage once.
+        let recorder = CapturedHistograms::default();
+        let (_, records) = batch(100, 5);
+        metrics::with_local_recorder(&recorder, || runtime.block_on(p.process(&records))).unwrap();
+        let stages: Vec<String> = recorder.stages().into_iter().map(|(s, _)| s).collect();
+        assert_eq!(stages.len(), STAGES.len(), "{stages:?}");
+        assert!(STAGES.iter().all(|s| stages.iter().any(|r| r == s)), "{stages:?}");
     }
 
     /// Invariant: once an object is compacted, a redelivery of its batch writes nothing to the lake.

@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::error::ConsumerError;
-use crate::handler::{Pipeline, record_outcome};
+use crate::handler::{Pipeline, record_outcome, record_stage};
 use crate::sinks::SINK_RETRY;
 use crate::sinks::dynamo::ItemStore;
 use crate::sinks::postgres::PgLedger;
@@ -157,7 +157,9 @@ impl<O: ObjectStore, D: ItemStore> Runner<O, D> {
                     }
                 }
             }
+            let checkpointing = Instant::now();
             ledger.save_checkpoint(stream, shard, last.as_deref(), false).await?;
+            record_stage("checkpoint", checkpointing.elapsed());
         }
         if iterator.is_none() {
             // NextShardIterator is absent only once a closed shard has been read to its end.

@@ -358,16 +358,33 @@ function ack(ids, byId) {
   for (const type of Object.keys(perType)) acceptedEvents.add(perType[type], { event_type: type });
 }
 
+/**
+ * A request of exactly `n` valid events of the mix's types, as a JSON array (no invalid events,
+ * no gzip, no beacon): for open-model scenarios whose rate is counted in events, where every
+ * request must carry the same load.
+ */
+export function buildBatch(n) {
+  const events = [];
+  const valid = [];
+  for (let i = 0; i < n; i++) {
+    const ev = makeEvent();
+    events.push(ev);
+    valid.push({ id: ev.event_id, type: ev.event_type });
+  }
+  return { body: JSON.stringify(events), ct: 'application/json', gzip: false, n, valid, invalid: [] };
+}
+
 /** Sends one request of the mix (a new one, or with DUP_RATIO a verbatim re-post) and checks the answer. */
 export function sendMix() {
-  let req;
-  let dup = false;
-  if (history.length > 0 && Math.random() < DUP_RATIO) {
-    req = pick(history);
-    dup = true;
-  } else {
-    req = buildRequest();
-  }
+  if (history.length > 0 && Math.random() < DUP_RATIO) return send(pick(history), true);
+  return send(buildRequest(), false);
+}
+
+/**
+ * Sends `req` (from buildRequest or buildBatch; `dup` = a verbatim re-post of an earlier one),
+ * checks the answer against the contract and acknowledges the accepted events.
+ */
+export function send(req, dup) {
   const kind = dup ? 'retry' : req.n === 1 ? 'single' : 'batch';
   const enc = req.gzip ? 'gzip' : req.ct.startsWith('text/plain') ? 'beacon' : 'json';
   const params = {
