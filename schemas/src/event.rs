@@ -152,9 +152,9 @@ pub struct EnrichedEvent<'a> {
     pub event_id: Uuid,
     #[serde(borrow)]
     pub event_type: Cow<'a, str>,
-    #[serde(deserialize_with = "rfc3339")]
+    #[serde(deserialize_with = "rfc3339", serialize_with = "write_rfc3339")]
     pub occurred_at: DateTime<Utc>,
-    #[serde(deserialize_with = "rfc3339")]
+    #[serde(deserialize_with = "rfc3339", serialize_with = "write_rfc3339")]
     pub received_at: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "borrowed")]
     pub anonymous_id: Option<Cow<'a, str>>,
@@ -178,10 +178,20 @@ pub struct EnrichedEvent<'a> {
     /// The client's own `occurred_at` when the producer corrected it for the client's clock
     /// (`occurred_at` is then the corrected time); absent when nothing was corrected, and in
     /// records written before clock correction.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "rfc3339_opt")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "rfc3339_opt",
+        serialize_with = "write_rfc3339_opt"
+    )]
     pub original_occurred_at: Option<DateTime<Utc>>,
     /// The client's clock when it sent the event (its own `sent_at` or the request's), if known.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "rfc3339_opt")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "rfc3339_opt",
+        serialize_with = "write_rfc3339_opt"
+    )]
     pub sent_at: Option<DateTime<Utc>>,
     /// The tracking plan's violations of a `warn`-mode plan, as a JSON array of
     /// `{pointer, rule, message}` (set by the producer; absent when clean, when the type has no
@@ -643,6 +653,31 @@ fn rfc3339_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>,
     #[derive(Deserialize)]
     struct Stamp(#[serde(deserialize_with = "rfc3339")] DateTime<Utc>);
     Ok(Option::<Stamp>::deserialize(d)?.map(|s| s.0))
+}
+
+/// A timestamp on the stream: the text chrono's `Serialize` writes, by the faster writer
+/// [`rules::format_utc_fast`] where it can (every timestamp a live event has).
+fn write_rfc3339<S: serde::Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    let mut buf = [0u8; 30];
+    match crate::rules::format_utc_fast(t, &mut buf) {
+        Some(text) => s.serialize_str(text),
+        None => t.serialize(s),
+    }
+}
+
+/// An optional timestamp on the stream, written as [`write_rfc3339`] writes a required one
+/// (`None` is skipped by the field's `skip_serializing_if`).
+fn write_rfc3339_opt<S: serde::Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+    struct Stamp<'t>(&'t DateTime<Utc>);
+    impl Serialize for Stamp<'_> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            write_rfc3339(self.0, s)
+        }
+    }
+    match t {
+        Some(t) => s.serialize_some(&Stamp(t)),
+        None => s.serialize_none(),
+    }
 }
 
 fn truncate_chars(s: &str, max: usize) -> &str {

@@ -229,6 +229,53 @@ pub(crate) fn parse_utc_fast(b: &[u8]) -> Option<DateTime<Utc>> {
     Some(time.and_utc())
 }
 
+/// Writes `t` as `YYYY-MM-DDTHH:MM:SS[.fff|.ffffff|.fffffffff]Z` — the text chrono's `Serialize`
+/// gives (RFC 3339, `SecondsFormat::AutoSi`, `Z`) — into `buf`, or `None` for what that shape
+/// cannot say (a year outside 0000–9999, a leap second): chrono formats those. The two
+/// timestamps of every stream record are written here, because chrono's writer goes through
+/// `fmt` one character at a time and serde_json then escapes each piece it is handed.
+pub(crate) fn format_utc_fast<'b>(t: &DateTime<Utc>, buf: &'b mut [u8; 30]) -> Option<&'b str> {
+    use chrono::{Datelike, Timelike};
+    let (year, nanos) = (t.year(), t.nanosecond());
+    if !(0..=9999).contains(&year) || nanos >= 1_000_000_000 {
+        return None;
+    }
+    let two = |out: &mut [u8], v: u32| {
+        out[0] = b'0' + (v / 10) as u8;
+        out[1] = b'0' + (v % 10) as u8;
+    };
+    let year = year as u32;
+    two(&mut buf[0..2], year / 100);
+    two(&mut buf[2..4], year % 100);
+    buf[4] = b'-';
+    two(&mut buf[5..7], t.month());
+    buf[7] = b'-';
+    two(&mut buf[8..10], t.day());
+    buf[10] = b'T';
+    two(&mut buf[11..13], t.hour());
+    buf[13] = b':';
+    two(&mut buf[14..16], t.minute());
+    buf[16] = b':';
+    two(&mut buf[17..19], t.second());
+    let (digits, mut fraction) = match nanos {
+        0 => (0, 0),
+        n if n % 1_000_000 == 0 => (3, n / 1_000_000),
+        n if n % 1_000 == 0 => (6, n / 1_000),
+        n => (9, n),
+    };
+    let mut end = 19;
+    if digits > 0 {
+        buf[19] = b'.';
+        for i in (0..digits).rev() {
+            buf[20 + i] = b'0' + (fraction % 10) as u8;
+            fraction /= 10;
+        }
+        end = 20 + digits;
+    }
+    buf[end] = b'Z';
+    std::str::from_utf8(&buf[..=end]).ok()
+}
+
 /// The length rule of one optional text field: fewest and most characters.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct TextRule {
@@ -378,4 +425,42 @@ pub(crate) fn duplicate_key(key: &str) -> String {
 #[inline(always)]
 pub(crate) fn property_string(s: &str) -> Result<(), Broken> {
     if longer_than(s, MAX_PROPERTY_STRING_LEN) { Err(Broken::LongString) } else { Ok(()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use proptest::prelude::*;
+
+    /// What chrono's `Serialize` writes for `t`, without the JSON quotes.
+    fn chrono_text(t: &DateTime<Utc>) -> String {
+        serde_json::to_value(t).unwrap().as_str().unwrap().to_owned()
+    }
+
+    proptest! {
+        /// Invariant: the fast writer gives chrono's text for every instant of years 0000–9999,
+        /// at every sub-second precision, and the fast reader reads it back to the same instant.
+        #[test]
+        fn fast_writer_is_chronos_text(secs in 0_i64..253_402_300_800, nanos in 0_u32..1_000_000_000, unit in 0_usize..4) {
+            let nanos = [0, nanos - nanos % 1_000_000, nanos - nanos % 1_000, nanos][unit];
+            let t = Utc.timestamp_opt(secs - 62_167_219_200, nanos).unwrap();
+            let mut buf = [0u8; 30];
+            let text = format_utc_fast(&t, &mut buf).expect("a year in 0000-9999");
+            prop_assert_eq!(text, chrono_text(&t));
+            prop_assert_eq!(parse_utc_fast(text.as_bytes()), Some(t));
+        }
+    }
+
+    /// What the shape cannot say is left to chrono: years past 9999, and leap seconds.
+    #[test]
+    fn fast_writer_declines_what_chrono_must_write() {
+        let mut buf = [0u8; 30];
+        let far = Utc.with_ymd_and_hms(10_000, 1, 1, 0, 0, 0).unwrap();
+        assert_eq!(format_utc_fast(&far, &mut buf), None);
+        let leap = chrono::NaiveDate::from_ymd_opt(2016, 12, 31).unwrap().and_hms_nano_opt(23, 59, 59, 1_500_000_000);
+        assert_eq!(format_utc_fast(&leap.unwrap().and_utc(), &mut buf), None);
+        let t = Utc.with_ymd_and_hms(2026, 12, 6, 21, 5, 9).unwrap() + chrono::TimeDelta::milliseconds(7);
+        assert_eq!(format_utc_fast(&t, &mut buf), Some("2026-12-06T21:05:09.007Z"));
+    }
 }
