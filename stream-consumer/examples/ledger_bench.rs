@@ -16,13 +16,17 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
 use clap::Parser;
-use stream_consumer::testing::ledger_load::{Pools, quantile};
+use service_kit::postgres::Database;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, Row};
 use stream_consumer::ledger::Ledger;
 use stream_consumer::plan::ClaimStatus;
 use stream_consumer::sinks::postgres::PgLedger;
+use stream_consumer::testing::ledger_load::{Pools, quantile};
 use uuid::Uuid;
+
+/// How often each writer rolls the aggregates up, as each consumer process does.
+const ROLLUP_EVERY: Duration = Duration::from_secs(2);
 
 /// The claim + aggregate transaction under concurrent writers.
 #[derive(Parser, Debug)]
@@ -52,6 +56,7 @@ struct Args {
 }
 
 /// What one writer count measured.
+#[derive(Default)]
 struct Run {
     writers: usize,
     events: u64,
@@ -59,6 +64,8 @@ struct Run {
     batches: usize,
     elapsed: Duration,
     commit_ms: Vec<f64>,
+    /// Time of each rollup a writer ran (none before migration 0009).
+    rollup_ms: Vec<f64>,
     wal_bytes: f64,
     ledger_bytes: f64,
     prune_rows: u64,
@@ -79,21 +86,25 @@ async fn main() -> anyhow::Result<()> {
     );
     println!();
     println!(
-        "| writers | events/s | batches | commit p50 | commit p99 | commit max | WAL bytes/event | ledger bytes/event | prune: rows, time, WAL bytes/row |"
+        "| writers | events/s | batches | commit p50 | commit p99 | commit max | rollups, p99 | WAL bytes/event | ledger bytes/event | prune: rows, time, WAL bytes/row |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     for &writers in &args.writers {
         let run = run(&args, writers).await?;
         let mut ms = run.commit_ms.clone();
         ms.sort_by(f64::total_cmp);
+        let mut rollups = run.rollup_ms.clone();
+        rollups.sort_by(f64::total_cmp);
         println!(
-            "| {} | {:.0} | {} | {:.1} ms | {:.1} ms | {:.1} ms | {:.0} | {:.0} | {}, {:.2} s, {:.0} |",
+            "| {} | {:.0} | {} | {:.1} ms | {:.1} ms | {:.1} ms | {}, {:.0} ms | {:.0} | {:.0} | {}, {:.2} s, {:.0} |",
             run.writers,
             run.events as f64 / run.elapsed.as_secs_f64(),
             run.batches,
             quantile(&ms, 0.5),
             quantile(&ms, 0.99),
             quantile(&ms, 1.0),
+            rollups.len(),
+            if rollups.is_empty() { 0.0 } else { quantile(&rollups, 0.99) },
             run.wal_bytes / run.events as f64,
             run.ledger_bytes / run.new_events.max(1) as f64,
             run.prune_rows,
@@ -106,15 +117,7 @@ async fn main() -> anyhow::Result<()> {
 
 /// One writer count against a fresh database.
 async fn run(args: &Args, writers: usize) -> anyhow::Result<Run> {
-    let admin = PgConnectOptions::from_str(&args.admin_url).context("--admin-url")?;
-    let mut conn = admin.connect().await.context("connecting as the admin")?;
-    // The name was checked to be lower-case letters and `_` only, so formatting it in is safe.
-    // Two statements: neither may run in the transaction a multi-statement string would be.
-    for sql in [format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", args.database), format!("CREATE DATABASE {}", args.database)] {
-        sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await?;
-    }
-    conn.close().await?;
-    let options = admin.clone().database(&args.database).application_name("ledger_bench");
+    let options = fresh_database(args).await?;
     let setup = PgLedger::connect(options.clone());
     setup.migrate().await?;
     let db = setup.pool();
@@ -128,7 +131,9 @@ async fn run(args: &Args, writers: usize) -> anyhow::Result<Run> {
     // Every writer connects before the clock starts: connecting is not what is measured.
     let mut ledgers = Vec::new();
     for _ in 0..writers {
-        let ledger = PgLedger::connect(options.clone());
+        // One connection each, as a consumer's batch uses one at a time (claim, then rollup):
+        // 64 writers with the consumer's pool of two could pass the server's max_connections.
+        let ledger = PgLedger::new(Database::with_options(options.clone(), 1));
         drop(ledger.pool().acquire().await.context("connecting a writer")?);
         ledgers.push(ledger);
     }
@@ -137,46 +142,14 @@ async fn run(args: &Args, writers: usize) -> anyhow::Result<Run> {
     let mut tasks = Vec::new();
     for (w, ledger) in ledgers.into_iter().enumerate() {
         let (pools, recent) = (pools.clone(), recent.clone());
-        let (size, duplicates) = (args.batch, args.duplicates);
-        tasks.push(tokio::spawn(async move {
-            let mut rng = fastrand::Rng::with_seed(w as u64);
-            let (mut commit_ms, mut events, mut new_events) = (Vec::new(), 0u64, 0u64);
-            while Instant::now() < deadline {
-                let sample = recent.lock().map(|r| r.clone()).unwrap_or_default();
-                let owner = rng.i64(..);
-                let batch = pools.batch(&mut rng, size, duplicates, &sample, owner);
-                let t = Instant::now();
-                let statuses =
-                    ledger.claim(&batch.claims, &batch.objects, |new| pools.counts(&batch, new, chrono::Utc::now())).await?;
-                commit_ms.push(t.elapsed().as_secs_f64() * 1000.0);
-                events += batch.claims.len() as u64;
-                new_events += statuses.iter().filter(|s| **s == ClaimStatus::New).count() as u64;
-                if let Ok(mut r) = recent.lock() {
-                    r.extend(batch.claims.iter().step_by(50).map(|c| c.event_id));
-                    let excess = r.len().saturating_sub(10_000);
-                    r.drain(..excess);
-                }
-            }
-            anyhow::Ok((commit_ms, events, new_events))
-        }));
+        tasks.push(tokio::spawn(writer(w, ledger, pools, recent, args.batch, args.duplicates, deadline)));
     }
-    let mut run = Run {
-        writers,
-        events: 0,
-        new_events: 0,
-        batches: 0,
-        elapsed: Duration::ZERO,
-        commit_ms: Vec::new(),
-        wal_bytes: 0.0,
-        ledger_bytes: 0.0,
-        prune_rows: 0,
-        prune: Duration::ZERO,
-        prune_wal_bytes: 0.0,
-    };
+    let mut run = Run { writers, ..Run::default() };
     for task in tasks {
-        let (ms, events, new_events) = task.await??;
+        let (ms, rollups, events, new_events) = task.await??;
         run.batches += ms.len();
         run.commit_ms.extend(ms);
+        run.rollup_ms.extend(rollups);
         run.events += events;
         run.new_events += new_events;
     }
@@ -185,9 +158,8 @@ async fn run(args: &Args, writers: usize) -> anyhow::Result<Run> {
     run.ledger_bytes = ledger_bytes(db).await? - ledger_start;
 
     // Exactly once: every event claimed new is counted once, in every table.
-    let counted: i64 = sqlx::query_scalar("SELECT coalesce(sum(event_count), 0)::int8 FROM event_type_counts")
-        .fetch_one(db)
-        .await?;
+    let counted: i64 =
+        sqlx::query_scalar("SELECT coalesce(sum(event_count), 0)::int8 FROM event_type_counts").fetch_one(db).await?;
     let site_hourly: i64 =
         sqlx::query_scalar("SELECT coalesce(sum(events), 0)::int8 FROM site_hourly").fetch_one(db).await?;
     ensure!(
@@ -199,6 +171,64 @@ async fn run(args: &Args, writers: usize) -> anyhow::Result<Run> {
     (run.prune_rows, run.prune, run.prune_wal_bytes) = forget_everything(&setup).await?;
     db.close().await;
     Ok(run)
+}
+
+/// The scratch database, dropped and created anew; returns its connection options.
+async fn fresh_database(args: &Args) -> anyhow::Result<PgConnectOptions> {
+    let admin = PgConnectOptions::from_str(&args.admin_url).context("--admin-url")?;
+    let mut conn = admin.connect().await.context("connecting as the admin")?;
+    // The name was checked to be lower-case letters and `_` only, so formatting it in is safe.
+    // Two statements: neither may run in the transaction a multi-statement string would be.
+    for sql in [
+        format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", args.database),
+        format!("CREATE DATABASE {}", args.database),
+    ] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await?;
+    }
+    conn.close().await?;
+    Ok(admin.database(&args.database).application_name("ledger_bench"))
+}
+
+/// What one writer measured: commit and rollup times (ms), events claimed, events new.
+type WriterResult = (Vec<f64>, Vec<f64>, u64, u64);
+
+/// One writer: claims batches until `deadline`, rolling up as a consumer process does.
+async fn writer(
+    w: usize,
+    ledger: PgLedger,
+    pools: Arc<Pools>,
+    recent: Arc<Mutex<Vec<Uuid>>>,
+    size: usize,
+    duplicates: f64,
+    deadline: Instant,
+) -> anyhow::Result<WriterResult> {
+    let mut rng = fastrand::Rng::with_seed(w as u64);
+    let (mut commit_ms, mut rollup_ms, mut events, mut new_events) = (Vec::new(), Vec::new(), 0u64, 0u64);
+    let mut last_rollup = Instant::now();
+    while Instant::now() < deadline {
+        let sample = recent.lock().map(|r| r.clone()).unwrap_or_default();
+        let owner = rng.i64(..);
+        let batch = pools.batch(&mut rng, size, duplicates, &sample, owner);
+        let t = Instant::now();
+        let statuses =
+            ledger.claim(&batch.claims, &batch.objects, |new| pools.counts(&batch, new, chrono::Utc::now())).await?;
+        commit_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        events += batch.claims.len() as u64;
+        new_events += statuses.iter().filter(|s| **s == ClaimStatus::New).count() as u64;
+        // As each consumer process does (handler.rs, ROLLUP_EVERY), outside the claim's time.
+        if last_rollup.elapsed() >= ROLLUP_EVERY {
+            last_rollup = Instant::now();
+            if ledger.rollup().await?.is_some() {
+                rollup_ms.push(last_rollup.elapsed().as_secs_f64() * 1000.0);
+            }
+        }
+        if let Ok(mut r) = recent.lock() {
+            r.extend(batch.claims.iter().step_by(50).map(|c| c.event_id));
+            let excess = r.len().saturating_sub(10_000);
+            r.drain(..excess);
+        }
+    }
+    Ok((commit_ms, rollup_ms, events, new_events))
 }
 
 /// Claims `rows` new events through the ledger itself (10,000 per transaction, nothing counted),

@@ -24,6 +24,11 @@ use crate::sinks::s3::ObjectStore;
 /// How often one process prunes the dedup ledger.
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
 
+/// How often one process folds the aggregates' per-batch rows into their rolled-up rows
+/// (`Ledger::rollup`). Readers see every batch at once either way (the aggregates are views of
+/// both); rolling up often keeps those views, and each rollup, small.
+const ROLLUP_EVERY: Duration = Duration::from_secs(2);
+
 /// The histogram of a batch's time by stage (`stage` label), on Prometheus locally and in EMF
 /// on Lambda like every `_seconds` histogram.
 pub const STAGE_DURATION: &str = "consumer_stage_duration_seconds";
@@ -47,8 +52,9 @@ pub const STAGE_DURATION: &str = "consumer_stage_duration_seconds";
 /// * `s3`, `dynamodb`: each half of `write` on its own (`PutObject` of the lake files,
 ///   `BatchWriteItem` of the items with its retries). They overlap, so their sum exceeds `write`.
 ///
-/// Two more are recorded only when they happen: `prune` (the ledger's pruning, at most every
-/// ten minutes per process, in the batch that triggers it) and, in the local runner only,
+/// Three more are recorded only when they happen: `prune` (the ledger's pruning, at most every
+/// ten minutes per process, in the batch that triggers it), `rollup` (folding the aggregates'
+/// per-batch rows, at most every [`ROLLUP_EVERY`] per process) and, in the local runner only,
 /// `checkpoint` (saving the shard's checkpoint in PostgreSQL after the batch; on Lambda the
 /// event source mapping checkpoints, outside the function).
 pub const STAGES: [&str; 9] =
@@ -76,6 +82,7 @@ pub struct Pipeline<O: ObjectStore, D: ItemStore, L: Ledger> {
     pub agents: AgentCache,
     pub settings: HandlerSettings,
     last_prune: Mutex<Option<Instant>>,
+    last_rollup: Mutex<Option<Instant>>,
 }
 
 /// What a batch did, for logs, metrics and tests.
@@ -138,7 +145,15 @@ struct Written {
 
 impl<O: ObjectStore, D: ItemStore, L: Ledger> Pipeline<O, D, L> {
     pub fn new(lake: O, items: D, ledger: L, settings: HandlerSettings) -> Self {
-        Pipeline { lake, items, ledger, agents: AgentCache::default(), settings, last_prune: Mutex::new(None) }
+        Pipeline {
+            lake,
+            items,
+            ledger,
+            agents: AgentCache::default(),
+            settings,
+            last_prune: Mutex::new(None),
+            last_rollup: Mutex::new(None),
+        }
     }
 
     /// Processes one batch of records from one shard. On error nothing is reported as done:
@@ -154,6 +169,7 @@ impl<O: ObjectStore, D: ItemStore, L: Ledger> Pipeline<O, D, L> {
         let lake_rows = encoded.lake_rows;
         let written = self.write(encoded, deadline).await?;
         record_metrics(&batch, &plan);
+        self.maybe_rollup().await;
         self.maybe_prune().await;
         Ok(BatchReport {
             records: records.len(),
@@ -306,12 +322,8 @@ impl<O: ObjectStore, D: ItemStore, L: Ledger> Pipeline<O, D, L> {
 
     /// Prunes the ledger at most every [`PRUNE_EVERY`] per process; a failure only delays it.
     async fn maybe_prune(&self) {
-        {
-            let mut last = self.last_prune.lock().unwrap_or_else(|p| p.into_inner());
-            if last.is_some_and(|t| t.elapsed() < PRUNE_EVERY) {
-                return;
-            }
-            *last = Some(Instant::now());
+        if !due(&self.last_prune, PRUNE_EVERY) {
+            return;
         }
         let started = Instant::now();
         match self.ledger.prune(self.settings.dedup_window_hours).await {
@@ -321,6 +333,31 @@ impl<O: ObjectStore, D: ItemStore, L: Ledger> Pipeline<O, D, L> {
         }
         record_stage("prune", started.elapsed());
     }
+
+    /// Rolls the aggregates up at most every [`ROLLUP_EVERY`] per process; a failure only delays
+    /// it (the per-batch rows stay, and stay counted, until a rollup moves them).
+    async fn maybe_rollup(&self) {
+        if !due(&self.last_rollup, ROLLUP_EVERY) {
+            return;
+        }
+        let started = Instant::now();
+        match self.ledger.rollup().await {
+            Ok(Some(moved)) => tracing::debug!(moved, "rolled up aggregates"),
+            Ok(None) => tracing::debug!("another process is rolling up the aggregates"),
+            Err(e) => tracing::warn!(error = %e, "rolling up the aggregates failed"),
+        }
+        record_stage("rollup", started.elapsed());
+    }
+}
+
+/// Whether a periodic task last started at `*last` is due after `every`; if so, marks it started now.
+fn due(last: &Mutex<Option<Instant>>, every: Duration) -> bool {
+    let mut last = last.lock().unwrap_or_else(|p| p.into_inner());
+    if last.is_some_and(|t| t.elapsed() < every) {
+        return false;
+    }
+    *last = Some(Instant::now());
+    true
 }
 
 /// Most values one metric may carry in one CloudWatch Embedded Metric Format line (an EMF

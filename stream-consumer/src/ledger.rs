@@ -1,4 +1,4 @@
-//! The batch's view of the dedup ledger and counts: claim, reassign, prune.
+//! The batch's view of the dedup ledger and counts: claim, reassign, prune, roll up.
 //!
 //! PostgreSQL implements it (`sinks::postgres::PgLedger`), and memory does in unit tests and the
 //! benchmark (`in_memory::MemoryLedger`), with the same semantics: see ARCHITECTURE.md,
@@ -33,4 +33,10 @@ pub trait Ledger: Send + Sync + 'static {
     /// Forgets claims made longer ago than the dedup window (and lake objects older than twice
     /// it); returns how many claims were forgotten.
     fn prune(&self, window_hours: u32) -> impl Future<Output = Result<u64, ConsumerError>> + Send;
+
+    /// Folds the counts that claims added as per-batch rows into their rolled-up rows, where
+    /// the store keeps them apart (PostgreSQL, migration 0009); readers see the same figures
+    /// before and after. Returns how many rows it folded, or `None` when another process is
+    /// rolling up at the moment.
+    fn rollup(&self) -> impl Future<Output = Result<Option<u64>, ConsumerError>> + Send;
 }

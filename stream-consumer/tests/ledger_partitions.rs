@@ -57,7 +57,11 @@ async fn days_of(db: &PgPool, ids: &[Uuid]) -> Vec<Option<NaiveDate>> {
 
 /// Moves the epoch back by `days`, as if the ledger had last rolled that long ago.
 async fn set_epoch_back(db: &PgPool, days: i32) {
-    sqlx::query("UPDATE ledger_epoch SET day = (now() AT TIME ZONE 'UTC')::date - $1").bind(days).execute(db).await.unwrap();
+    sqlx::query("UPDATE ledger_epoch SET day = (now() AT TIME ZONE 'UTC')::date - $1")
+        .bind(days)
+        .execute(db)
+        .await
+        .unwrap();
     sqlx::query("SELECT ledger_add_partition(day) FROM ledger_epoch").execute(db).await.unwrap();
 }
 
@@ -133,7 +137,9 @@ async fn one_winner_per_event_while_the_epoch_moves() {
                 let mut won = Vec::new();
                 for chunk in mine.chunks(50) {
                     let statuses = claim_all(&ledger, chunk).await;
-                    won.extend(chunk.iter().zip(statuses).filter(|(_, s)| *s == ClaimStatus::New).map(|(c, _)| c.event_id));
+                    won.extend(
+                        chunk.iter().zip(statuses).filter(|(_, s)| *s == ClaimStatus::New).map(|(c, _)| c.event_id),
+                    );
                 }
                 won
             }));

@@ -138,43 +138,33 @@ impl PgLedger {
     }
 
     /// Adds `counts` to the type totals, the hourly counts and the site tables with one
-    /// statement, in `tx`. The site tables get one input row per key and visitor: grouped by
-    /// key, the events are summed and the visitors hashed into a sketch (`hll_add_agg` skips the
-    /// NULL hash of events without a visitor; `coalesce` keeps a key whose events have none),
-    /// which `hll_union` merges into the row's. Keys are sorted (`ORDER BY`), so concurrent
-    /// batches lock shared rows in the same order.
+    /// statement, in `tx`, as rows of their `_delta` tables (migration 0009): inserts of this
+    /// batch's figures, which lock no row another batch needs, so concurrent batches never wait
+    /// for each other here; `rollup` folds them into the `_rollup` tables later. The site tables
+    /// get one input row per key and visitor: grouped by key, the events are summed and the
+    /// visitors hashed into a sketch (`hll_add_agg` skips the NULL hash of events without a
+    /// visitor; `coalesce` keeps a key whose events have none).
     async fn add_counts(tx: &mut Transaction<'_, Postgres>, counts: &Counts) -> Result<(), ConsumerError> {
         let cols = counts.as_columns();
         sqlx::query(
             "WITH hourly AS (
-                 INSERT INTO event_type_hourly_counts (site, event_type, hour, event_count)
+                 INSERT INTO event_type_hourly_counts_delta (site, event_type, hour, event_count)
                  SELECT * FROM UNNEST($4::text[], $5::text[], $6::timestamptz[], $7::int8[])
-                 ON CONFLICT (site, event_type, hour) DO UPDATE
-                     SET event_count = event_type_hourly_counts.event_count + EXCLUDED.event_count, updated_at = now()
              ), site_hours AS (
-                 INSERT INTO site_hourly (site, event_type, hour, events, visitors)
+                 INSERT INTO site_hourly_delta (site, event_type, hour, events, visitors)
                  SELECT site, event_type, hour, sum(n), coalesce(hll_add_agg(hll_hash_text(visitor), $19), hll_empty($19))
                  FROM UNNEST($8::text[], $9::text[], $10::timestamptz[], $11::text[], $12::int8[])
                      AS t(site, event_type, hour, visitor, n)
-                 GROUP BY site, event_type, hour ORDER BY site, event_type, hour
-                 ON CONFLICT (site, event_type, hour) DO UPDATE
-                     SET events = site_hourly.events + EXCLUDED.events,
-                         visitors = hll_union(site_hourly.visitors, EXCLUDED.visitors), updated_at = now()
+                 GROUP BY site, event_type, hour
              ), pages AS (
-                 INSERT INTO site_daily_pages (site, day, path, events, views, visitors)
+                 INSERT INTO site_daily_pages_delta (site, day, path, events, views, visitors)
                  SELECT site, day, path, sum(n), sum(v), coalesce(hll_add_agg(hll_hash_text(visitor), $19), hll_empty($19))
                  FROM UNNEST($13::text[], $14::date[], $15::text[], $16::text[], $17::int8[], $18::int8[])
                      AS t(site, day, path, visitor, n, v)
-                 GROUP BY site, day, path ORDER BY site, day, path
-                 ON CONFLICT (site, day, path) DO UPDATE
-                     SET events = site_daily_pages.events + EXCLUDED.events,
-                         views = site_daily_pages.views + EXCLUDED.views,
-                         visitors = hll_union(site_daily_pages.visitors, EXCLUDED.visitors), updated_at = now()
+                 GROUP BY site, day, path
              )
-             INSERT INTO event_type_counts (site, event_type, event_count)
-             SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[])
-             ON CONFLICT (site, event_type) DO UPDATE
-                 SET event_count = event_type_counts.event_count + EXCLUDED.event_count, updated_at = now()",
+             INSERT INTO event_type_counts_delta (site, event_type, event_count)
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[])",
         )
         .bind(cols.total_sites)
         .bind(cols.total_types)
@@ -312,5 +302,16 @@ impl Ledger for PgLedger {
             .await
             .map_err(ConsumerError::postgres("prune lake_objects"))?;
         Ok(u64::try_from(forgotten).unwrap_or(0))
+    }
+
+    /// Folds the committed `_delta` rows of every aggregate into its `_rollup` table, in one
+    /// transaction (`aggregates_rollup()`, migration 0009). Returns how many delta rows it
+    /// moved, or `None` when another process was rolling up (it does not wait).
+    async fn rollup(&self) -> Result<Option<u64>, ConsumerError> {
+        let moved: i64 = sqlx::query_scalar("SELECT aggregates_rollup()")
+            .fetch_one(self.pool())
+            .await
+            .map_err(ConsumerError::postgres("roll up aggregates"))?;
+        Ok(u64::try_from(moved).ok())
     }
 }

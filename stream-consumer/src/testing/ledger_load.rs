@@ -7,9 +7,9 @@
 //! from a large pool and pages from a few hundred paths, and a fraction of each batch repeats
 //! event IDs another writer has already claimed (client retries and redeliveries).
 
-use chrono::{DateTime, Utc};
 use crate::aggregate::{Counts, Fact};
 use crate::plan::{Claim, LakeObject};
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 /// Event types in the workload.
