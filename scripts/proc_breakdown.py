@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from html import escape
 from pathlib import Path
 
+import pylib
+
 # Groups in the order of the table and of the chart's stack (bottom first).
 GROUPS = [
     "producer",
@@ -251,21 +253,14 @@ def cmd_record(args: argparse.Namespace) -> int:
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command and not args.pid_file:
         sys.exit("record: give a command after --, or --pid-file to record until stopped")
-    stop = False
-
-    def on_signal(_signum, _frame):
-        nonlocal stop
-        stop = True
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stopped = pylib.stop_on_signals()
     recorder = Recorder(out, args.interval, args.database)
     if args.pid_file:
         Path(args.pid_file).write_text(f"{os.getpid()}\n")
     child = subprocess.Popen(command) if command else None
     status = None
     next_at = time.monotonic() + args.interval
-    while not stop:
+    while not stopped():
         if child is not None and (status := child.poll()) is not None:
             break
         time.sleep(max(0.0, min(0.1, next_at - time.monotonic())))

@@ -8,7 +8,8 @@ scripts/faults put scripts/ on sys.path in their conftest.py.
   environment  env_str, env_int, env_float (a variable that is unset or empty means the default);
                env_sh (the environment scripts/env.sh gives, as a dict)
   processes    run (subprocess.run from the repository root, output captured as text)
-  waiting      wait_until (poll a probe until it says done, or fail after a deadline)
+  waiting      wait_until (poll a probe until it says done, or fail after a deadline);
+               stop_on_signals (SIGTERM/SIGINT end a sampling loop cleanly)
   local AWS    local_endpoint, local_client (boto3 against the loopback emulators, dummy keys)
   metrics      parse_metrics, read_metrics, scrape_metrics (Prometheus text, parsed by
                prometheus_client), series_delta, metric_sum, metric_max, bucket_quantile
@@ -192,3 +193,17 @@ def bucket_quantile(samples: Samples, histogram: str, q: float) -> float | None:
     target = q * ordered[-1][1]
     return next((le for le, count in ordered if count >= target), None)
 
+
+def stop_on_signals():
+    """Makes SIGTERM and SIGINT only raise a flag, and returns the flag's reader: a sampling loop
+    checks it and ends cleanly, keeping what it recorded, instead of dying mid-write."""
+    import signal
+
+    raised = [False]
+
+    def on_signal(_signum, _frame):
+        raised[0] = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return lambda: raised[0]

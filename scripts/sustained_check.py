@@ -22,14 +22,22 @@ import argparse
 import json
 import math
 import re
-import signal
 import sys
 import threading
 import time
 from pathlib import Path
 
 import proc_breakdown
-from pylib import bucket_quantile, env_float, metric_max, metric_sum, parse_metrics, read_metrics, series_delta
+from pylib import (
+    bucket_quantile,
+    env_float,
+    metric_max,
+    metric_sum,
+    parse_metrics,
+    read_metrics,
+    series_delta,
+    stop_on_signals,
+)
 
 CONSUMER_METRICS = "http://127.0.0.1:9102/metrics"
 E2E = "consumer_end_to_end_latency_seconds"
@@ -120,18 +128,11 @@ def fmt_s(v) -> str:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    stop = False
-
-    def on_signal(_signum, _frame):
-        nonlocal stop
-        stop = True
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stopped = stop_on_signals()
     with open(args.out, "w") as out:
         out.write("# unix_time max_millis_behind_latest events_stored_total\n")
         next_at = time.time()
-        while not stop:
+        while not stopped():
             now = time.time()
             samples = scrape(args.url, timeout=min(2.0, args.interval))
             if samples is None:
@@ -140,7 +141,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
                 out.write(f"{now:.3f} {metric_max(samples, LAG):.0f} {metric_sum(samples, STORED):.0f}\n")
             out.flush()
             next_at += args.interval
-            while not stop and time.time() < next_at:
+            while not stopped() and time.time() < next_at:
                 time.sleep(min(0.1, max(0.0, next_at - time.time())))
     return 0
 

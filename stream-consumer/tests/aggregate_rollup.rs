@@ -2,29 +2,22 @@
 //! PostgreSQL: readers see the same figures before and after a rollup, and concurrent claims and
 //! rollups count every claimed event exactly once.
 
+mod support;
+
 use chrono::Utc;
+use sqlx::PgPool;
 use sqlx::postgres::PgConnectOptions;
-use sqlx::{Executor, PgPool};
 use stream_consumer::ledger::Ledger;
 use stream_consumer::plan::ClaimStatus;
 use stream_consumer::sinks::postgres::PgLedger;
 use stream_consumer::testing::ledger_load::Pools;
 use uuid::Uuid;
 
-fn admin_url() -> String {
-    std::env::var("TEST_ADMIN_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
 /// A new database with every migration applied: a superuser pool on it and its options.
 async fn migrated_database() -> (PgPool, PgConnectOptions) {
-    let name = format!("test_rollup_{}", &Uuid::new_v4().simple().to_string()[..12]);
-    let admin = PgPool::connect(&admin_url()).await.expect("connect admin");
-    // The name is ours (hex from a UUID), never input, so formatting it in is safe.
-    admin.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).await.expect("create database");
-    admin.close().await;
-    let options = admin_url().parse::<PgConnectOptions>().unwrap().database(&name);
+    let (db, options) = support::empty_database("test_rollup").await;
     PgLedger::connect(options.clone()).migrate().await.expect("migrate");
-    (PgPool::connect_with(options.clone()).await.unwrap(), options)
+    (db, options)
 }
 
 /// What readers see: every aggregate view's figures, in a stable order.

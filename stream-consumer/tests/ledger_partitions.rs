@@ -2,29 +2,21 @@
 //! an existing ledger, first-claim-wins across days, pruning by dropping partitions, and exactly
 //! one winner per event while the epoch moves to a new day under concurrent claims.
 
+mod support;
+
 use chrono::{NaiveDate, Utc};
 use service_kit::postgres::MIGRATOR;
+use sqlx::PgPool;
 use sqlx::postgres::PgConnectOptions;
-use sqlx::{Executor, PgPool};
 use stream_consumer::aggregate::Counts;
 use stream_consumer::ledger::Ledger;
 use stream_consumer::plan::{Claim, ClaimStatus, LakeObject};
 use stream_consumer::sinks::postgres::PgLedger;
 use uuid::Uuid;
 
-fn admin_url() -> String {
-    std::env::var("TEST_ADMIN_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
 /// A new, empty database; returns a superuser pool on it and its connection options.
 async fn fresh_database() -> (PgPool, PgConnectOptions) {
-    let name = format!("test_ledger_{}", &Uuid::new_v4().simple().to_string()[..12]);
-    let admin = PgPool::connect(&admin_url()).await.expect("connect admin");
-    // The name is ours (hex from a UUID), never input, so formatting it in is safe.
-    admin.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).await.expect("create database");
-    admin.close().await;
-    let options = admin_url().parse::<PgConnectOptions>().unwrap().database(&name);
-    (PgPool::connect_with(options.clone()).await.unwrap(), options)
+    support::empty_database("test_ledger").await
 }
 
 fn claim(event_id: Uuid, owner: i64) -> Claim {

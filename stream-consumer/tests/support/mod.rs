@@ -38,6 +38,18 @@ fn require_stack() {
     );
 }
 
+/// A new, empty database (no migrations applied), named `<prefix>_<random hex>`: a superuser
+/// pool on it and its connection options. Needs only PostgreSQL, not the AWS emulators.
+pub async fn empty_database(prefix: &str) -> (sqlx::PgPool, PgConnectOptions) {
+    let name = format!("{prefix}_{}", &Uuid::new_v4().simple().to_string()[..12]);
+    let admin = sqlx::PgPool::connect(&admin_url()).await.expect("connect admin");
+    // The prefix is a test's literal and the rest hex from a UUID, so formatting it in is safe.
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&admin).await.expect("create database");
+    admin.close().await;
+    let options = admin_url().parse::<PgConnectOptions>().unwrap().database(&name);
+    (sqlx::PgPool::connect_with(options.clone()).await.unwrap(), options)
+}
+
 fn admin_url() -> String {
     std::env::var("TEST_ADMIN_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
