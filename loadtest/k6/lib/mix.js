@@ -72,21 +72,22 @@ export function secs(n) {
 export const API_URL = envStr('API_URL', 'http://127.0.0.1:3000').replace(/\/+$/, '');
 export const EVENTS_URL = `${API_URL}/events`;
 // The site the events belong to (config/sites.json's local site by default), sent as X-Site-Key.
-const SITE_KEY = envStr('SITE_KEY', 'pk_local_demo');
+export const SITE_KEY = envStr('SITE_KEY', 'pk_local_demo');
 const MAX_BATCH = Math.min(500, Math.max(1, Math.floor(envNum('MIX_MAX_BATCH', 50))));
 const SINGLE_RATIO = ratio('MIX_SINGLE_RATIO', 0.5);
 const DUP_RATIO = ratio('DUP_RATIO', 0.05);
 const INVALID_RATIO = ratio('INVALID_RATIO', 0.02);
 const BEACON_RATIO = ratio('BEACON_RATIO', 0.1);
 const GZIP_RATIO = ratio('GZIP_RATIO', 0.1);
-const ACK_LOG = envStr('ACK_LOG', '0') === '1';
-const REQ_TIMEOUT = envStr('REQ_TIMEOUT', '10s');
+export const ACK_LOG = envStr('ACK_LOG', '0') === '1';
+export const REQ_TIMEOUT = envStr('REQ_TIMEOUT', '10s');
 
 // ---------------------------------------------------------------------------------------------
 // Metrics
 
 export const EVENT_TYPES = ['page_view', 'click', 'add_to_cart', 'purchase', 'signup', 'search'];
-const WEIGHTS = [60, 20, 8, 2, 5, 5];
+/** Relative weights of EVENT_TYPES (same order); they add up to 100. */
+export const WEIGHTS = [60, 20, 8, 2, 5, 5];
 
 /** Events the API acknowledged (202 event_ids, or the event_ids of a 429/503), by event_type. */
 export const acceptedEvents = new Counter('accepted_events');
@@ -157,7 +158,7 @@ export function uuidv4() {
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
 }
 
-const USER_AGENTS = [
+export const USER_AGENTS = [
   'Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/139.0.0.0 Safari/537.36',
   'Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.5 Safari/605.1.15',
   'Mozilla/5.0 (iPhone; CPU iPhone OS 18_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.5 Mobile/15E148 Safari/604.1',
@@ -405,7 +406,15 @@ export function send(req, dup) {
   } else {
     remember(req);
   }
+  return settle(req, res);
+}
 
+/**
+ * Checks the API's answer `res` to `req` (as built by buildRequest or buildBatch) against the
+ * contract, counts rejected/unaccepted events and acknowledges (counts and, with ACK_LOG, logs)
+ * the accepted ones. Used by send(); lib/open-batch.js calls it when its fast path does not apply.
+ */
+export function settle(req, res) {
   const body = parseJson(res);
   const byId = {};
   for (const v of req.valid) byId[v.id] = v.type;
