@@ -25,14 +25,24 @@ kinesalite: PutRecords of --batch records of --size bytes (25000 = ~50 packed ev
 event), then GetRecords (Limit 10000) reading all of them back; CPU ms per record and per KB,
 separately for put and get.
 
-Exact commands used for the numbers in the commit messages (python3 = any python with boto3):
+Exact commands used for docs/emulators.md (python3 = any python with boto3; the project venv's
+.local/venv/bin/python if present). Configurations were run concurrently, each on its own port,
+so that they share the machine's noise:
 
   cd scripts/emulators
-  python3 bench_emulators.py dynalite --label baseline
-  python3 bench_emulators.py dynalite --label utf8 --env DYNALITE_STORE_ENCODING=utf8
-  python3 bench_emulators.py dynalite --label semi64 --node-args=--max-semi-space-size=64
-  python3 bench_emulators.py kinesalite --label baseline --size 25000 --records 20000
-  python3 bench_emulators.py kinesalite --label baseline --size 500 --records 200000
+  B="python3 bench_emulators.py dynalite --fill 1000000 --reps 2 --window 50000 --large-window 150000"
+  $B --label baseline --port 14568 &
+  $B --label utf8 --port 14578 --env DYNALITE_STORE_ENCODING=utf8 &
+  $B --label semi64 --port 14588 --node-args=--max-semi-space-size=64 &
+  $B --label utf8+semi64 --port 14598 --env DYNALITE_STORE_ENCODING=utf8 \
+     --node-args=--max-semi-space-size=64 &
+  wait
+  $B --label leveldb-shm --fill 500000 --env DYNALITE_STORE_DIR=/dev/shm
+  K="python3 bench_emulators.py kinesalite --reps 3"
+  $K --label baseline --size 25000 --records 6000 --get-limit 400
+  $K --label baseline --size 500 --records 60000 --get-limit 10000
+  (add --node-args="--trace-gc ..." to see GC; --node-args="--cpu-prof --cpu-prof-dir=/tmp/prof"
+  for a profile, written when the benchmark stops the emulator)
 
 Each run appends one JSON line to --out (default /tmp/bench_emulators.jsonl).
 """
