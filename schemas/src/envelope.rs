@@ -55,6 +55,20 @@ impl DecodeError {
     }
 }
 
+/// What separates the events packed into one stream record.
+///
+/// A record carries one encoded event or several joined by this byte. It can never occur inside
+/// an encoded event: [`encode_record`] writes compact JSON, where a newline in a string is
+/// escaped and there is no whitespace between tokens. So a record from before packing (one event)
+/// reads the same way, as a record of one line.
+pub const EVENT_SEPARATOR: u8 = b'\n';
+
+/// The encoded events in one stream record, in order: one per [`EVENT_SEPARATOR`]-separated line.
+/// Every line is yielded, even an empty one, so that the decoder reports what it cannot read.
+pub fn record_events(data: &[u8]) -> impl Iterator<Item = &[u8]> {
+    data.split(|b| *b == EVENT_SEPARATOR)
+}
+
 /// Serializes one event as a stream record. The producer's events borrow the request body
 /// ([`crate::ValidEvent::record`]), so nothing is copied between validation and this text.
 pub fn encode_record(event: &EnrichedEvent<'_>) -> Vec<u8> {

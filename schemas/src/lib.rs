@@ -15,7 +15,9 @@ pub mod limits;
 pub mod properties;
 mod rules;
 
-pub use envelope::{DecodeError, ENVELOPE_VERSION, Envelope, decode_record, encode_record};
+pub use envelope::{
+    DecodeError, ENVELOPE_VERSION, EVENT_SEPARATOR, Envelope, decode_record, encode_record, record_events,
+};
 pub use event::{
     EnrichedEvent, ServerFacts, StoredFacts, ValidEvent, ValidationError, anonymise_ip, validate_event, validate_json,
 };

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use chrono::{DateTime, TimeZone, Utc};
 use proptest::prelude::*;
 use schemas::event::CLIENT_FIELDS;
-use schemas::{ServerFacts, decode_record, encode_record, validate_event};
+use schemas::{EVENT_SEPARATOR, ServerFacts, decode_record, encode_record, record_events, validate_event};
 use serde_json::{Map, Value, json};
 
 /// Any JSON value, nested up to 8 levels, with strings that may hold control characters and
@@ -89,6 +89,7 @@ proptest! {
             let facts = ServerFacts { received_at: now, client_ip: Some(IpAddr::from(ip)), user_agent };
             let enriched = valid.enrich(&facts);
             let record = encode_record(&enriched);
+            prop_assert!(!record.contains(&EVENT_SEPARATOR), "an encoded event is one line");
             prop_assert_eq!(decode_record(&record), Ok(enriched));
         }
     }
@@ -140,6 +141,37 @@ proptest! {
             }
             (Err(a), Err(b)) => prop_assert_eq!(&a.field, &b.field, "{} / {}", a, b),
             _ => prop_assert!(false, "value: {:?}, text: {:?}", by_value.map(|_| ()), by_text.map(|_| ())),
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1000))]
+
+    /// Invariant: the producer's path writes each event as one line whatever the client's
+    /// whitespace (pretty-printed bodies, newlines in strings), so packed records split back into
+    /// exactly the events that went in.
+    #[test]
+    fn packed_records_split_into_their_events(
+        events in proptest::collection::vec(event_like(), 1..6),
+        user_agent in proptest::option::of("(?s).{0,60}"),
+    ) {
+        let now = Utc::now();
+        let facts = ServerFacts { received_at: now, client_ip: None, user_agent };
+        let mut encoded = Vec::new();
+        for event in &events {
+            let pretty = serde_json::to_string_pretty(event).unwrap();
+            if let Ok(valid) = schemas::validate_json(&pretty, now) {
+                encoded.push(encode_record(&valid.enrich(&facts)));
+            }
+        }
+        prop_assume!(!encoded.is_empty());
+        let packed = encoded.join(&EVENT_SEPARATOR);
+        let lines: Vec<&[u8]> = record_events(&packed).collect();
+        prop_assert_eq!(lines.len(), encoded.len());
+        for (line, one) in lines.iter().zip(&encoded) {
+            prop_assert_eq!(*line, &one[..]);
+            prop_assert!(decode_record(line).is_ok());
         }
     }
 }
