@@ -5,8 +5,7 @@ use aws_sdk_kinesis::error::ProvideErrorMetadata;
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 
-use crate::ingest::PreparedRecord;
-use crate::publish::{CallError, RecordResult, RecordSink};
+use crate::publish::{CallError, RecordResult, RecordSink, StreamRecord};
 
 pub struct KinesisSink {
     client: Client,
@@ -20,7 +19,7 @@ impl KinesisSink {
 }
 
 impl RecordSink for KinesisSink {
-    async fn put_records(&self, records: &[PreparedRecord]) -> Result<Vec<RecordResult>, CallError> {
+    async fn put_records(&self, records: &[StreamRecord]) -> Result<Vec<RecordResult>, CallError> {
         let entries = records
             .iter()
             .map(|r| {

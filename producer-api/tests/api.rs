@@ -10,8 +10,7 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use http::{Request, StatusCode};
 use producer_api::Config;
-use producer_api::ingest::PreparedRecord;
-use producer_api::publish::{CallError, RecordResult, RecordSink};
+use producer_api::publish::{CallError, RecordResult, RecordSink, StreamRecord};
 use producer_api::server::{lambda_app, server_app};
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -24,12 +23,18 @@ struct MemorySink {
 }
 
 impl RecordSink for MemorySink {
-    async fn put_records(&self, records: &[PreparedRecord]) -> Result<Vec<RecordResult>, CallError> {
+    async fn put_records(&self, records: &[StreamRecord]) -> Result<Vec<RecordResult>, CallError> {
         if let Some(code) = self.fail_code {
             return Ok(records.iter().map(|_| RecordResult::Failed(code.into())).collect());
         }
         let mut kept = self.records.lock().unwrap();
-        kept.extend(records.iter().map(|r| serde_json::from_slice::<Value>(&r.data).unwrap()));
+        // A record carries one or more events, one per line.
+        kept.extend(
+            records
+                .iter()
+                .flat_map(|r| r.data.split(|b| *b == b'\n'))
+                .map(|e| serde_json::from_slice::<Value>(e).unwrap()),
+        );
         Ok(vec![RecordResult::Ok; records.len()])
     }
 }
@@ -62,7 +67,7 @@ fn lambda(sink: MemorySink) -> (Fixture, &'static MemorySink) {
 struct SinkRef(&'static MemorySink);
 
 impl RecordSink for SinkRef {
-    async fn put_records(&self, records: &[PreparedRecord]) -> Result<Vec<RecordResult>, CallError> {
+    async fn put_records(&self, records: &[StreamRecord]) -> Result<Vec<RecordResult>, CallError> {
         self.0.put_records(records).await
     }
 }

@@ -12,8 +12,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use producer_api::Config;
-use producer_api::ingest::PreparedRecord;
-use producer_api::publish::{CallError, RecordResult, RecordSink};
+use producer_api::publish::{CallError, RecordResult, RecordSink, StreamRecord};
 use producer_api::server::{ConnectionTimeouts, lambda_app, serve_with_timeouts, server_app};
 use serde_json::{Value, json};
 use service_kit::env::FromEnv;
@@ -36,7 +35,7 @@ const SITES: &str = r#"{"sites": [
 struct Sink;
 
 impl RecordSink for Sink {
-    async fn put_records(&self, records: &[PreparedRecord]) -> Result<Vec<RecordResult>, CallError> {
+    async fn put_records(&self, records: &[StreamRecord]) -> Result<Vec<RecordResult>, CallError> {
         let has = |event_type: &str| {
             let needle = format!(r#""event_type":"{event_type}""#);
             records.iter().any(|r| String::from_utf8_lossy(&r.data).contains(&needle))

@@ -136,7 +136,7 @@ impl Harness {
     /// consumer's checks) and no record holds the client's full address. Returns the records.
     async fn assert_stream_is_controls_only(&self, case: &str) -> HashMap<String, schemas::EnrichedEvent<'static>> {
         let mut stored = HashMap::new();
-        for data in kinesis::read_all(&self.client, &self.stream).await {
+        for data in kinesis::read_events(&self.client, &self.stream).await {
             let text = String::from_utf8_lossy(&data);
             assert!(!text.contains("127.0.0.77"), "{case}: the full client address was stored: {text}");
             let event = schemas::decode_record(&data)

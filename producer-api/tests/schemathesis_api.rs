@@ -230,7 +230,7 @@ async fn schemathesis_finds_no_disagreement_with_openapi_yaml() {
 
     // Nothing refused reached the stream, and nothing acknowledged is missing from it.
     let mut stored: HashMap<String, usize> = HashMap::new();
-    for data in kinesis::read_all(&client, &stream).await {
+    for data in kinesis::read_events(&client, &stream).await {
         let event = schemas::decode_record(&data).expect("every record on the stream decodes");
         assert!(
             event.client_ip.as_deref() == Some("127.0.0.0"),

@@ -57,3 +57,8 @@ pub async fn read_all(client: &Client, stream: &str) -> Vec<Vec<u8>> {
     }
     out
 }
+
+/// Every event on the stream, from the start: each record split into the events it packs.
+pub async fn read_events(client: &Client, stream: &str) -> Vec<Vec<u8>> {
+    read_all(client, stream).await.iter().flat_map(|r| schemas::record_events(r).map(<[u8]>::to_vec)).collect()
+}
