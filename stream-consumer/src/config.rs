@@ -33,6 +33,10 @@ pub struct Config {
     pub stream_name: Option<String>,
     /// `RUNNER_BATCH_SIZE`: local runner: most records per batch (default 10000).
     pub runner_batch_size: usize,
+    /// `RUNNER_BATCH_MAX_BYTES`: local runner: a batch closes once its records hold this many
+    /// bytes, in bytes (default 4 MiB: about what one Lambda invocation carries, 6 MB of JSON
+    /// with the data in base64).
+    pub runner_batch_max_bytes: usize,
     /// `RUNNER_BATCH_WINDOW_MS`: local runner: longest wait to fill a batch, in milliseconds (default 500).
     pub runner_batch_window: Duration,
     /// `RUNNER_MAX_ATTEMPTS`: local runner: attempts before a batch is dead-lettered (default 5).
@@ -54,6 +58,7 @@ impl FromEnv for Config {
             sink_budget: env.millis_or("SINK_BUDGET_MS", 20_000)?,
             stream_name: env.get("STREAM_NAME"),
             runner_batch_size: env.parse_or("RUNNER_BATCH_SIZE", 10_000usize)?.clamp(1, 10_000),
+            runner_batch_max_bytes: env.parse_or("RUNNER_BATCH_MAX_BYTES", 4usize << 20)?.max(1),
             runner_batch_window: env.millis_or("RUNNER_BATCH_WINDOW_MS", 500)?,
             runner_max_attempts: env.parse_or("RUNNER_MAX_ATTEMPTS", 5u32)?.max(1),
             metrics_addr: env.parse_or("METRICS_ADDR", SocketAddr::from(([127, 0, 0, 1], 9102)))?,

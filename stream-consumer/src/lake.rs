@@ -135,10 +135,7 @@ const EVENT_ID_LEN: usize = uuid::fmt::Hyphenated::LENGTH;
 /// [`EventFile::Compacted`].) Rows that come in another order are sorted first.
 pub fn encode_parquet(rows: &[LakeRow<'_>]) -> Result<Bytes, ConsumerError> {
     let n = rows.len();
-    let position = |i: u32| {
-        let d = rows[i as usize].decoded;
-        (d.shard_id, d.sequence_number)
-    };
+    let position = |i: u32| rows[i as usize].decoded.position();
     let mut order: Vec<u32> = (0..n as u32).collect();
     if !order.windows(2).all(|w| position(w[0]) < position(w[1])) {
         order.sort_by_key(|&i| position(i));
@@ -182,8 +179,8 @@ pub fn encode_parquet(rows: &[LakeRow<'_>]) -> Result<Bytes, ConsumerError> {
     Ok(Bytes::from(buf))
 }
 
-/// Encodes quarantined records as NDJSON: reason, shard, sequence number, arrival time and the
-/// raw payload in base64 (it may not be text at all).
+/// Encodes quarantined records as NDJSON: reason, shard, sequence number, line in the record,
+/// arrival time and the raw payload of that line in base64 (it may not be text at all).
 pub fn encode_dead_letter(rows: &[Quarantined]) -> Bytes {
     let mut out = Vec::with_capacity(rows.len() * 256);
     for q in rows {
@@ -192,6 +189,7 @@ pub fn encode_dead_letter(rows: &[Quarantined]) -> Bytes {
             "reason": q.reason,
             "shard_id": q.shard_id,
             "sequence_number": q.sequence_number,
+            "line": q.line,
             "approximate_arrival": iso_millis(q.approximate_arrival),
             "payload_base64": base64::engine::general_purpose::STANDARD.encode(&q.data),
         });

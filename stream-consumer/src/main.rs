@@ -72,6 +72,7 @@ async fn main() -> anyhow::Result<()> {
         settings: RunnerSettings {
             stream_name,
             batch_size: config.runner_batch_size,
+            batch_max_bytes: config.runner_batch_max_bytes,
             batch_window: config.runner_batch_window,
             max_attempts: config.runner_max_attempts,
         },

@@ -22,6 +22,11 @@ use crate::sinks::s3::ObjectStore;
 const SHARD_REFRESH: Duration = Duration::from_secs(2);
 /// Pause between empty polls of a caught-up shard.
 const IDLE_POLL: Duration = Duration::from_millis(100);
+/// Most records one `GetRecords` call may return (Kinesis limit).
+const GET_RECORDS_MAX: usize = 10_000;
+/// What a record is assumed to weigh before a shard has answered once: a full pack
+/// (`producer_api::publish::PACK_MAX_BYTES`), so the first call cannot overshoot the byte bound.
+const RECORD_BYTES_GUESS: usize = 64 * 1024;
 /// How often the lag gauge is refreshed while a batch is held up.
 const STALL_TICK: Duration = Duration::from_secs(1);
 
@@ -30,6 +35,7 @@ const STALL_TICK: Duration = Duration::from_secs(1);
 pub struct RunnerSettings {
     pub stream_name: String,
     pub batch_size: usize,
+    pub batch_max_bytes: usize,
     pub batch_window: Duration,
     pub max_attempts: u32,
 }
@@ -130,9 +136,10 @@ impl<O: ObjectStore, D: ItemStore> Runner<O, D> {
             return Ok(true);
         }
         let mut iterator = Some(self.iterator(shard, checkpoint.as_deref()).await?);
+        let mut record_bytes = RECORD_BYTES_GUESS;
         while !*shutdown.borrow() {
             let Some(it) = iterator.take() else { break };
-            let (records, next) = self.fill_batch(shard, it).await?;
+            let (records, next) = self.fill_batch(shard, it, &mut record_bytes).await?;
             iterator = next;
             if records.is_empty() {
                 if iterator.is_some() {
@@ -189,16 +196,23 @@ impl<O: ObjectStore, D: ItemStore> Runner<O, D> {
     }
 
     /// Reads until the batch is full, the window has passed, or the shard is caught up.
+    /// `record_bytes` is the shard's latest mean record size, kept from batch to batch.
     async fn fill_batch(
         &self,
         shard: &str,
         mut iterator: String,
+        record_bytes: &mut usize,
     ) -> Result<(Vec<KinesisEventRecord>, Option<String>), ConsumerError> {
         let started = Instant::now();
         let mut batch: Vec<KinesisEventRecord> = Vec::new();
+        let mut bytes = 0;
         let mut attempt = 0;
         loop {
-            let want = (self.settings.batch_size - batch.len()).min(10_000) as i32;
+            let want = records_to_ask(
+                self.settings.batch_size - batch.len(),
+                self.settings.batch_max_bytes.saturating_sub(bytes),
+                *record_bytes,
+            );
             metrics::counter!("consumer_kinesis_requests_total", "op" => "GetRecords").increment(1);
             let out = match self.kinesis.get_records().shard_iterator(&iterator).limit(want).send().await {
                 Ok(out) => out,
@@ -221,6 +235,10 @@ impl<O: ObjectStore, D: ItemStore> Runner<O, D> {
                 .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos()))
                 .map_or(0, age_ms);
             set_lag(shard, behind.max(newest_age));
+            let answered: usize = out.records().iter().map(|r| r.data().as_ref().len()).sum();
+            if let Some(mean) = answered.checked_div(out.records().len()) {
+                *record_bytes = mean.max(1);
+            }
             for r in out.records() {
                 let mut rec = KinesisEventRecord::default();
                 rec.event_id = Some(format!("{shard}:{}", r.sequence_number()));
@@ -228,6 +246,7 @@ impl<O: ObjectStore, D: ItemStore> Runner<O, D> {
                 rec.kinesis.sequence_number = r.sequence_number().to_owned();
                 rec.kinesis.partition_key = r.partition_key().unwrap_or_default().to_owned();
                 rec.kinesis.data.0 = r.data().as_ref().to_vec();
+                bytes += rec.kinesis.data.0.len();
                 if let Some(t) = r.approximate_arrival_timestamp() {
                     rec.kinesis.approximate_arrival_timestamp.0 =
                         chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos()).unwrap_or_default();
@@ -235,7 +254,9 @@ impl<O: ObjectStore, D: ItemStore> Runner<O, D> {
                 batch.push(rec);
             }
             let next = out.next_shard_iterator().map(str::to_owned);
-            let full = batch.len() >= self.settings.batch_size;
+            // Records pack tens of events, so a count alone would let one batch grow to hundreds
+            // of thousands of events; the bytes bound it as a Lambda invocation's payload does.
+            let full = batch.len() >= self.settings.batch_size || bytes >= self.settings.batch_max_bytes;
             let window_over = started.elapsed() >= self.settings.batch_window;
             match next {
                 None => return Ok((batch, None)),
@@ -333,6 +354,15 @@ fn kinesis_err<E: std::error::Error + 'static>(
     }
 }
 
+/// How many records to ask `GetRecords` for: what the batch still has room for by count and by
+/// bytes (at the shard's mean record size), at least one and at most the call's limit. A response
+/// cannot be cut afterwards (the next iterator is past all of it), and records that pack tens of
+/// events would otherwise let one call bring a batch of tens of megabytes.
+fn records_to_ask(count_room: usize, bytes_room: usize, record_bytes: usize) -> i32 {
+    let by_bytes = bytes_room / record_bytes.max(1);
+    count_room.min(by_bytes).clamp(1, GET_RECORDS_MAX) as i32
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -367,5 +397,21 @@ mod tests {
         ] {
             assert!(!is_outage(&e), "{e}");
         }
+    }
+
+    /// Invariant: a batch is bounded by bytes as well as records, even on its first call, and a
+    /// call always asks for at least one record and at most the Kinesis limit.
+    #[test]
+    fn asks_for_what_the_batch_has_room_for() {
+        let mib4 = 4 << 20;
+        // A fresh shard: a full pack assumed, 64 records at most.
+        assert_eq!(records_to_ask(10_000, mib4, RECORD_BYTES_GUESS), 64);
+        // Packed records of ~34 KB: 121 fit; one-event records of 700 B: the count binds.
+        assert_eq!(records_to_ask(10_000, mib4, 34_400), 121);
+        assert_eq!(records_to_ask(1_000, mib4, 700), 1_000);
+        assert_eq!(records_to_ask(usize::MAX, usize::MAX, 1), 10_000);
+        // Almost full: still one record, so the batch can close.
+        assert_eq!(records_to_ask(10_000, 10, 34_400), 1);
+        assert_eq!(records_to_ask(10_000, mib4, 0), 10_000);
     }
 }

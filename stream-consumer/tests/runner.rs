@@ -60,6 +60,7 @@ fn start(env: &TestEnv, stream: &str) -> (tokio::sync::watch::Sender<bool>, toki
         settings: RunnerSettings {
             stream_name: stream.to_owned(),
             batch_size: 1000,
+            batch_max_bytes: 4 << 20,
             batch_window: Duration::from_millis(200),
             max_attempts: 3,
         },
@@ -108,6 +109,42 @@ async fn runner_drains_shards_and_resumes_from_checkpoint() {
     assert_eq!(env.dynamo_count().await, 1800);
     assert_eq!(env.lake_event_ids().await.len(), 1800, "restart did not reprocess");
     assert_eq!(env.keys("dead-letter/").await.len(), 1);
+}
+
+/// Invariant: records that pack many events (as the producer writes them) land every event
+/// once, beside records of one event (as written before packing), and a bad line in a packed
+/// record is quarantined alone while its neighbours land.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runner_lands_every_event_of_packed_records() {
+    let env = TestEnv::new().await;
+    let kinesis = service_kit::aws::kinesis(&env.aws, service_kit::aws::Retries::Ours);
+    let stream = fresh_stream(&kinesis, 2).await;
+    let separator = [schemas::EVENT_SEPARATOR];
+    let mut datas: Vec<Vec<u8>> = (0..30).map(|_| events(50, "page_view").join(&separator[..])).collect();
+    let mut with_poison = events(20, "click");
+    with_poison.insert(7, b"poison".to_vec());
+    datas.push(with_poison.join(&separator[..]));
+    datas.extend(events(25, "signup"));
+    put(&kinesis, &stream, datas).await;
+
+    let (stop, handle) = start(&env, &stream);
+    wait_for_count(&env, 1545).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.send(true).unwrap();
+    handle.await.unwrap();
+
+    let counts = env.counts().await;
+    assert_eq!((counts["page_view"], counts["click"], counts["signup"]), (1500, 20, 25));
+    assert_eq!(env.dynamo_count().await, 1545);
+    assert_eq!(env.lake_event_ids().await.len(), 1545);
+    let dead = env.keys("dead-letter/").await;
+    assert_eq!(dead.len(), 1);
+    let body = env.object(&dead[0]).await;
+    let rows: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&body).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rows.len(), 1, "only the bad line: {rows:?}");
+    assert_eq!(rows[0]["line"], 7);
+    assert_eq!(rows[0]["payload_base64"], "cG9pc29u");
 }
 
 /// Invariant: after a shard split the runner finishes the parent, then follows the children.
