@@ -94,7 +94,7 @@ sampler_pid=""
 snapshot "$out/metrics-after"
 
 verify_status=0
-"$bin/verify" --wait 120 "$out/acks.ndjson" | tee "$out/verify.txt" || verify_status=$?
+"$bin/verify" --wait 120 "$out/acks.ndjson" 2>&1 | tee "$out/verify.txt" || verify_status=$?
 
 cat >"$out/times.json" <<EOF
 {"load_start": $load_start, "load_end": $load_end, "k6_status": $k6_status, "drain_status": $drain_status,

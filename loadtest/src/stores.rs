@@ -14,6 +14,11 @@ use uuid::Uuid;
 use crate::error::VerifyError;
 use crate::reconcile::{SitePages, StoreView};
 
+/// Records per `GetRecords` call. Kinesis answers at most 10 MB per call; kinesalite has no such
+/// cap, and 10,000 packed records (up to 64 KiB each) in one JSON answer crash it. 150 full packs
+/// stay under 10 MB.
+const GET_RECORDS_PAGE: i32 = 150;
+
 /// Where the stores are (the same environment variables as the pipeline's).
 pub struct Stores {
     pub kinesis: aws_sdk_kinesis::Client,
@@ -46,11 +51,19 @@ impl Stores {
                 .map_err(err("kinesis"))?
                 .shard_iterator;
             while let Some(i) = it.take() {
-                let out =
-                    self.kinesis.get_records().shard_iterator(i).limit(10_000).send().await.map_err(err("kinesis"))?;
+                let out = self
+                    .kinesis
+                    .get_records()
+                    .shard_iterator(i)
+                    .limit(GET_RECORDS_PAGE)
+                    .send()
+                    .await
+                    .map_err(err("kinesis"))?;
                 for r in out.records() {
-                    if let Ok(e) = schemas::decode_record(r.data().as_ref()) {
-                        view.add(e.event_id, &e.event_type);
+                    for data in schemas::record_events(r.data().as_ref()) {
+                        if let Ok(e) = schemas::decode_record(data) {
+                            view.add(e.event_id, &e.event_type);
+                        }
                     }
                 }
                 let caught_up = out.records().is_empty() && out.millis_behind_latest().unwrap_or(0) == 0;
@@ -154,8 +167,14 @@ impl Stores {
             let body = self.get(&key).await?;
             for line in String::from_utf8_lossy(&body).lines() {
                 let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
-                let position =
-                    format!("{}/{}", v["shard_id"].as_str().unwrap_or(""), v["sequence_number"].as_str().unwrap_or(""));
+                // Records pack events: a position is the shard, the record and the line in it
+                // (absent in rows from before packing: a record was one event then).
+                let position = format!(
+                    "{}/{}/{}",
+                    v["shard_id"].as_str().unwrap_or(""),
+                    v["sequence_number"].as_str().unwrap_or(""),
+                    v["line"].as_u64().unwrap_or(0)
+                );
                 if seen.insert(position) {
                     *by_reason.entry(v["reason_code"].as_str().unwrap_or("?").to_owned()).or_default() += 1;
                 }
