@@ -309,7 +309,7 @@ variable "database_ssl_root_cert" {
 # --- Event source mapping (Kinesis -> consumer) ---------------------------------
 
 variable "consumer_batch_size" {
-  description = "Records per consumer invocation (1-10000)."
+  description = "Records per consumer invocation (1-10000). A record packs up to 64 KiB of events (a 50-event request is one record); Lambda also caps an invocation at 6 MB of payload."
   type        = number
   default     = 10000
 
