@@ -11,7 +11,7 @@
 # installs; or CARGO_LAMBDA=/path/to/cargo-lambda), the local stack (started here when down; never
 # stopped), the verifier (built here: cargo build -p loadtest --bin verify).
 # Env: LAMBDA_E2E_LAMBDA_MIGRATES=1|0 the consumer does|does not migrate at init (default: detected)
-#      LAMBDA_E2E_BATCH_SIZE=N        records per consumer invocation (default 100)
+#      LAMBDA_E2E_BATCH_SIZE=N        records per consumer invocation (default 4: records pack events)
 # Writes bench/out/lambda-e2e/ (init.json, acks.ndjson, emulator logs).
 set -euo pipefail
 # shellcheck source=lib.sh

@@ -576,8 +576,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lambda-e2e", description=__doc__)
     parser.add_argument("--bin-dir", help="directory with producer-api, stream-consumer, compactor executables "
                                           "(default: the bootstrap in each target/lambda/<fn>/bootstrap.zip)")
-    parser.add_argument("--batch-size", type=int, default=int(os.environ.get("LAMBDA_E2E_BATCH_SIZE") or 100),
-                        help="records per consumer invocation, the mapping's BatchSize (default 100)")
+    # Records pack events (a 500-event request is ~6 records), so the run's ~1,100 events are only
+    # ~65 records: small batches give the cold starts, the redelivery and the failure case each
+    # a batch of their own.
+    parser.add_argument("--batch-size", type=int, default=int(os.environ.get("LAMBDA_E2E_BATCH_SIZE") or 4),
+                        help="records per consumer invocation, the mapping's BatchSize (default 4)")
     parser.add_argument("--cold-starts", type=int, default=10)
     parser.add_argument("--init-starts", type=int, default=20, help="starts per binary for the init-time medians")
     parser.add_argument("--lambda-migrates", choices=["auto", "yes", "no"],
