@@ -50,6 +50,7 @@ DEAD_LETTER_COLUMNS = {
     "reason": "VARCHAR",
     "shard_id": "VARCHAR",
     "sequence_number": "VARCHAR",
+    "line": "INTEGER",
     "approximate_arrival": "VARCHAR",
     "payload_base64": "VARCHAR",
 }

@@ -245,11 +245,13 @@ resource "aws_glue_catalog_table" "dead_letter" {
       serialization_library = "org.openx.data.jsonserde.JsonSerDe"
     }
 
+    # line: the bad event's line in its packed record (NULL in rows from before packing).
     dynamic "columns" {
-      for_each = ["reason_code", "reason", "shard_id", "sequence_number", "approximate_arrival", "payload_base64"]
+      for_each = [["reason_code", "string"], ["reason", "string"], ["shard_id", "string"], ["sequence_number", "string"],
+      ["line", "int"], ["approximate_arrival", "string"], ["payload_base64", "string"]]
       content {
-        name = columns.value
-        type = "string"
+        name = columns.value[0]
+        type = columns.value[1]
       }
     }
   }

@@ -2,7 +2,8 @@
 -- dead-letter/dt=YYYY-MM-DD/hour=HH/ (the hour the consumer quarantined them), one object per
 -- batch, one line per record. Terraform creates the same table (terraform/compactor.tf,
 -- aws_glue_catalog_table.dead_letter); this DDL is for accounts without the Terraform stack.
--- payload_base64 is the raw record; in Athena: from_utf8(from_base64(payload_base64)).
+-- line is the bad event's line in its record (records pack events; NULL in rows from before
+-- packing, when a record was one event). payload_base64 is that line's raw bytes; in Athena: from_utf8(from_base64(payload_base64)).
 -- approximate_arrival is ISO-8601 text ('2024-05-01T10:00:00.123Z'); in Athena:
 -- from_iso8601_timestamp(approximate_arrival).
 -- Replace <lake-bucket> (Terraform output `lake_bucket`).
@@ -11,6 +12,7 @@ CREATE EXTERNAL TABLE IF NOT EXISTS dead_letter (
     reason              string,
     shard_id            string,
     sequence_number     string,
+    line                int,
     approximate_arrival string,
     payload_base64      string
 )

@@ -38,6 +38,7 @@ CONTRACT_METRICS = {
     "producer_put_records_calls_total",
     "producer_put_records_retried_records_total",
     "producer_put_records_failed_records_total",
+    "producer_stream_records_total",
     "producer_request_duration_seconds",
     "producer_request_duration_seconds_bucket",
     "producer_request_duration_seconds_sum",

@@ -567,7 +567,7 @@ def test_dead_letter_table_matches_the_athena_ddl(tf):
     sd = blocks(table, "storage_descriptor")[0]
     assert attr(blocks(sd, "ser_de_info")[0], "serialization_library") == "org.openx.data.jsonserde.JsonSerDe"
     dynamic = [d["columns"] for d in blocks(sd, "dynamic") if "columns" in d][0]
-    columns = attr(dynamic, "for_each")
+    columns = [tuple(c) for c in attr(dynamic, "for_each")]
     ddl = (REPO_ROOT / "athena" / "ddl" / "dead_letter.sql").read_text()
-    ddl_columns = re.findall(r"^\s+([a-z_0-9]+)\s+string,?$", ddl.split("PARTITIONED BY")[0], re.M)
+    ddl_columns = re.findall(r"^\s+([a-z_0-9]+)\s+([a-z]+),?$", ddl.split("PARTITIONED BY")[0], re.M)
     assert columns == ddl_columns, (columns, ddl_columns)
