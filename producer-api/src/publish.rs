@@ -19,15 +19,7 @@ pub const PUT_RECORDS_MAX_BYTES: usize = 5 * 1024 * 1024;
 /// The waits between `PutRecords` attempts: 25 ms doubling up to 1 s, full jitter.
 pub const PUBLISH_RETRY: RetryPolicy = RetryPolicy::new(Duration::from_millis(25), Duration::from_millis(1000));
 
-/// Most bytes of events packed into one stream record (a Kinesis record may hold 1 MiB).
-///
-/// Why pack at all: every Kinesis record costs the same fixed work wherever it goes (a sequence
-/// number, a partition-key hash, an entry in `GetRecords`, an item in a Lambda event), and
-/// provisioned shards also cap records at 1,000/s. A 50-event request as one record instead of 50
-/// cuts the stream's per-record work fiftyfold. Why not the whole 1 MiB: a failed record is
-/// retried whole, and the KPL's own aggregation default (50 KiB) shows the size where the
-/// per-record overhead is already negligible.
-pub const PACK_MAX_BYTES: usize = 64 * 1024;
+pub use schemas::limits::PACK_MAX_BYTES;
 
 /// One stream record as it goes to `PutRecords`: one event, or several packed by [`pack_records`].
 #[derive(Debug, Clone)]
@@ -57,7 +49,7 @@ pub fn pack_records(records: &[PreparedRecord]) -> Vec<(std::ops::Range<usize>, 
             let mut data = BytesMut::with_capacity(bytes);
             for (i, r) in records[start..end].iter().enumerate() {
                 if i > 0 {
-                    data.put_u8(b'\n');
+                    data.put_u8(schemas::EVENT_SEPARATOR);
                 }
                 data.put_slice(&r.data);
             }
@@ -429,7 +421,7 @@ mod tests {
             next = range.end;
             assert!(record.data.len() <= PACK_MAX_BYTES);
             assert_eq!(record.partition_key, events[range.start].partition_key);
-            let lines: Vec<&[u8]> = record.data.split(|b| *b == b'\n').collect();
+            let lines: Vec<&[u8]> = schemas::record_events(&record.data).collect();
             let expected: Vec<&[u8]> = events[range.clone()].iter().map(|e| &e.data[..]).collect();
             assert_eq!(lines, expected);
         }

@@ -32,7 +32,7 @@ impl RecordSink for MemorySink {
         kept.extend(
             records
                 .iter()
-                .flat_map(|r| r.data.split(|b| *b == b'\n'))
+                .flat_map(|r| schemas::record_events(&r.data))
                 .map(|e| serde_json::from_slice::<Value>(e).unwrap()),
         );
         Ok(vec![RecordResult::Ok; records.len()])

@@ -24,9 +24,9 @@ const SHARD_REFRESH: Duration = Duration::from_secs(2);
 const IDLE_POLL: Duration = Duration::from_millis(100);
 /// Most records one `GetRecords` call may return (Kinesis limit).
 const GET_RECORDS_MAX: usize = 10_000;
-/// What a record is assumed to weigh before a shard has answered once: a full pack
-/// (`producer_api::publish::PACK_MAX_BYTES`), so the first call cannot overshoot the byte bound.
-const RECORD_BYTES_GUESS: usize = 64 * 1024;
+/// What a record is assumed to weigh before a shard has answered once: a full pack, so the
+/// first call cannot overshoot the byte bound.
+const RECORD_BYTES_GUESS: usize = schemas::limits::PACK_MAX_BYTES;
 /// How often the lag gauge is refreshed while a batch is held up.
 const STALL_TICK: Duration = Duration::from_secs(1);
 
@@ -239,6 +239,7 @@ impl<O: ObjectStore, D: ItemStore> Runner<O, D> {
             if let Some(mean) = answered.checked_div(out.records().len()) {
                 *record_bytes = mean.max(1);
             }
+            bytes += answered;
             for r in out.records() {
                 let mut rec = KinesisEventRecord::default();
                 rec.event_id = Some(format!("{shard}:{}", r.sequence_number()));
@@ -246,7 +247,6 @@ impl<O: ObjectStore, D: ItemStore> Runner<O, D> {
                 rec.kinesis.sequence_number = r.sequence_number().to_owned();
                 rec.kinesis.partition_key = r.partition_key().unwrap_or_default().to_owned();
                 rec.kinesis.data.0 = r.data().as_ref().to_vec();
-                bytes += rec.kinesis.data.0.len();
                 if let Some(t) = r.approximate_arrival_timestamp() {
                     rec.kinesis.approximate_arrival_timestamp.0 =
                         chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos()).unwrap_or_default();
