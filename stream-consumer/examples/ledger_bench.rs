@@ -16,17 +16,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
 use clap::Parser;
-use service_kit::postgres::Database;
+use service_kit::postgres::{Database, OLTP_SETTINGS};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, Row};
+use stream_consumer::handler::{ROLLUP_EVERY, STATISTICS_EVERY};
 use stream_consumer::ledger::Ledger;
 use stream_consumer::plan::ClaimStatus;
 use stream_consumer::sinks::postgres::PgLedger;
 use stream_consumer::testing::ledger_load::{Pools, quantile};
 use uuid::Uuid;
-
-/// How often each writer rolls the aggregates up, as each consumer process does.
-const ROLLUP_EVERY: Duration = Duration::from_secs(2);
 
 /// The claim + aggregate transaction under concurrent writers.
 #[derive(Parser, Debug)]
@@ -186,7 +184,7 @@ async fn fresh_database(args: &Args) -> anyhow::Result<PgConnectOptions> {
         sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await?;
     }
     conn.close().await?;
-    Ok(admin.database(&args.database).application_name("ledger_bench"))
+    Ok(admin.database(&args.database).application_name("ledger_bench").options(OLTP_SETTINGS))
 }
 
 /// What one writer measured: commit and rollup times (ms), events claimed, events new.
@@ -205,6 +203,7 @@ async fn writer(
     let mut rng = fastrand::Rng::with_seed(w as u64);
     let (mut commit_ms, mut rollup_ms, mut events, mut new_events) = (Vec::new(), Vec::new(), 0u64, 0u64);
     let mut last_rollup = Instant::now();
+    let mut last_statistics = None::<Instant>;
     while Instant::now() < deadline {
         let sample = recent.lock().map(|r| r.clone()).unwrap_or_default();
         let owner = rng.i64(..);
@@ -221,6 +220,11 @@ async fn writer(
             if ledger.rollup().await?.is_some() {
                 rollup_ms.push(last_rollup.elapsed().as_secs_f64() * 1000.0);
             }
+        }
+        // Likewise the ledger's planner statistics (migration 0010), on the writer's time.
+        if last_statistics.is_none_or(|t: Instant| t.elapsed() >= STATISTICS_EVERY) {
+            last_statistics = Some(Instant::now());
+            ledger.refresh_statistics().await?;
         }
         if let Ok(mut r) = recent.lock() {
             r.extend(batch.claims.iter().step_by(50).map(|c| c.event_id));

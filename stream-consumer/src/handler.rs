@@ -27,7 +27,13 @@ const PRUNE_EVERY: Duration = Duration::from_secs(600);
 /// How often one process folds the aggregates' per-batch rows into their rolled-up rows
 /// (`Ledger::rollup`). Readers see every batch at once either way (the aggregates are views of
 /// both); rolling up often keeps those views, and each rollup, small.
-const ROLLUP_EVERY: Duration = Duration::from_secs(2);
+pub const ROLLUP_EVERY: Duration = Duration::from_secs(2);
+
+/// How often one process asks the ledger whether its planner statistics are due
+/// (`Ledger::refresh_statistics`): a catalog query, and an ANALYZE only when a partition grew by
+/// 10 % since the last one. Often enough that a new day's partition is analyzed within seconds
+/// of passing 1,000 rows, before a scan of it could cost more than an index lookup.
+pub const STATISTICS_EVERY: Duration = Duration::from_secs(15);
 
 /// The histogram of a batch's time by stage (`stage` label), on Prometheus locally and in EMF
 /// on Lambda like every `_seconds` histogram.
@@ -52,9 +58,10 @@ pub const STAGE_DURATION: &str = "consumer_stage_duration_seconds";
 /// * `s3`, `dynamodb`: each half of `write` on its own (`PutObject` of the lake files,
 ///   `BatchWriteItem` of the items with its retries). They overlap, so their sum exceeds `write`.
 ///
-/// Three more are recorded only when they happen: `prune` (the ledger's pruning, at most every
+/// Four more are recorded only when they happen: `prune` (the ledger's pruning, at most every
 /// ten minutes per process, in the batch that triggers it), `rollup` (folding the aggregates'
-/// per-batch rows, at most every [`ROLLUP_EVERY`] per process) and, in the local runner only,
+/// per-batch rows, at most every [`ROLLUP_EVERY`] per process), `statistics` (an ANALYZE of
+/// the ledger, when [`Ledger::refresh_statistics`] found one due) and, in the local runner only,
 /// `checkpoint` (saving the shard's checkpoint in PostgreSQL after the batch; on Lambda the
 /// event source mapping checkpoints, outside the function).
 pub const STAGES: [&str; 9] =
@@ -83,6 +90,7 @@ pub struct Pipeline<O: ObjectStore, D: ItemStore, L: Ledger> {
     pub settings: HandlerSettings,
     last_prune: Mutex<Option<Instant>>,
     last_rollup: Mutex<Option<Instant>>,
+    last_statistics: Mutex<Option<Instant>>,
 }
 
 /// What a batch did, for logs, metrics and tests.
@@ -153,6 +161,7 @@ impl<O: ObjectStore, D: ItemStore, L: Ledger> Pipeline<O, D, L> {
             settings,
             last_prune: Mutex::new(None),
             last_rollup: Mutex::new(None),
+            last_statistics: Mutex::new(None),
         }
     }
 
@@ -170,6 +179,7 @@ impl<O: ObjectStore, D: ItemStore, L: Ledger> Pipeline<O, D, L> {
         let written = self.write(encoded, deadline).await?;
         record_metrics(&batch, &plan);
         self.maybe_rollup().await;
+        self.maybe_refresh_statistics().await;
         self.maybe_prune().await;
         Ok(BatchReport {
             records: records.len(),
@@ -347,6 +357,24 @@ impl<O: ObjectStore, D: ItemStore, L: Ledger> Pipeline<O, D, L> {
             Err(e) => tracing::warn!(error = %e, "rolling up the aggregates failed"),
         }
         record_stage("rollup", started.elapsed());
+    }
+
+    /// Refreshes the ledger's planner statistics when due, checking at most every
+    /// [`STATISTICS_EVERY`] per process; a failure only delays it (claims stay exact, only
+    /// slower).
+    async fn maybe_refresh_statistics(&self) {
+        if !due(&self.last_statistics, STATISTICS_EVERY) {
+            return;
+        }
+        let started = Instant::now();
+        match self.ledger.refresh_statistics().await {
+            Ok(true) => {
+                tracing::debug!("analyzed the dedup ledger");
+                record_stage("statistics", started.elapsed());
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "analyzing the dedup ledger failed"),
+        }
     }
 }
 

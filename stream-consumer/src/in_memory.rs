@@ -341,6 +341,11 @@ impl Ledger for MemoryLedger {
     async fn rollup(&self) -> Result<Option<u64>, ConsumerError> {
         Ok(Some(0))
     }
+
+    /// Maps have no planner.
+    async fn refresh_statistics(&self) -> Result<bool, ConsumerError> {
+        Ok(false)
+    }
 }
 
 /// The pipeline on in-memory stores.

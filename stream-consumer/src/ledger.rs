@@ -1,4 +1,4 @@
-//! The batch's view of the dedup ledger and counts: claim, reassign, prune, roll up.
+//! The batch's view of the dedup ledger and counts: claim, reassign, prune, roll up, analyze.
 //!
 //! PostgreSQL implements it (`sinks::postgres::PgLedger`), and memory does in unit tests and the
 //! benchmark (`in_memory::MemoryLedger`), with the same semantics: see ARCHITECTURE.md,
@@ -39,4 +39,9 @@ pub trait Ledger: Send + Sync + 'static {
     /// before and after. Returns how many rows it folded, or `None` when another process is
     /// rolling up at the moment.
     fn rollup(&self) -> impl Future<Output = Result<Option<u64>, ConsumerError>> + Send;
+
+    /// Refreshes the store's query-planner statistics of the ledger when it has grown enough
+    /// since they were taken (PostgreSQL, migration 0010: without them the claim's lookup scans
+    /// the day's whole partition). Returns whether it refreshed them.
+    fn refresh_statistics(&self) -> impl Future<Output = Result<bool, ConsumerError>> + Send;
 }

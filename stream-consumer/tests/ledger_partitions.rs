@@ -5,7 +5,7 @@
 mod support;
 
 use chrono::{NaiveDate, Utc};
-use service_kit::postgres::MIGRATOR;
+use service_kit::postgres::{DatabaseConfig, DatabaseSource, MIGRATOR, connect_options};
 use sqlx::PgPool;
 use sqlx::postgres::PgConnectOptions;
 use stream_consumer::aggregate::Counts;
@@ -151,4 +151,86 @@ async fn one_winner_per_event_while_the_epoch_moves() {
             .unwrap();
         assert_eq!(rows, 200, "round {round}: one ledger row per ID");
     }
+}
+
+/// The plan (`EXPLAIN`, one line per row) the claim statement gets for a batch of `n` new IDs, on
+/// the ledger's own connection.
+async fn claim_plan(ledger: &PgLedger, n: usize) -> Vec<String> {
+    let ids: Vec<Uuid> = (0..n).map(|_| Uuid::new_v4()).collect();
+    let explain = format!("EXPLAIN {}", stream_consumer::sinks::postgres::CLAIM_SQL);
+    sqlx::query_scalar(sqlx::AssertSqlSafe(explain))
+        .bind(&ids)
+        .bind(vec![1i64; n])
+        .bind(vec![7i64; n])
+        .bind(today())
+        .fetch_all(ledger.pool())
+        .await
+        .expect("explain the claim")
+}
+
+/// Invariant: once a day's partition has grown, `refresh_statistics` analyzes the ledger (once:
+/// the next call finds nothing due), and the claim then looks IDs up through each partition's
+/// index. Without statistics it scanned the day's partition whole, so every claim's cost grew
+/// with the claims made that day (bench/RESULTS.md, "Planner statistics for the ledger"). The
+/// application's connections run without JIT compilation (service_kit::postgres::OLTP_SETTINGS),
+/// which the planner's estimates for this statement used to trigger on every claim.
+#[tokio::test]
+async fn analyzed_ledger_keeps_claims_on_the_index() {
+    let (admin, admin_options) = fresh_database().await;
+    // The options the consumer builds from DATABASE_URL, session settings included.
+    let url = support::database_url(admin_options.get_database().expect("a database name"));
+    let config = DatabaseConfig { source: DatabaseSource::Url(url), ssl_root_cert: None };
+    let options = connect_options(&config, None, "ledger_partitions_test").await.expect("connect options");
+    let ledger = PgLedger::connect(options);
+    ledger.migrate().await.expect("migrate");
+    let jit: String = sqlx::query_scalar("SHOW jit").fetch_one(ledger.pool()).await.unwrap();
+    assert_eq!(jit, "off", "application connections run without JIT");
+
+    // A day's worth of earlier claims, large enough that probing the index for 500 IDs beats
+    // reading the partition (at 20,000 rows a scan is rightly cheaper). Written by a pool that
+    // is then closed: a backend reports its table counters when it exits.
+    const ROWS: i64 = 300_000;
+    sqlx::query(
+        "INSERT INTO seen_events (event_id, owner, lake_object, day)
+         SELECT gen_random_uuid(), 1, 7, day FROM generate_series(1, $1), ledger_epoch",
+    )
+    .bind(ROWS)
+    .execute(&admin)
+    .await
+    .unwrap();
+    admin.close().await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let changed: i64 = sqlx::query_scalar(
+            "SELECT coalesce(sum(n_mod_since_analyze), 0)::int8 FROM pg_stat_user_tables WHERE relname ~ '^seen_events_'",
+        )
+        .fetch_one(ledger.pool())
+        .await
+        .unwrap();
+        if changed >= ROWS {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the claims' counters never arrived: {changed}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let before = claim_plan(&ledger, 500).await.join("\n");
+    assert!(before.contains("Seq Scan on seen_events_"), "without statistics the partition is scanned:\n{before}");
+
+    assert!(ledger.refresh_statistics().await.expect("refresh statistics"), "300,000 new claims make an ANALYZE due");
+    assert!(!ledger.refresh_statistics().await.unwrap(), "nothing changed since the last ANALYZE");
+    let analyzed: Vec<(String, f32)> = sqlx::query_as(
+        "SELECT relname::text, reltuples FROM pg_class WHERE relname ~ '^seen_events(_[0-9]{8})?$' ORDER BY 1",
+    )
+    .fetch_all(ledger.pool())
+    .await
+    .unwrap();
+    assert_eq!(analyzed.len(), 2, "the parent and the epoch's partition: {analyzed:?}");
+    assert!(analyzed.iter().all(|(_, rows)| *rows > 0.9 * ROWS as f32), "every table analyzed: {analyzed:?}");
+
+    let plan = claim_plan(&ledger, 500).await;
+    let text = plan.join("\n");
+    let scans: Vec<&String> = plan.iter().filter(|line| line.contains(" on seen_events_")).collect();
+    assert!(!scans.is_empty(), "the plan reads the partitions:\n{text}");
+    assert!(scans.iter().all(|line| line.contains("Index")), "a partition scanned whole:\n{text}");
+    assert!(!text.contains("JIT"), "no JIT:\n{text}");
 }

@@ -22,6 +22,38 @@ pub const POOL_MAX_CONNECTIONS: u32 = 2;
 /// different precisions cannot be unioned.
 pub const VISITOR_SKETCH_LOG2M: i32 = 14;
 
+/// The claim statement: $1 event IDs, $2 owners, $3 lake objects (one per claim), $4 the epoch.
+/// Returns one row per claim: inserted now, or the earlier claim's owner and lake object.
+///
+/// `known` reads the statement's snapshot once, over every partition: a claim in an
+/// earlier day (frozen while this transaction holds the epoch) keeps the event from being
+/// inserted again; in the epoch's day ON CONFLICT decides. A row committed by a
+/// concurrent batch after the statement began is neither inserted nor known, and is
+/// correctly treated as owned by someone else. Inserting in `event_id` order makes
+/// batches that share IDs wait for each other in one order, never in a cycle (a deadlock
+/// that failed both batches).
+///
+/// Its lookup of the IDs (`known`) must use each partition's index; that depends on planner
+/// statistics, which [`PgLedger::refresh_statistics`](crate::ledger::Ledger::refresh_statistics) keeps.
+pub const CLAIM_SQL: &str = "WITH input AS (
+         SELECT * FROM UNNEST($1::uuid[], $2::int8[], $3::int8[]) AS t(event_id, owner, lake_object)
+     ), known AS (
+         SELECT s.event_id, s.owner, s.lake_object, s.day FROM seen_events s JOIN input i USING (event_id)
+     ), inserted AS (
+         INSERT INTO seen_events (event_id, owner, lake_object, day)
+         SELECT event_id, owner, lake_object, $4 FROM input
+         WHERE event_id NOT IN (SELECT event_id FROM known WHERE day < $4)
+         ORDER BY event_id
+         ON CONFLICT (event_id, day) DO NOTHING
+         RETURNING event_id
+     )
+     SELECT i.event_id, (ins.event_id IS NOT NULL) AS inserted, k.owner, k.lake_object, lo.object_key,
+            (lo.compacted_into IS NOT NULL) AS compacted
+     FROM input i
+     LEFT JOIN inserted ins ON ins.event_id = i.event_id
+     LEFT JOIN known k ON k.event_id = i.event_id
+     LEFT JOIN lake_objects lo ON lo.id = k.lake_object";
+
 /// The ledger and counts store.
 #[derive(Clone)]
 pub struct PgLedger {
@@ -219,40 +251,15 @@ impl Ledger for PgLedger {
         .await
         .map_err(ConsumerError::postgres("register lake objects"))?;
 
-        // `known` reads the statement's snapshot once, over every partition: a claim in an
-        // earlier day (frozen while this transaction holds the epoch) keeps the event from being
-        // inserted again; in the epoch's day ON CONFLICT decides. A row committed by a
-        // concurrent batch after the statement began is neither inserted nor known, and is
-        // correctly treated as owned by someone else. Inserting in `event_id` order makes
-        // batches that share IDs wait for each other in one order, never in a cycle (a deadlock
-        // that failed both batches).
-        let rows = sqlx::query(
-            "WITH input AS (
-                 SELECT * FROM UNNEST($1::uuid[], $2::int8[], $3::int8[]) AS t(event_id, owner, lake_object)
-             ), known AS (
-                 SELECT s.event_id, s.owner, s.lake_object, s.day FROM seen_events s JOIN input i USING (event_id)
-             ), inserted AS (
-                 INSERT INTO seen_events (event_id, owner, lake_object, day)
-                 SELECT event_id, owner, lake_object, $4 FROM input
-                 WHERE event_id NOT IN (SELECT event_id FROM known WHERE day < $4)
-                 ORDER BY event_id
-                 ON CONFLICT (event_id, day) DO NOTHING
-                 RETURNING event_id
-             )
-             SELECT i.event_id, (ins.event_id IS NOT NULL) AS inserted, k.owner, k.lake_object, lo.object_key,
-                    (lo.compacted_into IS NOT NULL) AS compacted
-             FROM input i
-             LEFT JOIN inserted ins ON ins.event_id = i.event_id
-             LEFT JOIN known k ON k.event_id = i.event_id
-             LEFT JOIN lake_objects lo ON lo.id = k.lake_object",
-        )
-        .bind(claims.iter().map(|c| c.event_id).collect::<Vec<_>>())
-        .bind(claims.iter().map(|c| c.owner).collect::<Vec<_>>())
-        .bind(claims.iter().map(|c| c.lake_object).collect::<Vec<_>>())
-        .bind(epoch)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(ConsumerError::postgres("claim events"))?;
+        // Why this is exact across partitions and concurrent batches: see CLAIM_SQL.
+        let rows = sqlx::query(CLAIM_SQL)
+            .bind(claims.iter().map(|c| c.event_id).collect::<Vec<_>>())
+            .bind(claims.iter().map(|c| c.owner).collect::<Vec<_>>())
+            .bind(claims.iter().map(|c| c.lake_object).collect::<Vec<_>>())
+            .bind(epoch)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(ConsumerError::postgres("claim events"))?;
 
         let statuses = Self::statuses(claims, rows);
         let new: Vec<usize> =
@@ -313,5 +320,14 @@ impl Ledger for PgLedger {
             .await
             .map_err(ConsumerError::postgres("roll up aggregates"))?;
         Ok(u64::try_from(moved).ok())
+    }
+
+    /// `ledger_analyze()` (migration 0010): analyzes the ledger when a partition has changed by
+    /// more than 1,000 rows + 10 % since its last ANALYZE and no other process is at it.
+    async fn refresh_statistics(&self) -> Result<bool, ConsumerError> {
+        sqlx::query_scalar("SELECT ledger_analyze()")
+            .fetch_one(self.pool())
+            .await
+            .map_err(ConsumerError::postgres("analyze the ledger"))
     }
 }

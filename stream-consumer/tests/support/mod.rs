@@ -50,6 +50,13 @@ pub async fn empty_database(prefix: &str) -> (sqlx::PgPool, PgConnectOptions) {
     (sqlx::PgPool::connect_with(options.clone()).await.unwrap(), options)
 }
 
+/// The URL of database `name` on the test server, as a `DATABASE_URL` would name it.
+pub fn database_url(name: &str) -> String {
+    let admin = admin_url();
+    let server = admin.rsplit_once('/').map_or(admin.as_str(), |(server, _)| server);
+    format!("{server}/{name}")
+}
+
 fn admin_url() -> String {
     std::env::var("TEST_ADMIN_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
