@@ -3,9 +3,15 @@
 # api_type = "rest" (default): API Gateway REST API imported from producer-api/openapi.yaml.
 #   The file is rendered with templatefile(); it must reference the integration target as
 #   ${producer_invoke_arn} (in x-amazon-apigateway-integration.uri) and escape any other
-#   literal "${" as "$${". Request validation, routes and responses live in that file.
-# api_type = "http": API Gateway HTTP API with the same routes, ~70% cheaper per request,
-#   no request validation against the OpenAPI schema (the Lambda validates anyway).
+#   literal "${" as "$${". Routes and responses live in that file.
+# api_type = "http": API Gateway HTTP API with the same routes, ~70% cheaper per request.
+#
+# Neither validates requests: openapi.yaml declares no x-amazon-apigateway-request-validator, on
+# purpose. A body validator would refuse what the producer accepts: a batch with one invalid
+# event is a 202 listing that event in `rejected` (a model validator refuses the whole batch),
+# and a gzip body (Content-Encoding, passed as binary) is not JSON to the validator. The one
+# parameter, X-Site-Key, is optional (the body's site_key may carry it), so a parameter validator
+# has nothing to check. The producer validates every event (schemas/src/event.rs).
 
 locals {
   rest = var.api_type == "rest"

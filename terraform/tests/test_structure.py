@@ -278,6 +278,31 @@ def test_openapi_file_fits_templatefile():
     assert "x-amazon-apigateway-integration" in text
 
 
+def test_openapi_declares_no_request_validator(tf):
+    """API Gateway validates nothing, and nothing claims it does (api.tf says why): a body
+    validator would refuse a whole batch the producer answers 202 with per-event `rejected`, and
+    gzip bodies reach the Lambda as binary (`*/*`), which no JSON model can read."""
+    import yaml
+
+    spec = yaml.safe_load((REPO_ROOT / "producer-api" / "openapi.yaml").read_text())
+
+    def keys(node):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                yield key
+                yield from keys(value)
+        elif isinstance(node, list):
+            for value in node:
+                yield from keys(value)
+
+    validators = [k for k in keys(spec) if str(k).startswith("x-amazon-apigateway-request-validator")]
+    assert not validators, f"openapi.yaml declares {validators}: enforce them in api.tf and test that valid batches still pass"
+    assert tf.default("rest_binary_media_types") == ["*/*"]
+    header = tf.files["api.tf"].split("locals {")[0]
+    assert "no x-amazon-apigateway-request-validator" in header
+    assert not re.search(r"request validation[^.]*live", header, re.I), "api.tf must not claim request validation"
+
+
 def test_gateway_answers_have_the_producer_error_body(tf):
     """API Gateway's own 4xx/5xx (x-gateway-responses in openapi.yaml) carry {"error": "..."} as JSON."""
     import json
