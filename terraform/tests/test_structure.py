@@ -167,8 +167,31 @@ def test_vpc_endpoints_cover_every_service_the_private_subnets_use(tf):
     assert attr(interface, "vpc_endpoint_type") == "Interface"
     assert attr(interface, "private_dns_enabled") is True
     assert "local.interface_endpoint_services" in expr(attr(interface, "for_each"))
-    assert {"kinesis-streams", "secretsmanager", "logs", "monitoring"} <= set(tf.locals["interface_endpoint_services"])
     assert "aws_nat_gateway" not in tf.resources, "the design has no NAT gateway"
+
+
+# The AWS clients the code in the private subnets builds (service_kit::aws::<factory>), and the
+# VPC endpoint service each needs.
+CLIENT_ENDPOINTS = {"s3": "s3", "dynamodb": "dynamodb", "secrets_manager": "secretsmanager", "kinesis": "kinesis-streams"}
+
+
+def test_interface_endpoints_are_only_those_the_private_subnets_call(tf):
+    """Each interface endpoint is billed per AZ-hour, used or not: keep exactly the services that
+    the in-VPC code calls and no free gateway endpoint serves. In the consumer, only what it builds
+    before handing over to the Lambda runtime counts: the rest is the local runner (Kinesis)."""
+    consumer = (REPO_ROOT / "stream-consumer" / "src" / "main.rs").read_text()
+    on_lambda, marker, local_runner = consumer.partition("lambda_runtime::run(")
+    assert marker, "stream-consumer/src/main.rs no longer hands over to lambda_runtime::run"
+    compactor = (REPO_ROOT / "lake-tools" / "src" / "bin" / "compactor.rs").read_text()
+    built = set(re.findall(r"\baws::([a-z0-9_]+)\(&sdk", on_lambda + compactor))
+    assert {"s3", "secrets_manager"} <= built, built
+    unknown = built - set(CLIENT_ENDPOINTS)
+    assert not unknown, f"map {sorted(unknown)} to its VPC endpoint service"
+    needed = {CLIENT_ENDPOINTS[c] for c in built} - {"s3", "dynamodb"}
+    # RDS Proxy reads the database secrets from the private subnets too.
+    needed |= {"secretsmanager"}
+    assert set(tf.locals["interface_endpoint_services"]) == needed
+    assert "aws::kinesis(&sdk" in local_runner, "the local runner's Kinesis client moved: does the Lambda call Kinesis now?"
 
 
 def test_no_security_group_ingress_from_the_internet(tf):
