@@ -522,9 +522,14 @@ variable "rds_allocated_storage_gb" {
 }
 
 variable "rds_max_allocated_storage_gb" {
-  description = "Storage autoscaling ceiling (GB)."
+  description = "Storage autoscaling ceiling (GB): RDS grows the volume when free space runs low, up to this; 0 = no autoscaling. Must be at least rds_allocated_storage_gb. The dedup ledger keeps ~130 bytes per event for the dedup window plus a day (docs/scaling.md)."
   type        = number
   default     = 100
+
+  validation {
+    condition     = var.rds_max_allocated_storage_gb == 0 || (var.rds_max_allocated_storage_gb >= 20 && var.rds_max_allocated_storage_gb <= 65536)
+    error_message = "rds_max_allocated_storage_gb must be 0 (no autoscaling) or 20..65536 GB (gp3's range)."
+  }
 }
 
 variable "rds_database_name" {
@@ -562,9 +567,9 @@ variable "rds_dashboard_username" {
 }
 
 variable "rds_multi_az" {
-  description = "Standby in a second AZ (doubles the instance cost)."
+  description = "Synchronous standby in the second AZ, with automatic failover (1-2 minutes) when the primary or its AZ fails; doubles the instance and storage cost. false only for throwaway stacks."
   type        = bool
-  default     = false
+  default     = true
 }
 
 variable "rds_backup_retention_days" {
@@ -596,7 +601,7 @@ variable "rds_monitoring_interval" {
 }
 
 variable "rds_performance_insights" {
-  description = "Performance Insights (7-day retention, free tier), encrypted with the stack's key."
+  description = "Performance Insights (7-day retention, free tier), encrypted with the stack's key: which statements and waits load the database. Keep it on outside throwaway stacks."
   type        = bool
   default     = true
 }
