@@ -106,6 +106,26 @@ run "production_defaults" {
     error_message = "storage autoscaling is on, from 20 GB up to 100 GB"
   }
   assert {
+    condition = (
+      length(aws_wafv2_web_acl.api) == 1
+      && [for r in aws_wafv2_web_acl.api[0].rule : [r.statement[0].rate_based_statement[0].limit, r.statement[0].rate_based_statement[0].aggregate_key_type, r.action[0].block[0].custom_response[0].response_code]] == [[3000, "IP", 429]]
+      && aws_wafv2_web_acl_association.api[0].resource_arn == aws_api_gateway_stage.producer[0].arn
+    )
+    error_message = "by default a per-IP rate-based rule (3000 requests per 5 minutes, then 429) guards the REST API's stage"
+  }
+  assert {
+    condition = (
+      { for k, m in aws_api_gateway_method_settings.route : m.method_path => [m.settings[0].throttling_rate_limit, m.settings[0].throttling_burst_limit] }
+      == { "events/OPTIONS" = [100, 200], "health/GET" = [10, 20] }
+    )
+    error_message = "preflights and health checks have their own, lower throttles; POST /events keeps the stage's"
+  }
+  assert {
+    condition = alltrue([for m in aws_api_gateway_method_settings.route :
+    m.settings[0].metrics_enabled && !m.settings[0].data_trace_enabled && !m.settings[0].caching_enabled && m.settings[0].logging_level == "ERROR"])
+    error_message = "a route's settings replace the stage's for that method: they must keep metrics on and data tracing and caching off"
+  }
+  assert {
     condition     = keys(aws_vpc_endpoint.interface) == ["secretsmanager"]
     error_message = "the only interface endpoint is the one the consumer, the compactor and RDS Proxy call"
   }
@@ -149,4 +169,65 @@ run "rejects_an_autoscaling_ceiling_gp3_cannot_have" {
   }
 
   expect_failures = [var.rds_max_allocated_storage_gb]
+}
+
+run "http_api_throttles_per_route_without_waf" {
+  command = apply
+
+  variables {
+    api_type = "http"
+    api_route_throttling = {
+      "POST /events" = { rate_limit = 500, burst_limit = 800 }
+      "GET /health"  = { rate_limit = 5, burst_limit = 5 }
+    }
+  }
+
+  assert {
+    condition     = length(aws_wafv2_web_acl.api) == 0 && length(aws_wafv2_web_acl_association.api) == 0
+    error_message = "WAF cannot be associated with an HTTP API: no web ACL is created for one"
+  }
+  assert {
+    condition = (
+      { for r in aws_apigatewayv2_stage.producer[0].route_settings : r.route_key => [r.throttling_rate_limit, r.throttling_burst_limit] }
+      == { "POST /events" = [500, 800], "GET /health" = [5, 5] }
+    )
+    error_message = "the HTTP API stage carries the per-route throttles"
+  }
+  assert {
+    condition     = aws_apigatewayv2_stage.producer[0].default_route_settings[0].throttling_rate_limit == 1000
+    error_message = "routes left out keep the stage-wide limit"
+  }
+}
+
+run "waf_off" {
+  command = plan
+
+  variables {
+    waf_rate_limit_per_ip = 0
+  }
+
+  assert {
+    condition     = length(aws_wafv2_web_acl.api) == 0 && length(aws_wafv2_web_acl_association.api) == 0
+    error_message = "waf_rate_limit_per_ip = 0 creates no web ACL"
+  }
+}
+
+run "rejects_a_route_the_api_does_not_serve" {
+  command = plan
+
+  variables {
+    api_route_throttling = { "DELETE /events" = { rate_limit = 1, burst_limit = 1 } }
+  }
+
+  expect_failures = [aws_api_gateway_method_settings.route]
+}
+
+run "rejects_malformed_route_throttles" {
+  command = plan
+
+  variables {
+    api_route_throttling = { "events" = { rate_limit = -1, burst_limit = 1.5 } }
+  }
+
+  expect_failures = [var.api_route_throttling]
 }
