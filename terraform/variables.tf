@@ -638,17 +638,6 @@ variable "grafana_volume_size_gb" {
   default     = 20
 }
 
-variable "allowed_cidr" {
-  description = "CIDR allowed to reach Grafana on port 3000 (e.g. your office /32). null = no inbound rule at all; reach Grafana through an SSM port-forwarding session instead."
-  type        = string
-  default     = null
-
-  validation {
-    condition     = var.allowed_cidr == null || (can(cidrnetmask(var.allowed_cidr)) && !contains(["0.0.0.0/0", "::/0"], coalesce(var.allowed_cidr, "none")))
-    error_message = "allowed_cidr must be a specific IPv4 CIDR, not 0.0.0.0/0."
-  }
-}
-
 variable "grafana_source_dir" {
   description = "Folder whose files (docker-compose.yml and provisioning) are uploaded to S3 and run on the host, relative to this directory."
   type        = string

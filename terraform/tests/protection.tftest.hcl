@@ -135,6 +135,23 @@ run "production_defaults" {
   }
 }
 
+run "grafana_only_through_ssm" {
+  command = apply
+
+  assert {
+    condition     = output.grafana_url == "http://localhost:3000" && output.grafana_tunnel_command == "aws ssm start-session --region us-east-1 --target ${aws_instance.grafana[0].id} --document-name AWS-StartPortForwardingSession --parameters portNumber=3000,localPortNumber=3000"
+    error_message = "Grafana is reached on localhost through an SSM port-forwarding session to the host"
+  }
+  assert {
+    condition     = aws_iam_role_policy_attachment.grafana_ssm[0].policy_arn == "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
+    error_message = "the host's agent must be allowed to serve SSM sessions"
+  }
+  assert {
+    condition     = aws_vpc_security_group_egress_rule.grafana_https[0].to_port == 443 && aws_instance.grafana[0].metadata_options[0].http_tokens == "required"
+    error_message = "the agent connects out on 443; IMDSv2 only"
+  }
+}
+
 run "single_az_without_autoscaling" {
   command = apply
 

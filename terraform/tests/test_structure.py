@@ -205,7 +205,6 @@ def test_no_security_group_ingress_from_the_internet(tf):
     for name, rule in tf.resources.get("aws_vpc_security_group_ingress_rule", {}).items():
         for key in ("cidr_ipv4", "cidr_ipv6"):
             assert attr(rule, key) not in OPEN_CIDRS, f"{name}: {key} open to the internet"
-    assert tf.default("allowed_cidr") is None, "allowed_cidr must not default to a network"
 
 
 def test_only_the_consumer_and_the_dashboard_reach_postgres(tf):
@@ -454,8 +453,17 @@ def test_grafana_host_is_hardened(tf):
     assert attr(blocks(host, "root_block_device")[0], "encrypted") is True
     assert "aws_iam_instance_profile.grafana" in expr(attr(host, "iam_instance_profile"))
     assert tf.default("grafana_instance_type") == "t4g.small"
-    ingress = tf.resource("aws_vpc_security_group_ingress_rule", "grafana_ui")
-    assert attr(ingress, "from_port") == 3000 and attr(ingress, "cidr_ipv4") == "${var.allowed_cidr}"
+    # Reachable only through SSM port forwarding: Grafana speaks plain HTTP, so no network may
+    # reach the host at all (README "Reaching Grafana").
+    to_grafana = [n for n, r in tf.resources["aws_vpc_security_group_ingress_rule"].items()
+                  if "aws_security_group.grafana" in expr(attr(r, "security_group_id"))]
+    assert not to_grafana, f"inbound rules on the Grafana host: {to_grafana}"
+    assert not blocks(tf.resource("aws_security_group", "grafana"), "ingress")
+    assert "allowed_cidr" not in tf.variables
+    attachment = tf.resource("aws_iam_role_policy_attachment", "grafana_ssm")
+    assert attr(attachment, "policy_arn").endswith("/AmazonSSMManagedInstanceCore")
+    tunnel = tf.files["outputs.tf"].split('output "grafana_tunnel_command"')[1].split("\n}")[0]
+    assert "AWS-StartPortForwardingSession" in tunnel and "portNumber=3000" in tunnel
     template = TF_DIR / "templates" / "grafana-user-data.sh.tftpl"
     text = template.read_text()
     assert "docker compose" in text and "docker-compose.yml" in text
