@@ -198,6 +198,8 @@ resource "aws_api_gateway_method_settings" "route" {
     }
   }
 
+  # Every method setting is an UpdateStage call on the same stage; the provider retries the
+  # ConflictException of concurrent ones, and this order spares it the stage default's.
   depends_on = [aws_api_gateway_method_settings.all]
 }
 

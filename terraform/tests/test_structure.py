@@ -325,6 +325,23 @@ def test_openapi_declares_no_request_validator(tf):
     assert not re.search(r"request validation[^.]*live", header, re.I), "api.tf must not claim request validation"
 
 
+def test_route_throttles_name_routes_both_apis_serve(tf):
+    """api_route_throttling's keys are checked against local.http_routes; the REST API takes its
+    routes from openapi.yaml, so both lists must be the same or a REST method setting would name
+    a method the API lacks (UpdateStage refuses it)."""
+    import yaml
+
+    spec = yaml.safe_load((REPO_ROOT / "producer-api" / "openapi.yaml").read_text())
+    served = {f"{method.upper()} {path}" for path, ops in spec["paths"].items() for method in ops
+              if method in {"get", "post", "put", "delete", "patch", "options", "head"}}
+    assert set(tf.locals["http_routes"]) == served
+    defaults = tf.default("api_route_throttling")
+    assert set(defaults) <= served and "POST /events" not in defaults, "POST /events keeps the stage's limits by default"
+    assert defaults["GET /health"]["rate_limit"] < tf.default("api_throttling_rate_limit")
+    method_path = expr(tf.locals["route_throttling"])
+    assert 'trimprefix(split(" ", route)[1], "/")' in method_path and 'split(" ", route)[0]' in method_path
+
+
 def test_gateway_answers_have_the_producer_error_body(tf):
     """API Gateway's own 4xx/5xx (x-gateway-responses in openapi.yaml) carry {"error": "..."} as JSON."""
     import json
