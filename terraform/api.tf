@@ -327,7 +327,7 @@ resource "aws_apigatewayv2_stage" "producer" {
 # drain; this rule counts one IP's requests across all of them (5-minute window) and answers 429
 # in the API's error shape before the request reaches the Lambda. REST APIs only: WAF cannot be
 # associated with an HTTP API, whose guards are the stage and per-route throttles, the producer's
-# limits and its reserved concurrency (terraform/README.md, "Protection").
+# limits and its reserved concurrency (terraform/README.md, "Protection at the door").
 resource "aws_wafv2_web_acl" "api" {
   #checkov:skip=CKV2_AWS_31:WAF logging would store every blocked client's full IP address, which the pipeline promises never to keep; the rule's CloudWatch metrics count blocks.
   #checkov:skip=CKV_AWS_192:The API runs no Java (no Log4j); the Rust producer parses bodies itself and refuses anything outside the event schema.
