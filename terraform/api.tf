@@ -3,9 +3,15 @@
 # api_type = "rest" (default): API Gateway REST API imported from producer-api/openapi.yaml.
 #   The file is rendered with templatefile(); it must reference the integration target as
 #   ${producer_invoke_arn} (in x-amazon-apigateway-integration.uri) and escape any other
-#   literal "${" as "$${". Request validation, routes and responses live in that file.
-# api_type = "http": API Gateway HTTP API with the same routes, ~70% cheaper per request,
-#   no request validation against the OpenAPI schema (the Lambda validates anyway).
+#   literal "${" as "$${". Routes and responses live in that file.
+# api_type = "http": API Gateway HTTP API with the same routes, ~70% cheaper per request.
+#
+# Neither validates requests: openapi.yaml declares no x-amazon-apigateway-request-validator, on
+# purpose. A body validator would refuse what the producer accepts: a batch with one invalid
+# event is a 202 listing that event in `rejected` (a model validator refuses the whole batch),
+# and a gzip body (Content-Encoding, passed as binary) is not JSON to the validator. The one
+# parameter, X-Site-Key, is optional (the body's site_key may carry it), so a parameter validator
+# has nothing to check. The producer validates every event (schemas/src/event.rs).
 
 locals {
   rest = var.api_type == "rest"
@@ -15,6 +21,14 @@ locals {
 
   # Routes the HTTP API forwards to the producer (the REST API takes them from openapi.yaml).
   http_routes = ["POST /events", "OPTIONS /events", "GET /health"]
+
+  # Per-route throttles (var.api_route_throttling), keyed by route ("POST /events"); the REST API
+  # names a method "events/POST" (resource path without its leading slash, then the method).
+  route_throttling = {
+    for route, limits in var.api_route_throttling : route => merge(limits, {
+      rest_method_path = "${trimprefix(split(" ", route)[1], "/")}/${split(" ", route)[0]}"
+    })
+  }
 
   api_execution_arn = local.rest ? one(aws_api_gateway_rest_api.producer[*].execution_arn) : one(aws_apigatewayv2_api.producer[*].execution_arn)
   api_url           = local.rest ? one(aws_api_gateway_stage.producer[*].invoke_url) : one(aws_apigatewayv2_stage.producer[*].invoke_url)
@@ -105,8 +119,7 @@ resource "aws_cloudwatch_log_group" "api_execution" {
 resource "aws_api_gateway_stage" "producer" {
   #checkov:skip=CKV_AWS_120:Responses are per-request acknowledgements of POSTed events (and a health check); there is nothing to cache.
   #checkov:skip=CKV2_AWS_51:Clients are browsers and SDKs on the public internet; they cannot present mTLS client certificates. The backend is a Lambda proxy integration, so a backend client certificate does not apply either.
-  #checkov:skip=CKV2_AWS_29:No WAF by default (fixed ~$6/month plus per-request fees); abuse is bounded by stage throttling, the producer's per-site and per-IP limits and its reserved concurrency. var.waf_rate_limit_per_ip > 0 associates a per-IP rate-based web ACL with this stage.
-  #checkov:skip=CKV2_AWS_77:The optional web ACL is a per-IP rate rule; the API runs no Java (no Log4j) and the Rust producer refuses anything outside the event schema.
+  #checkov:skip=CKV2_AWS_77:The web ACL (on by default, var.waf_rate_limit_per_ip) is a per-IP rate rule; the API runs no Java (no Log4j) and the Rust producer refuses anything outside the event schema.
   #checkov:skip=CKV_AWS_73:X-Ray traces would store every client's full IP address, which the pipeline promises never to keep; latency is covered by access logs and metrics.
   count = local.rest ? 1 : 0
 
@@ -155,6 +168,39 @@ resource "aws_api_gateway_method_settings" "all" {
     throttling_rate_limit  = var.api_throttling_rate_limit
     throttling_burst_limit = var.api_throttling_burst_limit
   }
+}
+
+# Per-route throttles: a flood of health checks or preflights (each one a Lambda invocation) is
+# cut off at its own, lower limit instead of spending the producer's reserved concurrency, which
+# POST /events needs. A method's settings replace the stage's "*/*" ones for that method, so they
+# repeat everything but the limits.
+resource "aws_api_gateway_method_settings" "route" {
+  #checkov:skip=CKV_AWS_225:Ingestion responses must not be cached (each POST is a distinct write); caching is deliberately off.
+  for_each = local.rest ? local.route_throttling : {}
+
+  rest_api_id = aws_api_gateway_rest_api.producer[0].id
+  stage_name  = aws_api_gateway_stage.producer[0].stage_name
+  method_path = each.value.rest_method_path
+
+  settings {
+    metrics_enabled        = true
+    logging_level          = "ERROR"
+    data_trace_enabled     = false # would log request bodies (client IPs, user agents)
+    caching_enabled        = false
+    throttling_rate_limit  = each.value.rate_limit
+    throttling_burst_limit = each.value.burst_limit
+  }
+
+  lifecycle {
+    precondition {
+      condition     = contains(local.http_routes, each.key)
+      error_message = "api_route_throttling: \"${each.key}\" is not a route the API serves (${join(", ", local.http_routes)})."
+    }
+  }
+
+  # Every method setting is an UpdateStage call on the same stage; the provider retries the
+  # ConflictException of concurrent ones, and this order spares it the stage default's.
+  depends_on = [aws_api_gateway_method_settings.all]
 }
 
 # REST API logging needs a region-wide CloudWatch Logs role on the API Gateway account.
@@ -236,6 +282,18 @@ resource "aws_apigatewayv2_stage" "producer" {
     throttling_burst_limit   = var.api_throttling_burst_limit
   }
 
+  # Per-route throttles (see aws_api_gateway_method_settings.route).
+  dynamic "route_settings" {
+    for_each = local.route_throttling
+
+    content {
+      route_key                = route_settings.key
+      detailed_metrics_enabled = true
+      throttling_rate_limit    = route_settings.value.rate_limit
+      throttling_burst_limit   = route_settings.value.burst_limit
+    }
+  }
+
   access_log_settings {
     destination_arn = aws_cloudwatch_log_group.api_access.arn
     format = jsonencode({
@@ -251,12 +309,25 @@ resource "aws_apigatewayv2_stage" "producer" {
       userAgent          = "$context.identity.userAgent"
     })
   }
+
+  lifecycle {
+    precondition {
+      condition     = alltrue([for route in keys(var.api_route_throttling) : contains(local.http_routes, route)])
+      error_message = "api_route_throttling names a route the API does not serve (${join(", ", local.http_routes)})."
+    }
+  }
+
+  # Route settings need their routes.
+  depends_on = [aws_apigatewayv2_route.producer]
 }
 
-# The global guard per client address (var.waf_rate_limit_per_ip, off by default): the producer's
+# The global guard per client address (var.waf_rate_limit_per_ip, 0 turns it off): the producer's
 # per-site and per-IP buckets are per Lambda environment, so N warm environments allow N times a
-# site's rate; this rule counts one IP's requests across all of them (5-minute window) and answers
-# 429 in the API's error shape. REST APIs only: HTTP APIs cannot take a web ACL.
+# site's rate, and stage throttling is one bucket for the whole internet, which one client can
+# drain; this rule counts one IP's requests across all of them (5-minute window) and answers 429
+# in the API's error shape before the request reaches the Lambda. REST APIs only: WAF cannot be
+# associated with an HTTP API, whose guards are the stage and per-route throttles, the producer's
+# limits and its reserved concurrency (terraform/README.md, "Protection at the door").
 resource "aws_wafv2_web_acl" "api" {
   #checkov:skip=CKV2_AWS_31:WAF logging would store every blocked client's full IP address, which the pipeline promises never to keep; the rule's CloudWatch metrics count blocks.
   #checkov:skip=CKV_AWS_192:The API runs no Java (no Log4j); the Rust producer parses bodies itself and refuses anything outside the event schema.

@@ -1,13 +1,19 @@
 # VPC for the consumer Lambda, RDS (and RDS Proxy) and the Grafana host.
 #
 # No NAT gateway: the private subnets reach AWS only through VPC endpoints -- gateway
-# endpoints (free) for S3 and DynamoDB, interface endpoints for Kinesis, Secrets Manager,
-# CloudWatch Logs and CloudWatch metrics. The two public subnets exist for the Grafana host,
-# which pulls container images from the internet.
+# endpoints (free) for S3 and DynamoDB, and one interface endpoint, Secrets Manager. The two
+# public subnets exist for the Grafana host, which pulls container images from the internet.
 
 locals {
-  # Interface endpoints (private DNS on), one ENI per private subnet each.
-  interface_endpoint_services = ["kinesis-streams", "secretsmanager", "logs", "monitoring"]
+  # Interface endpoints (private DNS on), one ENI per private subnet each, each billed per AZ-hour
+  # whether used or not ($14.60/month for the two AZs in us-east-1), so only what code in a private
+  # subnet calls. The consumer and the compactor read their database secrets; RDS Proxy reads the
+  # same secrets from its subnets. Nothing else there calls an AWS API outside S3 and DynamoDB:
+  # the event source mapping reads Kinesis and writes the on-failure queue, Lambda ships the
+  # functions' logs (and the EMF metrics inside them) and their X-Ray segments (the binaries carry
+  # no X-Ray SDK), and RDS sends enhanced monitoring and Performance Insights -- all from the
+  # services' own networks. (The local runner's Kinesis client never runs on AWS.)
+  interface_endpoint_services = ["secretsmanager"]
 }
 
 resource "aws_vpc" "main" {
@@ -132,7 +138,7 @@ resource "aws_security_group" "endpoints" {
 
 resource "aws_vpc_security_group_ingress_rule" "endpoints_https_from_vpc" {
   security_group_id = aws_security_group.endpoints.id
-  description       = "HTTPS to AWS APIs from anything in the VPC (consumer, RDS Proxy, Grafana host)"
+  description       = "HTTPS to AWS APIs from anything in the VPC (consumer, compactor, RDS Proxy)"
   ip_protocol       = "tcp"
   from_port         = 443
   to_port           = 443
@@ -149,7 +155,7 @@ resource "aws_security_group" "consumer" {
 
 resource "aws_vpc_security_group_egress_rule" "consumer_to_endpoints" {
   security_group_id            = aws_security_group.consumer.id
-  description                  = "HTTPS to the interface endpoints (Secrets Manager, Kinesis, Logs, CloudWatch)"
+  description                  = "HTTPS to the interface endpoint (Secrets Manager)"
   ip_protocol                  = "tcp"
   from_port                    = 443
   to_port                      = 443

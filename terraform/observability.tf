@@ -7,7 +7,11 @@
 # (user_data_replace_on_change): the host is disposable; dashboards and datasources come from
 # provisioning files, the admin password from Secrets Manager.
 #
-# Access: no SSH. Port 3000 is open only to var.allowed_cidr (none by default); otherwise use
+# Access: only through an SSM port-forwarding session (README "Reaching Grafana"); no SSH and no
+# inbound rule at all. Grafana itself speaks plain HTTP, so nothing may reach port 3000 from a
+# network: the session carries it inside SSM's TLS connections (operator -> SSM -> the host's
+# agent, which dials localhost:3000), authenticated and authorised by IAM (ssm:StartSession, a
+# CloudTrail-logged call), with no certificate, domain or load balancer to pay for or renew.
 #   aws ssm start-session --target <instance-id> \
 #     --document-name AWS-StartPortForwardingSession --parameters portNumber=3000,localPortNumber=3000
 
@@ -238,6 +242,9 @@ resource "aws_iam_instance_profile" "grafana" {
 
 # --- Network ------------------------------------------------------------------
 
+# No ingress rule: the UI is reached through SSM, whose agent connects out (egress below). The
+# description still says "3000 from allowed_cidr only" from before; changing a security group's
+# description replaces the group, so it stays.
 resource "aws_security_group" "grafana" {
   count = var.enable_grafana ? 1 : 0
 
@@ -246,17 +253,6 @@ resource "aws_security_group" "grafana" {
   vpc_id      = aws_vpc.main.id
 
   tags = { Name = "${var.name}-grafana" }
-}
-
-resource "aws_vpc_security_group_ingress_rule" "grafana_ui" {
-  count = var.enable_grafana && var.allowed_cidr != null ? 1 : 0
-
-  security_group_id = aws_security_group.grafana[0].id
-  description       = "Grafana UI from the operator network (var.allowed_cidr)"
-  ip_protocol       = "tcp"
-  from_port         = 3000
-  to_port           = 3000
-  cidr_ipv4         = var.allowed_cidr
 }
 
 resource "aws_vpc_security_group_egress_rule" "grafana_https" {
@@ -298,7 +294,7 @@ resource "aws_vpc_security_group_ingress_rule" "rds_from_grafana" {
 # --- Instance -----------------------------------------------------------------
 
 resource "aws_instance" "grafana" {
-  #checkov:skip=CKV_AWS_88:The host pulls container images from the internet (no NAT in this VPC) and serves the UI directly; inbound is limited to allowed_cidr on 3000 (none by default, SSM port forwarding instead).
+  #checkov:skip=CKV_AWS_88:The public IP is for outbound only: the host pulls container images from the internet (no NAT in this VPC). Its security group has no inbound rule; the UI is reached through SSM port forwarding.
   #checkov:skip=CKV_AWS_126:Basic 5-minute EC2 metrics are enough for a single dashboard host; detailed monitoring adds ~$2/month.
   count = var.enable_grafana ? 1 : 0
 

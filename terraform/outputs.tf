@@ -4,8 +4,13 @@ output "api_url" {
 }
 
 output "grafana_url" {
-  description = "Grafana UI (reachable from allowed_cidr only; otherwise through SSM port forwarding on http://localhost:3000)."
-  value       = var.enable_grafana ? "http://${aws_instance.grafana[0].public_ip}:3000" : null
+  description = "Grafana UI on this machine while grafana_tunnel_command runs (the host has no inbound rule)."
+  value       = var.enable_grafana ? "http://localhost:3000" : null
+}
+
+output "grafana_tunnel_command" {
+  description = "SSM port-forwarding session to the Grafana host: run it, then open grafana_url (needs the Session Manager plugin and ssm:StartSession)."
+  value       = var.enable_grafana ? "aws ssm start-session --region ${local.region} --target ${aws_instance.grafana[0].id} --document-name AWS-StartPortForwardingSession --parameters portNumber=3000,localPortNumber=3000" : null
 }
 
 output "grafana_instance_id" {

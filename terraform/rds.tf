@@ -132,7 +132,6 @@ resource "aws_iam_role_policy_attachment" "rds_monitoring" {
 }
 
 resource "aws_db_instance" "postgres" {
-  #checkov:skip=CKV_AWS_157:Single-AZ by default to keep the idle cost at one db.t4g.micro; the pipeline tolerates a failover-length outage (Kinesis retains records and the consumer retries). Set rds_multi_az = true for production.
   identifier     = local.rds_identifier
   engine         = "postgres"
   engine_version = var.rds_engine_version
@@ -146,7 +145,9 @@ resource "aws_db_instance" "postgres" {
   manage_master_user_password   = true
   master_user_secret_kms_key_id = aws_kms_key.main.arn
 
-  allocated_storage     = var.rds_allocated_storage_gb
+  allocated_storage = var.rds_allocated_storage_gb
+  # Storage autoscaling: a full volume stops every write (the ledger and the aggregates), while
+  # growing it is online; the ceiling caps what a runaway table can cost.
   max_allocated_storage = var.rds_max_allocated_storage_gb
   storage_type          = "gp3"
   storage_encrypted     = true
@@ -155,9 +156,12 @@ resource "aws_db_instance" "postgres" {
   db_subnet_group_name   = aws_db_subnet_group.postgres.name
   vpc_security_group_ids = [aws_security_group.rds.id]
   publicly_accessible    = false
-  multi_az               = var.rds_multi_az
-  parameter_group_name   = aws_db_parameter_group.postgres.name
-  ca_cert_identifier     = "rds-ca-rsa2048-g1"
+  # A standby in the other AZ: the consumer's batches fail over in 1-2 minutes instead of waiting
+  # for the instance to be rebuilt, which with single-AZ can take long enough to exhaust the
+  # mapping's retries.
+  multi_az             = var.rds_multi_az
+  parameter_group_name = aws_db_parameter_group.postgres.name
+  ca_cert_identifier   = "rds-ca-rsa2048-g1"
 
   iam_database_authentication_enabled = true
   auto_minor_version_upgrade          = true
@@ -178,6 +182,13 @@ resource "aws_db_instance" "postgres" {
   performance_insights_enabled          = var.rds_performance_insights
   performance_insights_kms_key_id       = var.rds_performance_insights ? aws_kms_key.main.arn : null
   performance_insights_retention_period = var.rds_performance_insights ? 7 : null # 7 days: the free tier
+
+  lifecycle {
+    precondition {
+      condition     = var.rds_max_allocated_storage_gb == 0 || var.rds_max_allocated_storage_gb >= var.rds_allocated_storage_gb
+      error_message = "rds_max_allocated_storage_gb must be 0 (no autoscaling) or at least rds_allocated_storage_gb."
+    }
+  }
 
   depends_on = [
     aws_cloudwatch_log_group.postgres,

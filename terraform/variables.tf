@@ -256,9 +256,9 @@ variable "default_site_key" {
 }
 
 variable "waf_rate_limit_per_ip" {
-  description = "Requests one client IP may make to the REST API per 5 minutes before a WAF rate-based rule answers 429: the global guard above the producer's per-instance limits. 0 = no web ACL (WAF costs ~$6/month plus per-request fees). HTTP APIs cannot have a web ACL; stage throttling is their guard."
+  description = "Requests one client IP may make to the REST API per 5 minutes before a WAF rate-based rule answers 429: the global guard above the producer's per-instance limits (default 3000, 10/s on average; raise it if many visitors share one address, e.g. carrier NAT). 0 = no web ACL (it costs $6/month plus $0.60 per million requests). HTTP APIs cannot have a web ACL; stage and per-route throttling are their guard."
   type        = number
-  default     = 0
+  default     = 3000
   validation {
     condition     = var.waf_rate_limit_per_ip == 0 || (var.waf_rate_limit_per_ip >= 10 && var.waf_rate_limit_per_ip <= 2000000000)
     error_message = "0 (off) or 10..2,000,000,000 requests per 5 minutes (WAF's range)."
@@ -522,9 +522,14 @@ variable "rds_allocated_storage_gb" {
 }
 
 variable "rds_max_allocated_storage_gb" {
-  description = "Storage autoscaling ceiling (GB)."
+  description = "Storage autoscaling ceiling (GB): RDS grows the volume when free space runs low, up to this; 0 = no autoscaling. Must be at least rds_allocated_storage_gb. The dedup ledger keeps ~130 bytes per event for the dedup window plus a day (docs/scaling.md)."
   type        = number
   default     = 100
+
+  validation {
+    condition     = var.rds_max_allocated_storage_gb == 0 || (var.rds_max_allocated_storage_gb >= 20 && var.rds_max_allocated_storage_gb <= 65536)
+    error_message = "rds_max_allocated_storage_gb must be 0 (no autoscaling) or 20..65536 GB (gp3's range)."
+  }
 }
 
 variable "rds_database_name" {
@@ -562,9 +567,9 @@ variable "rds_dashboard_username" {
 }
 
 variable "rds_multi_az" {
-  description = "Standby in a second AZ (doubles the instance cost)."
+  description = "Synchronous standby in the second AZ, with automatic failover (1-2 minutes) when the primary or its AZ fails; doubles the instance and storage cost. false only for throwaway stacks."
   type        = bool
-  default     = false
+  default     = true
 }
 
 variable "rds_backup_retention_days" {
@@ -596,7 +601,7 @@ variable "rds_monitoring_interval" {
 }
 
 variable "rds_performance_insights" {
-  description = "Performance Insights (7-day retention, free tier), encrypted with the stack's key."
+  description = "Performance Insights (7-day retention, free tier), encrypted with the stack's key: which statements and waits load the database. Keep it on outside throwaway stacks."
   type        = bool
   default     = true
 }
@@ -631,17 +636,6 @@ variable "grafana_volume_size_gb" {
   description = "Root volume size of the Grafana host (GB)."
   type        = number
   default     = 20
-}
-
-variable "allowed_cidr" {
-  description = "CIDR allowed to reach Grafana on port 3000 (e.g. your office /32). null = no inbound rule at all; reach Grafana through an SSM port-forwarding session instead."
-  type        = string
-  default     = null
-
-  validation {
-    condition     = var.allowed_cidr == null || (can(cidrnetmask(var.allowed_cidr)) && !contains(["0.0.0.0/0", "::/0"], coalesce(var.allowed_cidr, "none")))
-    error_message = "allowed_cidr must be a specific IPv4 CIDR, not 0.0.0.0/0."
-  }
 }
 
 variable "grafana_source_dir" {
@@ -692,4 +686,27 @@ variable "api_5xx_threshold" {
   description = "Alarm when the API returns at least this many 5xx responses in 5 minutes."
   type        = number
   default     = 5
+}
+
+# --- Protection (issue #22) -----------------------------------------------------
+
+variable "api_route_throttling" {
+  description = "Per-route throttles, \"METHOD /path\" => { rate_limit (requests/s), burst_limit (requests) }, each replacing the stage-wide api_throttling_* limits for that route (REST and HTTP API alike); routes left out (POST /events by default) keep the stage's. The defaults keep floods of health checks and CORS preflights (each a Lambda invocation; browsers cache preflights for up to a day) from spending the producer's reserved concurrency that POST /events needs."
+  type = map(object({
+    rate_limit  = number
+    burst_limit = number
+  }))
+  default = {
+    "OPTIONS /events" = { rate_limit = 100, burst_limit = 200 }
+    "GET /health"     = { rate_limit = 10, burst_limit = 20 }
+  }
+
+  validation {
+    condition     = alltrue([for route in keys(var.api_route_throttling) : can(regex("^[A-Z]+ /[a-z]+$", route))])
+    error_message = "api_route_throttling keys are routes as \"METHOD /path\": \"POST /events\", \"OPTIONS /events\" or \"GET /health\"."
+  }
+  validation {
+    condition     = alltrue([for t in values(var.api_route_throttling) : t.rate_limit >= 0 && t.burst_limit >= 0 && floor(t.burst_limit) == t.burst_limit])
+    error_message = "api_route_throttling: rate_limit must be >= 0 and burst_limit a whole number >= 0."
+  }
 }

@@ -3,8 +3,8 @@
 # Lambda zips at their default paths (tests/test_terraform.py writes placeholders in a copy).
 #
 # Plans (and fake-applies) the stack in its default shape and in the alternative one
-# (HTTP API, RDS Proxy, provisioned stream, Grafana open to one /32), and checks that the
-# variable validations reject unsafe input.
+# (HTTP API, RDS Proxy, provisioned stream), and checks that the variable validations reject
+# unsafe input.
 
 mock_provider "aws" {
   mock_data "aws_caller_identity" {
@@ -150,10 +150,6 @@ run "default_stack" {
     error_message = "partition projection location template"
   }
   assert {
-    condition     = length(aws_vpc_security_group_ingress_rule.grafana_ui) == 0
-    error_message = "no Grafana ingress without allowed_cidr"
-  }
-  assert {
     condition     = length(aws_s3_object.grafana) > 0 && contains(keys(aws_s3_object.grafana), "docker-compose.yml")
     error_message = "grafana/docker-compose.yml is uploaded for the host"
   }
@@ -178,8 +174,8 @@ run "default_stack" {
     error_message = "the Grafana host reaches PostgreSQL on 5432, and only it"
   }
   assert {
-    condition     = output.grafana_url == "http://198.51.100.10:3000"
-    error_message = "grafana_url"
+    condition     = output.grafana_url == "http://localhost:3000"
+    error_message = "grafana_url is the SSM tunnel's local end"
   }
   assert {
     condition     = length(aws_db_proxy.postgres) == 0 && length(aws_vpc_security_group_ingress_rule.rds_from_consumer) == 1
@@ -214,7 +210,6 @@ run "alternative_stack" {
     enable_rds_proxy    = true
     stream_mode         = "PROVISIONED"
     stream_shard_count  = 4
-    allowed_cidr        = "203.0.113.7/32"
     availability_zones  = ["us-east-1c", "us-east-1d"]
     alarm_email         = "ops@example.com"
     lambda_architecture = "x86_64"
@@ -254,10 +249,6 @@ run "alternative_stack" {
     error_message = "provisioned shard count"
   }
   assert {
-    condition     = aws_vpc_security_group_ingress_rule.grafana_ui[0].cidr_ipv4 == "203.0.113.7/32"
-    error_message = "Grafana ingress from allowed_cidr only"
-  }
-  assert {
     condition     = length(aws_sns_topic_subscription.alarm_email) == 1
     error_message = "alarm e-mail subscription"
   }
@@ -270,16 +261,6 @@ run "alternative_stack" {
     condition     = length(aws_api_gateway_gateway_response.json_error) == 0
     error_message = "an HTTP API has no gateway responses to configure"
   }
-}
-
-run "rejects_open_grafana_cidr" {
-  command = plan
-
-  variables {
-    allowed_cidr = "0.0.0.0/0"
-  }
-
-  expect_failures = [var.allowed_cidr]
 }
 
 run "rejects_bad_api_type_and_batch_size" {

@@ -167,8 +167,31 @@ def test_vpc_endpoints_cover_every_service_the_private_subnets_use(tf):
     assert attr(interface, "vpc_endpoint_type") == "Interface"
     assert attr(interface, "private_dns_enabled") is True
     assert "local.interface_endpoint_services" in expr(attr(interface, "for_each"))
-    assert {"kinesis-streams", "secretsmanager", "logs", "monitoring"} <= set(tf.locals["interface_endpoint_services"])
     assert "aws_nat_gateway" not in tf.resources, "the design has no NAT gateway"
+
+
+# The AWS clients the code in the private subnets builds (service_kit::aws::<factory>), and the
+# VPC endpoint service each needs.
+CLIENT_ENDPOINTS = {"s3": "s3", "dynamodb": "dynamodb", "secrets_manager": "secretsmanager", "kinesis": "kinesis-streams"}
+
+
+def test_interface_endpoints_are_only_those_the_private_subnets_call(tf):
+    """Each interface endpoint is billed per AZ-hour, used or not: keep exactly the services that
+    the in-VPC code calls and no free gateway endpoint serves. In the consumer, only what it builds
+    before handing over to the Lambda runtime counts: the rest is the local runner (Kinesis)."""
+    consumer = (REPO_ROOT / "stream-consumer" / "src" / "main.rs").read_text()
+    on_lambda, marker, local_runner = consumer.partition("lambda_runtime::run(")
+    assert marker, "stream-consumer/src/main.rs no longer hands over to lambda_runtime::run"
+    compactor = (REPO_ROOT / "lake-tools" / "src" / "bin" / "compactor.rs").read_text()
+    built = set(re.findall(r"\baws::([a-z0-9_]+)\(&sdk", on_lambda + compactor))
+    assert {"s3", "secrets_manager"} <= built, built
+    unknown = built - set(CLIENT_ENDPOINTS)
+    assert not unknown, f"map {sorted(unknown)} to its VPC endpoint service"
+    needed = {CLIENT_ENDPOINTS[c] for c in built} - {"s3", "dynamodb"}
+    # RDS Proxy reads the database secrets from the private subnets too.
+    needed |= {"secretsmanager"}
+    assert set(tf.locals["interface_endpoint_services"]) == needed
+    assert "aws::kinesis(&sdk" in local_runner, "the local runner's Kinesis client moved: does the Lambda call Kinesis now?"
 
 
 def test_no_security_group_ingress_from_the_internet(tf):
@@ -182,7 +205,6 @@ def test_no_security_group_ingress_from_the_internet(tf):
     for name, rule in tf.resources.get("aws_vpc_security_group_ingress_rule", {}).items():
         for key in ("cidr_ipv4", "cidr_ipv6"):
             assert attr(rule, key) not in OPEN_CIDRS, f"{name}: {key} open to the internet"
-    assert tf.default("allowed_cidr") is None, "allowed_cidr must not default to a network"
 
 
 def test_only_the_consumer_and_the_dashboard_reach_postgres(tf):
@@ -276,6 +298,48 @@ def test_openapi_file_fits_templatefile():
     )
     assert not re.search(r"(?<!%)%\{", text), "templatefile directives (%{) must be escaped as %%{"
     assert "x-amazon-apigateway-integration" in text
+
+
+def test_openapi_declares_no_request_validator(tf):
+    """API Gateway validates nothing, and nothing claims it does (api.tf says why): a body
+    validator would refuse a whole batch the producer answers 202 with per-event `rejected`, and
+    gzip bodies reach the Lambda as binary (`*/*`), which no JSON model can read."""
+    import yaml
+
+    spec = yaml.safe_load((REPO_ROOT / "producer-api" / "openapi.yaml").read_text())
+
+    def keys(node):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                yield key
+                yield from keys(value)
+        elif isinstance(node, list):
+            for value in node:
+                yield from keys(value)
+
+    validators = [k for k in keys(spec) if str(k).startswith("x-amazon-apigateway-request-validator")]
+    assert not validators, f"openapi.yaml declares {validators}: enforce them in api.tf and test that valid batches still pass"
+    assert tf.default("rest_binary_media_types") == ["*/*"]
+    header = tf.files["api.tf"].split("locals {")[0]
+    assert "no x-amazon-apigateway-request-validator" in header
+    assert not re.search(r"request validation[^.]*live", header, re.I), "api.tf must not claim request validation"
+
+
+def test_route_throttles_name_routes_both_apis_serve(tf):
+    """api_route_throttling's keys are checked against local.http_routes; the REST API takes its
+    routes from openapi.yaml, so both lists must be the same or a REST method setting would name
+    a method the API lacks (UpdateStage refuses it)."""
+    import yaml
+
+    spec = yaml.safe_load((REPO_ROOT / "producer-api" / "openapi.yaml").read_text())
+    served = {f"{method.upper()} {path}" for path, ops in spec["paths"].items() for method in ops
+              if method in {"get", "post", "put", "delete", "patch", "options", "head"}}
+    assert set(tf.locals["http_routes"]) == served
+    defaults = tf.default("api_route_throttling")
+    assert set(defaults) <= served and "POST /events" not in defaults, "POST /events keeps the stage's limits by default"
+    assert defaults["GET /health"]["rate_limit"] < tf.default("api_throttling_rate_limit")
+    method_path = expr(tf.locals["route_throttling"])
+    assert 'trimprefix(split(" ", route)[1], "/")' in method_path and 'split(" ", route)[0]' in method_path
 
 
 def test_gateway_answers_have_the_producer_error_body(tf):
@@ -406,8 +470,17 @@ def test_grafana_host_is_hardened(tf):
     assert attr(blocks(host, "root_block_device")[0], "encrypted") is True
     assert "aws_iam_instance_profile.grafana" in expr(attr(host, "iam_instance_profile"))
     assert tf.default("grafana_instance_type") == "t4g.small"
-    ingress = tf.resource("aws_vpc_security_group_ingress_rule", "grafana_ui")
-    assert attr(ingress, "from_port") == 3000 and attr(ingress, "cidr_ipv4") == "${var.allowed_cidr}"
+    # Reachable only through SSM port forwarding: Grafana speaks plain HTTP, so no network may
+    # reach the host at all (README "Reaching Grafana").
+    to_grafana = [n for n, r in tf.resources["aws_vpc_security_group_ingress_rule"].items()
+                  if "aws_security_group.grafana" in expr(attr(r, "security_group_id"))]
+    assert not to_grafana, f"inbound rules on the Grafana host: {to_grafana}"
+    assert not blocks(tf.resource("aws_security_group", "grafana"), "ingress")
+    assert "allowed_cidr" not in tf.variables
+    attachment = tf.resource("aws_iam_role_policy_attachment", "grafana_ssm")
+    assert attr(attachment, "policy_arn").endswith("/AmazonSSMManagedInstanceCore")
+    tunnel = tf.files["outputs.tf"].split('output "grafana_tunnel_command"')[1].split("\n}")[0]
+    assert "AWS-StartPortForwardingSession" in tunnel and "portNumber=3000" in tunnel
     template = TF_DIR / "templates" / "grafana-user-data.sh.tftpl"
     text = template.read_text()
     assert "docker compose" in text and "docker-compose.yml" in text
