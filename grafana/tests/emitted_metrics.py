@@ -191,7 +191,8 @@ def rust_sources(root: Path = REPO_ROOT) -> list[Path]:
     return found
 
 
-ARRAY_CONST_RE = re.compile(r"\bconst\s+([A-Z_][A-Z0-9_]*)\s*:\s*\[\s*&\s*(?:'static\s+)?str\s*;[^\]]*\]\s*=\s*\[([^\]]*)\]\s*;")
+ARRAY_CONST_RE = re.compile(
+    r"\bconst\s+([A-Z_][A-Z0-9_]*)\s*:\s*\[\s*&\s*(?:'static\s+)?str\s*;[^\]]*\]\s*=\s*\[([^\]]*)\]\s*;")
 FOR_RE = re.compile(r"\bfor\s+([a-z_][A-Za-z0-9_]*)\s+in\s+([^{;]*?)\s*\{")
 
 

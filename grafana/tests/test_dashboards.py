@@ -347,8 +347,8 @@ def test_cloudwatch_dashboard_template_renders_with_what_dashboards_tf_passes():
     dashboard of the one-pane panels, each widget in this stack's region."""
     text = CLOUDWATCH_TEMPLATE.read_text()
     wanted = set(re.findall(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)\}", text))
-    call = re.search(r"templatefile\(\s*\"\$\{path\.module\}/templates/cloudwatch-dashboard\.json\.tftpl\",\s*\{(.*?)\}\)",
-                     DASHBOARDS_TF.read_text(), re.S)
+    path = r"\$\{path\.module\}/templates/" + re.escape(CLOUDWATCH_TEMPLATE.name)
+    call = re.search(r"templatefile\(\s*\"" + path + r"\",\s*\{(.*?)\}\)", DASHBOARDS_TF.read_text(), re.S)
     assert call, "dashboards.tf does not render templates/cloudwatch-dashboard.json.tftpl"
     passed = set(re.findall(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*=", call.group(1), re.M))
     assert wanted == passed, f"template wants {sorted(wanted)}, dashboards.tf passes {sorted(passed)}"

@@ -232,20 +232,22 @@ def test_every_namespace_is_aws_or_the_emf_one(reader):
 def test_problems_catches_wrong_names_dimensions_and_values():
     """The check itself: each kind of mistake is reported, a correct use is not."""
     emitted = em.emf_series()
-    ok = MetricUse("t", em.emf_namespace(), "consumer_batches_total",
-                   (("function", "stream-consumer"), ("outcome", "failed")))
-    assert problems(ok, emitted) == []
+
+    def use(name: str, **dims: str | None) -> MetricUse:
+        return MetricUse("t", em.emf_namespace(), name, tuple(sorted(dims.items())))
+
+    assert problems(use("consumer_batches_total", function="stream-consumer", outcome="failed"), emitted) == []
+    assert problems(use("consumer_quarantined_total", function="stream-consumer", reason=None), emitted) == []
     bad = [
-        ok.__class__("t", ok.namespace, "consumer_batches", ok.dims),  # not a registered name
-        ok.__class__("t", ok.namespace, "consumer_end_to_end_latency_seconds_bucket", (("function", "stream-consumer"),)),
-        ok.__class__("t", ok.namespace, ok.name, (("function", "stream-consumer"),)),  # missing outcome
-        ok.__class__("t", ok.namespace, ok.name, (("function", "stream-consumer"), ("outcome", "failure"))),
-        ok.__class__("t", ok.namespace, ok.name, (("function", "producer-api"), ("outcome", "failed"))),
-        # Local runner only: never in EMF.
-        ok.__class__("t", ok.namespace, "consumer_millis_behind_latest", (("function", "stream-consumer"), ("shard", None))),
+        use("consumer_batches", function="stream-consumer", outcome="failed"),  # not a registered name
+        use("consumer_end_to_end_latency_seconds_bucket", function="stream-consumer"),  # Prometheus only
+        use("consumer_batches_total", function="stream-consumer"),  # the outcome dimension is missing
+        use("consumer_batches_total", function="stream-consumer", outcome="failure"),  # no such value
+        use("consumer_batches_total", function="producer-api", outcome="failed"),  # the other binary
+        use("consumer_millis_behind_latest", function="stream-consumer", shard=None),  # local runner only
     ]
-    for use in bad:
-        assert problems(use, emitted), use
+    for wrong in bad:
+        assert problems(wrong, emitted), wrong
 
 
 def test_search_expressions_are_parsed():
