@@ -439,3 +439,31 @@ def test_contract_set_mirrors_contract_doc():
 )
 def test_metric_name_extraction(expr, expected):
     assert metric_names(expr) == expected
+
+
+def test_pipeline_aws_variables_offer_the_names_terraform_gives():
+    """Each resource variable of the one-pane dashboard lists only names ending in the suffix
+    terraform/ gives that resource after var.name: followed from dashboards.tf's templatefile()
+    argument through the resource's name attribute to the local that builds it."""
+    sys.path.insert(0, str(REPO_ROOT / "terraform" / "tests"))
+    import tfconfig
+
+    if tfconfig.hcl2 is None:
+        pytest.skip("hcl2 parser not installed (scripts/requirements/terraform.txt)")
+    tf = tfconfig.Config(REPO_ROOT / "terraform")
+    call = re.search(r"templatefile\((.*?)\}\)", DASHBOARDS_TF.read_text(), re.S).group(1)
+    args = dict(re.findall(r"^\s*(\w+)\s*=\s*(\S+)\s*$", call, re.M))
+    variables = {v["name"]: v for v in load(DASHBOARD_DIR / "pipeline-aws-cloudwatch.json")["templating"]["list"]}
+    checked = 0
+    for name, var in variables.items():
+        if name == "region":
+            continue
+        ref = re.fullmatch(r"(aws_\w+)\.(\w+)\.(\w+)", args[name])
+        assert ref, f"dashboards.tf passes {name} = {args[name]}, not a resource attribute"
+        value = tfconfig.attr(tf.resource(ref.group(1), ref.group(2)), ref.group(3))
+        if local := re.fullmatch(r"\$\{local\.(\w+)\}", str(value)):
+            value = tf.locals[local.group(1)]
+        suffix = re.fullmatch(r"/(.+)\$/", var["regex"]).group(1)
+        assert re.fullmatch(r"\$\{var\.name\}" + re.escape(suffix), str(value)), (name, value, suffix)
+        checked += 1
+    assert checked, "the dashboard has no resource variables"

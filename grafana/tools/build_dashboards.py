@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -373,8 +374,8 @@ def region_var() -> dict:
 
 
 def dimension_var(name: str, label: str, namespace: str, metric: str, key: str,
-                  current: str | None = None) -> dict:
-    return cw_var(
+                  current: str | None = None, regex: str = "") -> dict:
+    var = cw_var(
         name,
         label,
         {
@@ -387,6 +388,8 @@ def dimension_var(name: str, label: str, namespace: str, metric: str, key: str,
         },
         current=current,
     )
+    var["regex"] = regex
+    return var
 
 
 def sql_var(name: str, label: str, sql: str) -> dict:
@@ -765,12 +768,15 @@ class Ref:
 
 
 # The deployment-specific names the panels refer to: (Grafana label, namespace, metric, dimension
-# whose values Grafana offers), and in terraform/dashboards.tf the attribute that names them.
+# whose values Grafana offers, the suffix terraform/ puts after var.name). The suffix keeps the
+# account's other functions, queues and databases out of the lists, so the first choice is one of
+# this pipeline's (grafana/tests/test_dashboards.py checks the suffixes against terraform/).
 REFS = {
-    "producer_function": ("Producer function", "AWS/Lambda", "Invocations", "FunctionName"),
-    "consumer_function": ("Consumer function", "AWS/Lambda", "IteratorAge", "FunctionName"),
-    "failure_queue": ("On-failure queue", "AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName"),
-    "db_instance": ("RDS instance", "AWS/RDS", "CPUUtilization", "DBInstanceIdentifier"),
+    "producer_function": ("Producer function", "AWS/Lambda", "Invocations", "FunctionName", "-producer-api"),
+    "consumer_function": ("Consumer function", "AWS/Lambda", "IteratorAge", "FunctionName", "-stream-consumer"),
+    "failure_queue": ("On-failure queue", "AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName",
+                      "-stream-consumer-failures"),
+    "db_instance": ("RDS instance", "AWS/RDS", "CPUUtilization", "DBInstanceIdentifier", "-postgres"),
 }
 PRODUCER_FN = Ref("producer_function")
 CONSUMER_FN = Ref("consumer_function")
@@ -966,7 +972,12 @@ def pipeline_aws_cloudwatch(L: Layout) -> list[dict]:
             panel = timeseries(pane.title, pane.description, targets, unit=pane.unit,
                                thresholds=pane.thresholds, stack=pane.stack)
         L.add(panel, w=pane.w, h=pane.h)
-    return [region_var()] + [dimension_var(name, *spec) for name, spec in REFS.items()]
+    variables = [region_var()]
+    for name, (label, namespace, metric, key, suffix) in REFS.items():
+        # Written into the regex as is: letters, digits and hyphens mean themselves there.
+        assert re.fullmatch(r"[-a-z0-9]+", suffix), suffix
+        variables.append(dimension_var(name, label, namespace, metric, key, regex=f"/{suffix}$/"))
+    return variables
 
 
 def _tf_escape(text: str) -> str:
