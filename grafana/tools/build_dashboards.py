@@ -815,6 +815,9 @@ class Search:
 
 @dataclass
 class Pane:
+    """One panel of both renderings; w and h are on Grafana's 24-column grid, which CloudWatch
+    dashboards share."""
+
     kind: str  # "stat" or "timeseries"
     title: str
     description: str
@@ -878,8 +881,8 @@ AWS_PANES = [
          unit="ms", thresholds=LAG_STEPS),
     Pane("timeseries", "Consumer lag: end-to-end latency",
          "consumer_end_to_end_latency_seconds (EMF) p50 and p99: from the producer receiving an "
-         "event to the consumer storing it. Lambda sends up to 100 samples per batch, spread over "
-         "the batch's distribution.",
+         "event to the consumer storing it. The consumer sends up to 100 samples per batch, spread "
+         "over the batch's distribution (an EMF line holds at most 100 values per metric).",
          [emf("consumer_end_to_end_latency_seconds", CONSUMER, "p50", "p50"),
           emf("consumer_end_to_end_latency_seconds", CONSUMER, "p99", "p99")],
          unit="s", thresholds=E2E_STEPS),
@@ -930,7 +933,8 @@ AWS_PANES = [
          [rds("CPUUtilization", "Average", "avg"), rds("CPUUtilization", "Maximum", "max")],
          unit="percent", w=8),
     Pane("timeseries", "RDS connections",
-         "AWS/RDS DatabaseConnections, Maximum: the consumers' pools and the dashboards' logins.",
+         "AWS/RDS DatabaseConnections, Maximum: connections open on the instance (the consumers', "
+         "the compactor's, Grafana's; RDS Proxy's own when it is enabled).",
          [rds("DatabaseConnections", "Maximum", "connections")], w=8),
     Pane("timeseries", "RDS free storage",
          "AWS/RDS FreeStorageSpace, Minimum.",
