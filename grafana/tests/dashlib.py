@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 GRAFANA_DIR = Path(__file__).resolve().parent.parent
@@ -158,3 +159,102 @@ def metric_names(expr: str) -> set[str]:
     # {__name__="..."} selectors
     names.update(re.findall(r'__name__\s*=\s*"([A-Za-z_:][A-Za-z0-9_:]*)"', expr))
     return names
+
+
+# --------------------------------------------------------------------------------------------
+# CloudWatch metrics a dashboard uses (Grafana JSON or a CloudWatch dashboard body)
+# --------------------------------------------------------------------------------------------
+
+CLOUDWATCH_UID = "cloudwatch"
+
+
+@dataclass(frozen=True)
+class MetricUse:
+    """One CloudWatch metric a panel, widget or alarm reads. `dims` maps each dimension to its
+    value, None where the value is a variable filled in at deploy or view time. For a SEARCH,
+    `dims` holds the schema's dimension set (CloudWatch's match is exact) with the values it
+    filters on. `exact` is False where only some of the dimensions are named (a variable listing
+    one dimension's values)."""
+
+    where: str
+    namespace: str
+    name: str
+    dims: tuple[tuple[str, str | None], ...]
+    exact: bool = True
+
+    @property
+    def dimensions(self) -> dict[str, str | None]:
+        return dict(self.dims)
+
+
+SEARCH_RE = re.compile(r"SEARCH\(\s*'((?:[^'\\]|\\.)*)'")
+SCHEMA_RE = re.compile(r"\{([^}]*)\}")
+TERM_RE = re.compile(r'(\w+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s"()]+))')
+
+
+def _fixed(value) -> str | None:
+    """A dimension value as a literal, or None when it is a variable ($x, ${x})."""
+    return None if not isinstance(value, str) or "$" in value else value
+
+
+def search_uses(expression: str, where: str) -> list[MetricUse]:
+    """The metrics the SEARCH() calls of a math expression read. A search without a
+    {namespace,dimensions} schema has no exact dimension set: its namespace is recorded as "", so
+    the metric-name test refuses it."""
+    uses = []
+    for m in SEARCH_RE.finditer(expression):
+        text = m.group(1).replace('\\"', '"')
+        schema = SCHEMA_RE.search(text)
+        parts = [p.strip().strip('"') for p in schema.group(1).split(",")] if schema else [""]
+        terms = {k: (q if q is not None and q != "" else u) for k, q, u in TERM_RE.findall(text)}
+        name = terms.pop("MetricName", "")
+        dims = {key: _fixed(terms.get(key)) for key in parts[1:]}
+        uses.append(MetricUse(where, parts[0], name, tuple(sorted(dims.items(), key=lambda kv: kv[0]))))
+    return uses
+
+
+def grafana_cloudwatch_uses(dashboard: dict, file: str) -> list[MetricUse]:
+    """Every CloudWatch metric a Grafana dashboard's panels and variables read."""
+    uses = []
+    for panel in iter_panels(dashboard):
+        for t in panel.get("targets", []):
+            if target_uid(t, panel) != CLOUDWATCH_UID or t.get("queryMode", "Metrics") != "Metrics":
+                continue
+            where = f"{file}: {panel.get('title')!r} {t.get('refId')}"
+            if t.get("metricEditorMode") == 1 or t.get("metricQueryType") == 1 or t.get("expression"):
+                uses += search_uses(t.get("expression", ""), where)
+                continue
+            dims = {}
+            for key, value in (t.get("dimensions") or {}).items():
+                values = value if isinstance(value, list) else [value]
+                dims[key] = _fixed(values[0]) if len(values) == 1 else None
+            uses.append(MetricUse(where, t.get("namespace", ""), t.get("metricName", ""),
+                                  tuple(sorted(dims.items(), key=lambda kv: kv[0]))))
+    for var in dashboard.get("templating", {}).get("list", []):
+        q = var.get("query")
+        if datasource_uid(var.get("datasource")) == CLOUDWATCH_UID and isinstance(q, dict) and q.get("metricName"):
+            # A dimension-values variable lists the values of one dimension of the metric, in
+            # whatever dimension sets carry it.
+            uses.append(MetricUse(f"{file}: variable {var['name']}", q.get("namespace", ""), q["metricName"],
+                                  ((q.get("dimensionKey", ""), None),), exact=False))
+    return uses
+
+
+def cloudwatch_body_uses(body: dict, file: str) -> list[MetricUse]:
+    """Every metric the widgets of a CloudWatch dashboard body read. A row is [namespace, name,
+    dim, value, ..., {options}]; "." repeats the previous row's item at that position."""
+    uses = []
+    for n, widget in enumerate(body.get("widgets", [])):
+        props = widget.get("properties", {})
+        where = f"{file}: widget {n} {props.get('title', widget.get('type'))!r}"
+        previous: list = []
+        for row in props.get("metrics", []):
+            if row and isinstance(row[0], dict):
+                uses += search_uses(row[0].get("expression", ""), where)
+                continue
+            items = [x for x in row if not isinstance(x, dict)]
+            items = [previous[i] if x == "." and i < len(previous) else x for i, x in enumerate(items)]
+            previous = items
+            dims = {items[i]: _fixed(items[i + 1]) for i in range(2, len(items) - 1, 2)}
+            uses.append(MetricUse(where, items[0], items[1], tuple(sorted(dims.items(), key=lambda kv: kv[0]))))
+    return uses

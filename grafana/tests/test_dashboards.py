@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import re
+import sys
 
 import pytest
 
@@ -27,48 +29,15 @@ from dashlib import (
     variable_query_to_promql,
     variables_used,
 )
+from emitted_metrics import emf_namespace, prometheus_names
 
-# The pipeline's Prometheus metrics, mirroring the metrics contract (README.md "Metrics", later
-# README/ARCHITECTURE). Histograms are listed with the series Prometheus exposes for them.
+# The pipeline's Prometheus series, read from the code's metric registrations (not a hand-kept
+# list); test_contract_set_mirrors_contract_doc holds README.md's "Metrics" section to the same set.
 # Prometheus dashboards may only query these names.
-CONTRACT_METRICS = {
-    # producer-api
-    "producer_requests_total",
-    "producer_events_total",
-    "producer_put_records_calls_total",
-    "producer_put_records_retried_records_total",
-    "producer_put_records_failed_records_total",
-    "producer_stream_records_total",
-    "producer_request_duration_seconds",
-    "producer_request_duration_seconds_bucket",
-    "producer_request_duration_seconds_sum",
-    "producer_request_duration_seconds_count",
-    # stream-consumer
-    "consumer_batches_total",
-    "consumer_records_total",
-    "consumer_bytes_total",
-    "consumer_quarantined_total",
-    "consumer_duplicates_total",
-    "consumer_events_stored_total",
-    "consumer_sink_duration_seconds",
-    "consumer_sink_duration_seconds_bucket",
-    "consumer_sink_duration_seconds_sum",
-    "consumer_sink_duration_seconds_count",
-    "consumer_stage_duration_seconds",
-    "consumer_stage_duration_seconds_bucket",
-    "consumer_stage_duration_seconds_sum",
-    "consumer_stage_duration_seconds_count",
-    "consumer_sink_requests_total",
-    "consumer_dynamodb_unprocessed_retries_total",
-    "consumer_end_to_end_latency_seconds",
-    "consumer_end_to_end_latency_seconds_bucket",
-    "consumer_end_to_end_latency_seconds_sum",
-    "consumer_end_to_end_latency_seconds_count",
-    "consumer_millis_behind_latest",
-    "consumer_kinesis_requests_total",
-}
+CONTRACT_METRICS = prometheus_names()
 
 REQUIRED_DASHBOARDS = {
+    "pipeline-aws-cloudwatch.json",
     "stream-lag-cloudwatch.json",
     "stream-lag-prometheus.json",
     "pipeline-cloudwatch.json",
@@ -278,24 +247,31 @@ def test_pipeline_prometheus_content():
 
 
 def cloudwatch_metrics(name):
-    """{(namespace, metricName, frozenset(dimensions))} of a CloudWatch dashboard."""
+    """{(namespace, metricName, frozenset(dimensions))} of a CloudWatch dashboard's builder-mode
+    targets."""
     out = set()
     for panel, t in all_targets(load(DASHBOARD_DIR / name)):
-        if t.get("queryMode", "Metrics") == "Metrics":
+        if t.get("queryMode", "Metrics") == "Metrics" and t.get("metricEditorMode") != 1:
             out.add((t["namespace"], t["metricName"], frozenset(t.get("dimensions", {}).items())))
     return out
 
 
-@pytest.mark.parametrize("name", ["stream-lag-cloudwatch.json", "pipeline-cloudwatch.json"])
+CLOUDWATCH_DASHBOARDS = sorted(p.name for p in DASHBOARD_DIR.glob("*-cloudwatch.json"))
+
+
+@pytest.mark.parametrize("name", CLOUDWATCH_DASHBOARDS)
 def test_cloudwatch_targets_well_formed(name):
     d = load(DASHBOARD_DIR / name)
     for panel, t in all_targets(d):
         assert target_uid(t, panel) == "cloudwatch"
         assert t.get("region") == "$region", panel["title"]
-        if t.get("queryMode", "Metrics") == "Metrics":
+        if t.get("queryMode", "Metrics") == "Metrics" and t.get("metricEditorMode") == 1:
+            # Code mode: a SEARCH over the application's metrics (grafana/tests/test_metric_names.py).
+            assert t.get("expression", "").startswith("SEARCH("), panel["title"]
+        elif t.get("queryMode", "Metrics") == "Metrics":
             for key in ("namespace", "metricName", "statistic"):
                 assert t.get(key), f"{panel['title']!r}: {key} missing"
-            assert t["namespace"].startswith("AWS/")
+            assert t["namespace"].startswith("AWS/") or t["namespace"] == emf_namespace()
         else:
             assert t["queryMode"] == "Logs"
             assert t.get("expression") and t.get("logGroupNames")
@@ -332,15 +308,91 @@ def test_pipeline_cloudwatch_content():
     assert {"region", "api_name", "producer_function", "consumer_function"} <= names
 
 
-def test_dashboards_match_generator():
-    """grafana/tools/build_dashboards.py is the source; the committed JSON must be regenerated."""
+@functools.cache
+def generator():
+    """grafana/tools/build_dashboards.py as a module (registered first: its dataclasses look
+    their module up while they are defined)."""
     spec = importlib.util.spec_from_file_location("build_dashboards", GRAFANA_DIR / "tools" / "build_dashboards.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
     spec.loader.exec_module(module)
+    return module
+
+
+def test_dashboards_match_generator():
+    """grafana/tools/build_dashboards.py is the source; the committed JSON must be regenerated."""
+    module = generator()
     rendered = module.render_all()
     assert set(rendered) == set(IDS), "dashboard files and generator disagree on the file set"
     stale = [n for n, text in rendered.items() if (DASHBOARD_DIR / n).read_text() != text]
+    stale += [str(p.relative_to(REPO_ROOT)) for p, text in module.render_terraform().items()
+              if not p.exists() or p.read_text() != text]
     assert not stale, f"out of date, run python3 grafana/tools/build_dashboards.py: {stale}"
+
+
+CLOUDWATCH_TEMPLATE = REPO_ROOT / "terraform" / "templates" / "cloudwatch-dashboard.json.tftpl"
+DASHBOARDS_TF = REPO_ROOT / "terraform" / "dashboards.tf"
+
+
+def render_template(text: str, values: dict[str, str]) -> str:
+    """What templatefile() makes of a template with only ${name} interpolations and $${ / %%{
+    escapes (anything else in it is an error here, as it would be a surprise there)."""
+    out = re.sub(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)\}", lambda m: values[m.group(1)], text)
+    assert not re.search(r"(?<![$%])[$%]\{", out), "template directive or expression other than ${name}"
+    return out.replace("$${", "${").replace("%%{", "%{")
+
+
+def test_cloudwatch_dashboard_template_renders_with_what_dashboards_tf_passes():
+    """dashboards.tf passes exactly the template's variables, and the rendered body is a
+    dashboard of the one-pane panels, each widget in this stack's region."""
+    text = CLOUDWATCH_TEMPLATE.read_text()
+    wanted = set(re.findall(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)\}", text))
+    path = r"\$\{path\.module\}/templates/" + re.escape(CLOUDWATCH_TEMPLATE.name)
+    call = re.search(r"templatefile\(\s*\"" + path + r"\",\s*\{(.*?)\}\)", DASHBOARDS_TF.read_text(), re.S)
+    assert call, "dashboards.tf does not render templates/cloudwatch-dashboard.json.tftpl"
+    passed = set(re.findall(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*=", call.group(1), re.M))
+    assert wanted == passed, f"template wants {sorted(wanted)}, dashboards.tf passes {sorted(passed)}"
+    body = json.loads(render_template(text, {k: f"value-of-{k}" for k in wanted}))
+    widgets = [w for w in body["widgets"] if w["type"] == "metric"]
+    module = generator()
+    assert [w["properties"]["title"] for w in widgets] == [p.title for p in module.AWS_PANES]
+    assert {w["properties"]["region"] for w in widgets} == {"value-of-region"}
+    cells = set()
+    for w in body["widgets"]:
+        assert 0 <= w["x"] and w["x"] + w["width"] <= 24, w
+        area = {(x, y) for x in range(w["x"], w["x"] + w["width"]) for y in range(w["y"], w["y"] + w["height"])}
+        assert not area & cells, f"widget overlaps another: {w.get('properties', {}).get('title')}"
+        cells |= area
+
+
+def test_pipeline_aws_cloudwatch_covers_the_pipeline():
+    """Issue #22's list: consumer lag (IteratorAge and end-to-end latency), failed batches,
+    quarantine by reason, duplicates, sink latency per sink, producer outcomes, on-failure queue
+    depth, RDS CPU / connections / free storage."""
+    m = cloudwatch_metrics("pipeline-aws-cloudwatch.json")
+    names = {(ns, metric) for ns, metric, _ in m}
+    emf = emf_namespace()
+    assert {
+        ("AWS/Lambda", "IteratorAge"),
+        (emf, "consumer_end_to_end_latency_seconds"),
+        (emf, "consumer_batches_total"),
+        (emf, "consumer_duplicates_total"),
+        (emf, "consumer_sink_duration_seconds"),
+        (emf, "producer_events_total"),
+        ("AWS/SQS", "ApproximateNumberOfMessagesVisible"),
+        ("AWS/RDS", "CPUUtilization"),
+        ("AWS/RDS", "DatabaseConnections"),
+        ("AWS/RDS", "FreeStorageSpace"),
+    } <= names
+    sinks = {dict(d).get("sink") for ns, metric, d in m if metric == "consumer_sink_duration_seconds"}
+    assert sinks == {"s3", "dynamodb", "postgres"}
+    outcomes = {dict(d).get("outcome") for ns, metric, d in m if metric == "producer_events_total"}
+    assert {"accepted", "rejected"} <= outcomes
+    searches = [t["expression"] for _, t in all_targets(load(DASHBOARD_DIR / "pipeline-aws-cloudwatch.json"))
+                if t.get("metricEditorMode") == 1]
+    assert any("consumer_quarantined_total" in e and ",reason}" in e for e in searches), searches
+    names = {v["name"] for v in load(DASHBOARD_DIR / "pipeline-aws-cloudwatch.json")["templating"]["list"]}
+    assert {"region", "consumer_function", "failure_queue", "db_instance"} <= names
 
 
 CONTRACT_DOCS = [REPO_ROOT / "README.md"]
@@ -348,7 +400,7 @@ CONTRACT_LINE_RE = re.compile(r"^([a-z_:][a-z0-9_:]*)(?:\{[^}]*\})?\s+.*\b(count
 
 
 def test_contract_set_mirrors_contract_doc():
-    """When the contract document is present, CONTRACT_METRICS must list exactly its metrics."""
+    """README.md's "Metrics" section documents exactly the series the code exposes."""
     for doc in CONTRACT_DOCS:
         if not doc.exists():
             continue
@@ -367,8 +419,8 @@ def test_contract_set_mirrors_contract_doc():
             if kind == "histogram":
                 expected |= {f"{name}_bucket", f"{name}_sum", f"{name}_count"}
         assert CONTRACT_METRICS == expected, (
-            f"{doc.relative_to(REPO_ROOT)} lists {sorted(expected - CONTRACT_METRICS)} not in the test; "
-            f"the test lists {sorted(CONTRACT_METRICS - expected)} not in the document"
+            f"{doc.relative_to(REPO_ROOT)} lists {sorted(expected - CONTRACT_METRICS)}, which the code does not "
+            f"register; the code registers {sorted(CONTRACT_METRICS - expected)}, which it does not list"
         )
         return
     pytest.fail("README.md has no Metrics section listing the metrics")
@@ -387,3 +439,31 @@ def test_contract_set_mirrors_contract_doc():
 )
 def test_metric_name_extraction(expr, expected):
     assert metric_names(expr) == expected
+
+
+def test_pipeline_aws_variables_offer_the_names_terraform_gives():
+    """Each resource variable of the one-pane dashboard lists only names ending in the suffix
+    terraform/ gives that resource after var.name: followed from dashboards.tf's templatefile()
+    argument through the resource's name attribute to the local that builds it."""
+    sys.path.insert(0, str(REPO_ROOT / "terraform" / "tests"))
+    import tfconfig
+
+    if tfconfig.hcl2 is None:
+        pytest.skip("hcl2 parser not installed (scripts/requirements/terraform.txt)")
+    tf = tfconfig.Config(REPO_ROOT / "terraform")
+    call = re.search(r"templatefile\((.*?)\}\)", DASHBOARDS_TF.read_text(), re.S).group(1)
+    args = dict(re.findall(r"^\s*(\w+)\s*=\s*(\S+)\s*$", call, re.M))
+    variables = {v["name"]: v for v in load(DASHBOARD_DIR / "pipeline-aws-cloudwatch.json")["templating"]["list"]}
+    checked = 0
+    for name, var in variables.items():
+        if name == "region":
+            continue
+        ref = re.fullmatch(r"(aws_\w+)\.(\w+)\.(\w+)", args[name])
+        assert ref, f"dashboards.tf passes {name} = {args[name]}, not a resource attribute"
+        value = tfconfig.attr(tf.resource(ref.group(1), ref.group(2)), ref.group(3))
+        if local := re.fullmatch(r"\$\{local\.(\w+)\}", str(value)):
+            value = tf.locals[local.group(1)]
+        suffix = re.fullmatch(r"/(.+)\$/", var["regex"]).group(1)
+        assert re.fullmatch(r"\$\{var\.name\}" + re.escape(suffix), str(value)), (name, value, suffix)
+        checked += 1
+    assert checked, "the dashboard has no resource variables"

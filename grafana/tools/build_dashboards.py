@@ -1,15 +1,18 @@
 #!/usr/bin/env python3
-"""Source of truth for the Grafana dashboards in grafana/dashboards/*.json.
+"""Source of truth for the Grafana dashboards in grafana/dashboards/*.json, and for the
+CloudWatch dashboard terraform/dashboards.tf deploys (terraform/templates/
+cloudwatch-dashboard.json.tftpl, the same panels as "Pipeline on AWS (CloudWatch)").
 
-    python3 grafana/tools/build_dashboards.py          # rewrite the JSON files
-    python3 grafana/tools/build_dashboards.py --check  # exit 1 if a JSON file is out of date
+    python3 grafana/tools/build_dashboards.py          # rewrite the generated files
+    python3 grafana/tools/build_dashboards.py --check  # exit 1 if a generated file is out of date
 
 Edit the panels here, regenerate, and commit both; grafana/tests/test_dashboards.py fails when
-the committed JSON differs from what this script produces. Standard library only.
+a committed file differs from what this script produces. Standard library only.
 
 Datasource uids (`cloudwatch`, `prometheus`, `loki`, `analytics-postgres`) are the fixed uids
-provisioned by grafana/provisioning/datasources/datasources.yml. Prometheus metric names are the
-ones in the metrics contract (mirrored by CONTRACT_METRICS in grafana/tests/test_dashboards.py).
+provisioned by grafana/provisioning/datasources/datasources.yml. Metric names are the ones the code
+registers: grafana/tests/emitted_metrics.py reads them from the Rust sources, and
+grafana/tests/test_dashboards.py and test_metric_names.py hold every panel to them.
 The SQL of the PostgreSQL dashboards is not written here: it is read from grafana/sql/<dashboard>/
 (one file per panel or variable, its leading comment the panel's description), the one place
 grafana/tests/test_site_analytics_queries.py also runs it from.
@@ -19,11 +22,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 GRAFANA_DIR = Path(__file__).resolve().parent.parent
 OUT_DIR = GRAFANA_DIR / "dashboards"
+REPO_ROOT = GRAFANA_DIR.parent
+# The CloudWatch dashboard body (terraform/dashboards.tf renders it with templatefile()).
+CLOUDWATCH_TEMPLATE = REPO_ROOT / "terraform" / "templates" / "cloudwatch-dashboard.json.tftpl"
 SQL_DIR = GRAFANA_DIR / "sql"
 
 PROM = {"type": "prometheus", "uid": "prometheus"}
@@ -234,12 +242,13 @@ def stat(
     unit: str = "short",
     thresholds: list[tuple[str, float | None]] | None = None,
     decimals: int | None = None,
+    no_value: str = "no data",
 ) -> dict:
     defaults: dict = {
         "unit": unit,
         "color": {"mode": "thresholds"},
         "thresholds": _thresholds(thresholds or [("green", None)]),
-        "noValue": "no data",
+        "noValue": no_value,
     }
     if decimals is not None:
         defaults["decimals"] = decimals
@@ -365,8 +374,8 @@ def region_var() -> dict:
 
 
 def dimension_var(name: str, label: str, namespace: str, metric: str, key: str,
-                  current: str | None = None) -> dict:
-    return cw_var(
+                  current: str | None = None, regex: str = "") -> dict:
+    var = cw_var(
         name,
         label,
         {
@@ -379,6 +388,8 @@ def dimension_var(name: str, label: str, namespace: str, metric: str, key: str,
         },
         current=current,
     )
+    var["regex"] = regex
+    return var
 
 
 def sql_var(name: str, label: str, sql: str) -> dict:
@@ -736,6 +747,298 @@ def pipeline_prometheus(L: Layout) -> list[dict]:
 
 
 # --------------------------------------------------------------------------------------------
+# Pipeline on AWS: one panel list, two renderings (Grafana and a CloudWatch dashboard)
+# --------------------------------------------------------------------------------------------
+
+# The namespace and `function` dimension of the binaries' EMF metrics (service-kit/src/
+# telemetry.rs EMF_NAMESPACE, and the name each main.rs passes to MetricsExport::for_process).
+# The `function` value is the binary's, not the deployed Lambda's name, so it is the same in
+# every stack. grafana/tests/test_metric_names.py checks both against the Rust code.
+EMF = "WebAnalytics"
+PRODUCER = "producer-api"
+CONSUMER = "stream-consumer"
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A deployed resource's name: a dashboard variable in Grafana, a templatefile() variable
+    that terraform/dashboards.tf fills in for the CloudWatch dashboard."""
+
+    name: str
+
+
+# The deployment-specific names the panels refer to: (Grafana label, namespace, metric, dimension
+# whose values Grafana offers, the suffix terraform/ puts after var.name). The suffix keeps the
+# account's other functions, queues and databases out of the lists, so the first choice is one of
+# this pipeline's (grafana/tests/test_dashboards.py checks the suffixes against terraform/).
+REFS = {
+    "producer_function": ("Producer function", "AWS/Lambda", "Invocations", "FunctionName", "-producer-api"),
+    "consumer_function": ("Consumer function", "AWS/Lambda", "IteratorAge", "FunctionName", "-stream-consumer"),
+    "failure_queue": ("On-failure queue", "AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName",
+                      "-stream-consumer-failures"),
+    "db_instance": ("RDS instance", "AWS/RDS", "CPUUtilization", "DBInstanceIdentifier", "-postgres"),
+}
+PRODUCER_FN = Ref("producer_function")
+CONSUMER_FN = Ref("consumer_function")
+FAILURE_QUEUE = Ref("failure_queue")
+DB_INSTANCE = Ref("db_instance")
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One metric with every dimension it is published with (CloudWatch matches the set exactly)."""
+
+    namespace: str
+    name: str
+    dims: dict
+    stat: str
+    label: str
+
+
+@dataclass(frozen=True)
+class Search:
+    """Every series of a metric whose dimension set is exactly {function, `by`}, one line per
+    value of `by`: for labels whose values the code does not fix in advance (quarantine reasons
+    come from the decoder, statuses from HTTP)."""
+
+    name: str
+    function: str
+    by: str
+    stat: str
+    # Seconds; a search's period is part of its expression, not chosen by the panel.
+    period: int = 300
+
+    def expression(self) -> str:
+        return (f"SEARCH('{{{EMF},function,{self.by}}} MetricName=\"{self.name}\" "
+                f"function=\"{self.function}\"', '{self.stat}', {self.period})")
+
+
+@dataclass
+class Pane:
+    """One panel of both renderings; w and h are on Grafana's 24-column grid, which CloudWatch
+    dashboards share."""
+
+    kind: str  # "stat" or "timeseries"
+    title: str
+    description: str
+    series: list
+    unit: str = "short"
+    thresholds: list | None = None
+    stack: bool = False
+    w: int = 12
+    h: int = 8
+    # What a stat shows when the period has no data point.
+    no_value: str = "no data"
+
+
+def emf(name: str, function: str, stat_: str, label: str, **labels: str) -> Metric:
+    return Metric(EMF, name, {"function": function, **labels}, stat_, label)
+
+
+def lambda_metric(name: str, fn: Ref, stat_: str, label: str) -> Metric:
+    return Metric("AWS/Lambda", name, {"FunctionName": fn}, stat_, label)
+
+
+def rds(name: str, stat_: str, label: str) -> Metric:
+    return Metric("AWS/RDS", name, {"DBInstanceIdentifier": DB_INSTANCE}, stat_, label)
+
+
+# The 2 s end-to-end target (service-kit/src/telemetry.rs, LATENCY_BUCKETS).
+E2E_STEPS = [("green", None), ("red", 2)]
+ANY_STEPS = [("green", None), ("red", 1)]
+# EMF leaves out a counter that did not move since the last flush (metrics_cloudwatch_embedded
+# emits no zeros), so for the app's counters a gap in a line is zero, not a stopped pipeline.
+GAP_IS_ZERO = " EMF publishes nothing for a counter that did not move, so a gap means zero."
+
+AWS_PANES = [
+    Pane("stat", "Consumer IteratorAge (max)",
+         "AWS/Lambda IteratorAge of the consumer, Maximum: age of the last record of a batch when "
+         "the function got it. Red above 60 s.",
+         [lambda_metric("IteratorAge", CONSUMER_FN, "Maximum", "IteratorAge")],
+         unit="ms", thresholds=LAG_STEPS, w=6, h=5),
+    Pane("stat", "End-to-end latency p99",
+         "consumer_end_to_end_latency_seconds p99 (EMF): received by the producer to stored by the "
+         "consumer, for events stored for the first time. Red above the 2 s target.",
+         [emf("consumer_end_to_end_latency_seconds", CONSUMER, "p99", "p99")],
+         unit="s", thresholds=E2E_STEPS, w=6, h=5),
+    Pane("stat", "Failed batches",
+         "consumer_batches_total{outcome=failed} (EMF), Sum: batches the consumer reported failed; "
+         "the event source mapping retries them." + GAP_IS_ZERO,
+         [emf("consumer_batches_total", CONSUMER, "Sum", "failed", outcome="failed")],
+         thresholds=ANY_STEPS, w=6, h=5, no_value="0"),
+    Pane("stat", "On-failure queue depth",
+         "AWS/SQS ApproximateNumberOfMessagesVisible of the consumer's on-failure queue, Maximum: "
+         "descriptors (shard, sequence range) of batches that exhausted their retries. Anything "
+         "here must be replayed before the stream's retention ends.",
+         [Metric("AWS/SQS", "ApproximateNumberOfMessagesVisible", {"QueueName": FAILURE_QUEUE},
+                 "Maximum", "messages")],
+         thresholds=ANY_STEPS, w=6, h=5),
+    Pane("timeseries", "Consumer lag: IteratorAge",
+         "AWS/Lambda IteratorAge of the consumer, Maximum and Average: how far behind the tip of "
+         "the stream the batches it receives are.",
+         [lambda_metric("IteratorAge", CONSUMER_FN, "Maximum", "max"),
+          lambda_metric("IteratorAge", CONSUMER_FN, "Average", "avg")],
+         unit="ms", thresholds=LAG_STEPS),
+    Pane("timeseries", "Consumer lag: end-to-end latency",
+         "consumer_end_to_end_latency_seconds (EMF) p50 and p99: from the producer receiving an "
+         "event to the consumer storing it. The consumer sends up to 100 samples per batch, spread "
+         "over the batch's distribution (an EMF line holds at most 100 values per metric).",
+         [emf("consumer_end_to_end_latency_seconds", CONSUMER, "p50", "p50"),
+          emf("consumer_end_to_end_latency_seconds", CONSUMER, "p99", "p99")],
+         unit="s", thresholds=E2E_STEPS),
+    Pane("timeseries", "Batches by outcome",
+         "consumer_batches_total (EMF) by outcome, Sum per period." + GAP_IS_ZERO,
+         [emf("consumer_batches_total", CONSUMER, "Sum", outcome, outcome=outcome)
+          for outcome in ("ok", "failed")]),
+    Pane("timeseries", "On-failure queue",
+         "Descriptors of batches the mapping gave up on: visible now (Maximum) and arriving (Sum "
+         "of NumberOfMessagesSent per period).",
+         [Metric("AWS/SQS", "ApproximateNumberOfMessagesVisible", {"QueueName": FAILURE_QUEUE},
+                 "Maximum", "visible"),
+          Metric("AWS/SQS", "NumberOfMessagesSent", {"QueueName": FAILURE_QUEUE}, "Sum", "sent")],
+         thresholds=ANY_STEPS),
+    Pane("timeseries", "Quarantined records by reason",
+         "consumer_quarantined_total (EMF), one line per reason, Sum per 5 minutes: records set "
+         "aside under the lake's dead-letter/ prefix." + GAP_IS_ZERO,
+         [Search("consumer_quarantined_total", CONSUMER, "reason", "Sum")], stack=True),
+    Pane("timeseries", "Duplicates by scope",
+         "consumer_duplicates_total (EMF), Sum per period: events dropped within one batch, or "
+         "already stored inside the dedup window." + GAP_IS_ZERO,
+         [emf("consumer_duplicates_total", CONSUMER, "Sum", scope, scope=scope)
+          for scope in ("batch", "window")], stack=True),
+    Pane("timeseries", "Sink latency p99 by sink",
+         "consumer_sink_duration_seconds (EMF) p99 per sink: the PostgreSQL ledger, S3 lake "
+         "files, DynamoDB items.",
+         [emf("consumer_sink_duration_seconds", CONSUMER, "p99", sink, sink=sink)
+          for sink in ("postgres", "s3", "dynamodb")], unit="s"),
+    Pane("timeseries", "Producer events by outcome",
+         "producer_events_total (EMF), Sum per period: accepted (written to the stream), rejected "
+         "(failed validation), unaccepted (valid but not written; the client was told to retry)."
+         + GAP_IS_ZERO,
+         [emf("producer_events_total", PRODUCER, "Sum", outcome, outcome=outcome)
+          for outcome in ("accepted", "rejected", "unaccepted")], stack=True),
+    Pane("timeseries", "Producer responses by status",
+         "producer_requests_total (EMF), one line per HTTP status, Sum per 5 minutes.",
+         [Search("producer_requests_total", PRODUCER, "status", "Sum")], stack=True),
+    Pane("timeseries", "Lambda errors and throttles",
+         "AWS/Lambda Errors and Throttles of both functions, Sum per period. A batch the consumer "
+         "reports failed is not an error here (it answers with batchItemFailures): see Failed "
+         "batches.",
+         [lambda_metric(m, fn, "Sum", f"{who} {m.lower()}")
+          for m in ("Errors", "Throttles")
+          for who, fn in (("producer", PRODUCER_FN), ("consumer", CONSUMER_FN))],
+         thresholds=ANY_STEPS),
+    Pane("timeseries", "RDS CPU",
+         "AWS/RDS CPUUtilization of the PostgreSQL instance, Average and Maximum.",
+         [rds("CPUUtilization", "Average", "avg"), rds("CPUUtilization", "Maximum", "max")],
+         unit="percent", w=8),
+    Pane("timeseries", "RDS connections",
+         "AWS/RDS DatabaseConnections, Maximum: connections open on the instance (the consumers', "
+         "the compactor's, Grafana's; RDS Proxy's own when it is enabled).",
+         [rds("DatabaseConnections", "Maximum", "connections")], w=8),
+    Pane("timeseries", "RDS free storage",
+         "AWS/RDS FreeStorageSpace, Minimum.",
+         [rds("FreeStorageSpace", "Minimum", "free")], unit="bytes", w=8),
+]
+# CloudWatch widgets have no units, only an axis label.
+AXIS_LABELS = {"ms": "milliseconds", "s": "seconds", "percent": "percent", "bytes": "bytes"}
+
+
+def grafana_target(series) -> dict:
+    def value(v):
+        return f"${v.name}" if isinstance(v, Ref) else v
+
+    if isinstance(series, Search):
+        return {
+            "datasource": CW,
+            "queryMode": "Metrics",
+            "metricQueryType": 0,  # metric search
+            "metricEditorMode": 1,  # code: the expression as written
+            "region": "$region",
+            "id": "",
+            "expression": series.expression(),
+            "label": f"${{PROP('Dim.{series.by}')}}",
+        }
+    return cw(series.namespace, series.name, {k: value(v) for k, v in series.dims.items()},
+              series.stat, series.label)
+
+
+def pipeline_aws_cloudwatch(L: Layout) -> list[dict]:
+    """The pipeline on AWS in one pane: consumer lag, failed and quarantined batches,
+    duplicates, sink latency, producer outcomes, the on-failure queue and PostgreSQL, the
+    application's EMF metrics (namespace WebAnalytics) beside the AWS ones."""
+    for pane in AWS_PANES:
+        targets = [grafana_target(s) for s in pane.series]
+        if pane.kind == "stat":
+            panel = stat(pane.title, pane.description, targets, unit=pane.unit, thresholds=pane.thresholds,
+                         no_value=pane.no_value)
+        else:
+            panel = timeseries(pane.title, pane.description, targets, unit=pane.unit,
+                               thresholds=pane.thresholds, stack=pane.stack)
+        L.add(panel, w=pane.w, h=pane.h)
+    variables = [region_var()]
+    for name, (label, namespace, metric, key, suffix) in REFS.items():
+        # Written into the regex as is: letters, digits and hyphens mean themselves there.
+        assert re.fullmatch(r"[-a-z0-9]+", suffix), suffix
+        variables.append(dimension_var(name, label, namespace, metric, key, regex=f"/{suffix}$/"))
+    return variables
+
+
+def _tf_escape(text: str) -> str:
+    """Text that templatefile() renders back as itself."""
+    return text.replace("${", "$${").replace("%{", "%%{")
+
+
+def cloudwatch_dashboard_template() -> str:
+    """The CloudWatch dashboard body of AWS_PANES as a templatefile() template: `${region}` and
+    one variable per REFS entry, filled in by terraform/dashboards.tf."""
+
+    def value(v):
+        return f"${{{v.name}}}" if isinstance(v, Ref) else _tf_escape(v)
+
+    layout = Layout()
+    for pane in AWS_PANES:
+        layout.add({}, w=pane.w, h=pane.h)
+    header = 2
+    about = " ".join(pipeline_aws_cloudwatch.__doc__.split())
+    widgets = [{
+        "type": "text", "x": 0, "y": 0, "width": 24, "height": header,
+        "properties": {"markdown": _tf_escape(
+            f"## Pipeline on AWS\n{about} The panels' descriptions are in the Grafana dashboard "
+            f"\"{DASHBOARDS[AWS_DASHBOARD][1]}\"; both are generated by grafana/tools/build_dashboards.py.")},
+    }]
+    for pane, placed in zip(AWS_PANES, layout.panels):
+        metrics = []
+        for i, s in enumerate(pane.series, 1):
+            if isinstance(s, Search):
+                metrics.append([{"expression": _tf_escape(s.expression()), "id": f"e{i}", "period": s.period}])
+            else:
+                dims = [part for k, v in s.dims.items() for part in (k, value(v))]
+                metrics.append([s.namespace, s.name, *dims, {"stat": s.stat, "label": _tf_escape(s.label)}])
+        props = {
+            "title": _tf_escape(pane.title),
+            "region": "${region}",
+            "metrics": metrics,
+            "view": "singleValue" if pane.kind == "stat" else "timeSeries",
+            "stacked": pane.stack,
+            # Stats show the last 5 minutes; lines one point a minute, the EMF flush granularity.
+            "period": 300 if pane.kind == "stat" else 60,
+        }
+        if pane.kind == "stat":
+            props["sparkline"] = True
+        else:
+            props["yAxis"] = {"left": {"min": 0, "showUnits": False, "label": AXIS_LABELS.get(pane.unit, "")}}
+        red = [v for color, v in pane.thresholds or [] if color == "red"]
+        if red:
+            props["annotations"] = {"horizontal": [{"value": red[0], "color": "#d62728"}]}
+        g = placed["gridPos"]
+        widgets.append({"type": "metric", "x": g["x"], "y": g["y"] + header, "width": g["w"],
+                        "height": g["h"], "properties": props})
+    body = {"start": "-PT3H", "periodOverride": "inherit", "widgets": widgets}
+    return json.dumps(body, indent=2) + "\n"
+
+
+# --------------------------------------------------------------------------------------------
 # Logs (Loki)
 # --------------------------------------------------------------------------------------------
 
@@ -792,6 +1095,8 @@ def site_analytics(L: Layout) -> list[dict]:
     return variables
 
 
+AWS_DASHBOARD = "pipeline-aws-cloudwatch.json"
+
 # file name -> (builder, title, refresh interval, start of the time range). The dashboard's uid is
 # the file name without ".json", its description the builder's docstring, its panels what the
 # builder adds to the Layout it is given, its template variables what the builder returns.
@@ -800,6 +1105,7 @@ DASHBOARDS = {
     "stream-lag-prometheus.json": (stream_lag_prometheus, "Stream lag (Prometheus)", "10s", "now-30m"),
     "pipeline-cloudwatch.json": (pipeline_cloudwatch, "Pipeline (CloudWatch)", "1m", "now-3h"),
     "pipeline-prometheus.json": (pipeline_prometheus, "Pipeline (Prometheus)", "10s", "now-30m"),
+    "pipeline-aws-cloudwatch.json": (pipeline_aws_cloudwatch, "Pipeline on AWS (CloudWatch)", "1m", "now-3h"),
     "logs-loki.json": (logs_loki, "Logs (Loki)", "30s", "now-1h"),
     "site-analytics.json": (site_analytics, "Site analytics", "5m", "now-7d"),
 }
@@ -818,13 +1124,19 @@ def render_all() -> dict[str, str]:
     return {name: json.dumps(render(name), indent=2) + "\n" for name in DASHBOARDS}
 
 
+def render_terraform() -> dict[Path, str]:
+    """Generated files outside grafana/dashboards/: the CloudWatch dashboard's template."""
+    return {CLOUDWATCH_TEMPLATE: cloudwatch_dashboard_template()}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="only report out-of-date files")
     args = parser.parse_args()
     stale = []
-    for name, text in render_all().items():
-        path = OUT_DIR / name
+    outputs = {OUT_DIR / name: text for name, text in render_all().items()} | render_terraform()
+    for path, text in outputs.items():
+        name = str(path.relative_to(REPO_ROOT))
         current = path.read_text() if path.exists() else None
         if current == text:
             continue
