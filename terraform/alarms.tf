@@ -378,8 +378,6 @@ resource "aws_cloudwatch_metric_alarm" "producer_unaccepted_ratio" {
 }
 
 # --- PostgreSQL (RDS) ---------------------------------------------------------------------
-# RDS publishes these every minute while the instance runs, whatever the traffic: missing data
-# means the instance is stopped, failed or gone, so all three treat it as breaching.
 
 resource "aws_cloudwatch_metric_alarm" "rds_cpu" {
   alarm_name          = "${var.name}-rds-cpu"
@@ -392,9 +390,11 @@ resource "aws_cloudwatch_metric_alarm" "rds_cpu" {
   evaluation_periods  = 3
   threshold           = var.rds_cpu_alarm_percent
   comparison_operator = "GreaterThanThreshold"
-  treat_missing_data  = "breaching"
-  alarm_actions       = local.alarm_actions
-  ok_actions          = local.alarm_actions
+  # Breaching: RDS publishes CPUUtilization every minute while the instance runs, whatever the
+  # traffic; missing means it is stopped, failed or gone.
+  treat_missing_data = "breaching"
+  alarm_actions      = local.alarm_actions
+  ok_actions         = local.alarm_actions
 }
 
 resource "aws_cloudwatch_metric_alarm" "rds_free_storage" {
@@ -408,9 +408,10 @@ resource "aws_cloudwatch_metric_alarm" "rds_free_storage" {
   evaluation_periods  = 1
   threshold           = local.rds_free_storage_alarm_bytes
   comparison_operator = "LessThanThreshold"
-  treat_missing_data  = "breaching"
-  alarm_actions       = local.alarm_actions
-  ok_actions          = local.alarm_actions
+  # Breaching: published every minute while the instance runs; missing means it is not running.
+  treat_missing_data = "breaching"
+  alarm_actions      = local.alarm_actions
+  ok_actions         = local.alarm_actions
 }
 
 resource "aws_cloudwatch_metric_alarm" "rds_connections" {
@@ -424,9 +425,11 @@ resource "aws_cloudwatch_metric_alarm" "rds_connections" {
   evaluation_periods  = 2
   threshold           = var.rds_connections_alarm_threshold
   comparison_operator = "GreaterThanThreshold"
-  treat_missing_data  = "breaching"
-  alarm_actions       = local.alarm_actions
-  ok_actions          = local.alarm_actions
+  # Breaching: published every minute (0 included) while the instance runs; missing means it is
+  # not running.
+  treat_missing_data = "breaching"
+  alarm_actions      = local.alarm_actions
+  ok_actions         = local.alarm_actions
 }
 
 # --- Cost -----------------------------------------------------------------------------------
