@@ -1,5 +1,5 @@
 # Alarms and the monthly budget -> one encrypted SNS topic (optionally mailed to var.alarm_email).
-# terraform/README.md, "Runbook", says what each alarm means and what to do about it.
+# terraform/README.md, "Alarms and runbook", says what each alarm means and what to do about it.
 #
 # treat_missing_data is chosen per alarm, and each says why. The rule: a metric that exists only
 # when something goes wrong (an EMF error counter is written only when it is non-zero, because

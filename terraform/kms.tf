@@ -37,9 +37,9 @@ resource "aws_kms_key" "main" {
           }
         }
       },
-      # SNS encrypts a message with the key of whoever publishes it, so the two services that
-      # publish to the alarm topic as themselves need the key too; the encryption context SNS
-      # sets limits both grants to messages for that one topic.
+      # SNS asks KMS for the topic's data key with the publisher's permissions, so the two
+      # services that publish to the alarm topic as themselves need the key too; the encryption
+      # context SNS sets limits both grants to messages for that one topic.
       {
         Sid       = "CloudWatchAlarmsPublishToEncryptedTopic"
         Effect    = "Allow"
