@@ -184,7 +184,7 @@ resource "aws_lambda_permission" "events_invoke_compactor" {
 
 resource "aws_cloudwatch_metric_alarm" "compactor_errors" {
   alarm_name          = "${var.name}-compactor-errors"
-  alarm_description   = "The lake compactor failed (one or more hour partitions not compacted; the next run retries them)."
+  alarm_description   = "The lake compactor failed, or did not run, in the last hour (hour partitions left uncompacted; the next run retries them)."
   namespace           = "AWS/Lambda"
   metric_name         = "Errors"
   dimensions          = { FunctionName = aws_lambda_function.compactor.function_name }
@@ -193,9 +193,12 @@ resource "aws_cloudwatch_metric_alarm" "compactor_errors" {
   evaluation_periods  = 1
   threshold           = 1
   comparison_operator = "GreaterThanOrEqualToThreshold"
-  treat_missing_data  = "notBreaching"
-  alarm_actions       = local.alarm_actions
-  ok_actions          = local.alarm_actions
+  # Breaching: the hourly rule invokes the compactor whatever the traffic, and Lambda reports
+  # Errors (0 on success) for every invocation, so hours without a datapoint mean it did not run
+  # (rule disabled, function deleted or unable to start).
+  treat_missing_data = "breaching"
+  alarm_actions      = local.alarm_actions
+  ok_actions         = local.alarm_actions
 }
 
 # --- Dead-letter table ------------------------------------------------------------

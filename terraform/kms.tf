@@ -1,8 +1,8 @@
 # One customer-managed key encrypts the stream, lake, table, queue, topic, logs, RDS storage,
 # its managed secret and Performance Insights. IAM policies (lambda.tf, observability.tf, rds.tf)
 # grant each role only the kms actions it needs on this key; the key policy delegates to IAM
-# and lets the two services that call KMS as themselves (CloudWatch Logs, CloudWatch alarms
-# publishing to the encrypted SNS topic) use it.
+# and lets the services that call KMS as themselves (CloudWatch Logs; CloudWatch alarms and AWS
+# Budgets publishing to the encrypted SNS topic) use it.
 
 resource "aws_kms_key" "main" {
   description             = "${var.name}: analytics pipeline data at rest"
@@ -37,12 +37,28 @@ resource "aws_kms_key" "main" {
           }
         }
       },
+      # SNS asks KMS for the topic's data key with the publisher's permissions, so the two
+      # services that publish to the alarm topic as themselves need the key too; the encryption
+      # context SNS sets limits both grants to messages for that one topic.
       {
         Sid       = "CloudWatchAlarmsPublishToEncryptedTopic"
         Effect    = "Allow"
         Principal = { Service = "cloudwatch.amazonaws.com" }
         Action    = ["kms:Decrypt", "kms:GenerateDataKey*"]
         Resource  = "*"
+        Condition = {
+          StringEquals = { "kms:EncryptionContext:aws:sns:topicArn" = local.alarm_topic_arn }
+        }
+      },
+      {
+        Sid       = "BudgetsPublishToEncryptedTopic"
+        Effect    = "Allow"
+        Principal = { Service = "budgets.amazonaws.com" }
+        Action    = ["kms:Decrypt", "kms:GenerateDataKey*"]
+        Resource  = "*"
+        Condition = {
+          StringEquals = { "kms:EncryptionContext:aws:sns:topicArn" = local.alarm_topic_arn }
+        }
       },
     ]
   })

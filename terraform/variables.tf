@@ -682,10 +682,78 @@ variable "lambda_errors_threshold" {
   default     = 1
 }
 
-variable "api_5xx_threshold" {
-  description = "Alarm when the API returns at least this many 5xx responses in 5 minutes."
+# --- Alarms: ratios, PostgreSQL, budget (issue #22) ----------------------------
+
+variable "alarm_on_missing_traffic" {
+  description = "Treat missing consumer IteratorAge (no batch reached the consumer) as breaching: right for a pipeline that always has traffic, where silence means the producer, stream or mapping stopped. Set false for stacks without steady traffic (dev, staging), where the alarm would otherwise sit in ALARM while idle."
+  type        = bool
+  default     = true
+}
+
+variable "api_5xx_ratio_threshold_percent" {
+  description = "Alarm when more than this percentage of API requests is answered 5xx in each of two 5-minute periods."
   type        = number
-  default     = 5
+  default     = 1
+
+  validation {
+    condition     = var.api_5xx_ratio_threshold_percent > 0 && var.api_5xx_ratio_threshold_percent < 100
+    error_message = "api_5xx_ratio_threshold_percent must be above 0 and below 100."
+  }
+}
+
+variable "producer_unaccepted_ratio_threshold_percent" {
+  description = "Alarm when the producer cannot put more than this percentage of valid events on the stream (throttled or unavailable) in each of two 5-minute periods."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = var.producer_unaccepted_ratio_threshold_percent > 0 && var.producer_unaccepted_ratio_threshold_percent < 100
+    error_message = "producer_unaccepted_ratio_threshold_percent must be above 0 and below 100."
+  }
+}
+
+variable "quarantine_ratio_threshold_percent" {
+  description = "Alarm when the consumer quarantines more than this percentage of the events it decodes in 5 minutes."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = var.quarantine_ratio_threshold_percent > 0 && var.quarantine_ratio_threshold_percent < 100
+    error_message = "quarantine_ratio_threshold_percent must be above 0 and below 100."
+  }
+}
+
+variable "rds_cpu_alarm_percent" {
+  description = "Alarm when PostgreSQL's average CPU stays above this percentage for 15 minutes."
+  type        = number
+  default     = 80
+
+  validation {
+    condition     = var.rds_cpu_alarm_percent > 0 && var.rds_cpu_alarm_percent < 100
+    error_message = "rds_cpu_alarm_percent must be above 0 and below 100."
+  }
+}
+
+variable "rds_connections_alarm_threshold" {
+  description = "Alarm when PostgreSQL holds more connections than this for 10 minutes. Set it to about 80% of the instance's max_connections (`SHOW max_connections`; RDS's default is DBInstanceClassMemory / 9531392, under 112 on the 1 GiB db.t4g.micro). The consumer opens up to 2 per concurrent instance (40 at consumer_reserved_concurrency = 20), the compactor 2."
+  type        = number
+  default     = 60
+
+  validation {
+    condition     = var.rds_connections_alarm_threshold >= 1
+    error_message = "rds_connections_alarm_threshold must be at least 1."
+  }
+}
+
+variable "monthly_budget_usd" {
+  description = "AWS Budgets monthly cost limit for the account, in USD: the alarm topic is notified at 80% and 100% of actual spend and when the month's forecast exceeds it. The default leaves room above the stack's idle cost (README, \"Cost\")."
+  type        = number
+  default     = 200
+
+  validation {
+    condition     = var.monthly_budget_usd > 0
+    error_message = "monthly_budget_usd must be above 0."
+  }
 }
 
 # --- Protection (issue #22) -----------------------------------------------------

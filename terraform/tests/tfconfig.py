@@ -78,6 +78,22 @@ class Config:
         assert variable in self.variables, f"missing variable {variable}"
         return attr(self.variables[variable], "default")
 
+    def resolve(self, value: Any) -> Any:
+        """`value` with every `${local.x}` whose local is a literal string replaced by that string
+        (recursively through dicts and lists); other expressions are left as they are."""
+        if isinstance(value, dict):
+            return {k: self.resolve(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.resolve(v) for v in value]
+        if not isinstance(value, str):
+            return value
+
+        def literal(m: re.Match) -> str:
+            local = self.locals.get(m.group(1))
+            return local if isinstance(local, str) and "${" not in local else m.group(0)
+
+        return re.sub(r"\$\{local\.([A-Za-z_][A-Za-z0-9_]*)\}", literal, value)
+
     def all_text(self) -> str:
         return "\n".join(self.files.values())
 
