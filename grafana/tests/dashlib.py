@@ -1,4 +1,5 @@
-"""Helpers shared by the dashboard tests and query_all_panels.py (standard library only)."""
+"""Helpers shared by the dashboard tests, query_all_panels.py and terraform/tests/test_alarms.py
+(which reads the alarms into the same MetricUse, SEARCH() parsing included). Standard library only."""
 
 from __future__ import annotations
 

@@ -15,11 +15,16 @@ names, and derives from them what each exporter publishes:
   that whole set.
 
 Code that never runs on Lambda (LOCAL_ONLY) emits Prometheus metrics only.
+
+`problems()` holds the readers of those metrics to them: the Grafana dashboards and the
+CloudWatch dashboard body (grafana/tests/test_metric_names.py) and the Terraform alarms
+(terraform/tests/test_alarms.py), so that every reader is checked by the same rules.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -397,4 +402,43 @@ def emf_series() -> dict[EmfSeries, EmfValues]:
         for key, values in known.items():
             current = entry.values[key]
             entry.values[key] = None if current is None or values is None else current | values
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Readers held to what is emitted
+# --------------------------------------------------------------------------------------------
+
+
+def problems(uses: Iterable) -> list[str]:
+    """Why each of `uses` reads nothing the code emits (empty when every one matches).
+
+    A use is a dashlib.MetricUse: `where`, `namespace`, `name`, `dimensions` (dimension -> value,
+    None for a value chosen at deploy or view time) and `exact` (False where only some dimensions
+    are named). Its namespace must be AWS's own (`AWS/...`) or EMF_NAMESPACE, since a misspelt
+    one reads nothing and no other check notices; in EMF_NAMESPACE the name, the whole dimension
+    set and every fixed value must be ones the Lambda binaries emit."""
+    namespace, emitted = emf_namespace(), emf_series()
+    out = []
+    for use in uses:
+        if use.namespace != namespace:
+            if not str(use.namespace).startswith("AWS/"):
+                out.append(f"{use.where}: namespace {use.namespace!r} is neither AWS/... nor {namespace!r}")
+            continue
+        sets = {s.dimensions: v for s, v in emitted.items() if s.name == use.name}
+        if not sets:
+            out.append(f"{use.where}: {use.name!r} is not a metric the Lambda binaries emit in EMF")
+            continue
+        dims = use.dimensions
+        matching = [v for d, v in sets.items() if (d == set(dims) if use.exact else set(dims) <= d)]
+        if not matching:
+            out.append(f"{use.where}: {use.name} has dimensions {sorted(map(sorted, sets))}, not {sorted(dims)}")
+            continue
+        for key, value in dims.items():
+            if value is None:
+                continue
+            allowed = [v.values[key] for v in matching]
+            if all(a is not None and value not in a for a in allowed):
+                known = sorted(set().union(*(a for a in allowed if a)))
+                out.append(f"{use.where}: {use.name} {key}={value!r} is never emitted (the code sets {known})")
     return out

@@ -1,70 +1,45 @@
-"""The application-metric alarms watch series the binaries really emit.
+"""The alarms watch series that exist, and each says why it treats missing data as it does.
 
 An EMF metric exists in CloudWatch only under its exact dimension set: `function` (the name the
 binary passes to MetricsExport::for_process) plus one dimension per label of the
-`metrics::counter!/histogram!/gauge!` call (the metrics_cloudwatch_embedded recorder turns labels
-into dimensions). An alarm naming a metric, a dimension or a value the code does not produce
-watches nothing and never fires, so these tests read the registrations from the Rust sources
-rather than from a list kept here.
+`metrics::counter!/histogram!/gauge!` call. An alarm naming a metric, a dimension or a value the
+code does not produce watches nothing and never fires. The registrations are read from the Rust
+sources by grafana/tests/emitted_metrics.py, and every alarm is held to them by the same
+emitted_metrics.problems() that checks the dashboards, rather than by a list kept here.
 """
 
 from __future__ import annotations
 
 import re
+import sys
+
 import pytest
 
-from tfconfig import REPO_ROOT, attr, blocks
+from tfconfig import REPO_ROOT, Config, attr, blocks, hcl2
 
-# Crates whose binaries run on Lambda with EMF, and the source of their `function` dimension.
-EMF_CRATES = {"producer-api": "producer-api/src", "stream-consumer": "stream-consumer/src"}
-
-MACRO = re.compile(
-    r'metrics::(?P<kind>counter|histogram|gauge)!\(\s*"(?P<name>[a-z0-9_]+)"(?P<labels>(?:\s*,\s*"[a-z_]+"\s*=>\s*[^,)]+(?:\([^)]*\))?)*)\s*\)',
-    re.S,
-)
-LABEL = re.compile(r'"(?P<key>[a-z_]+)"\s*=>\s*(?P<value>"[^"]*"|[^,)]+(?:\([^)]*\))?)')
+sys.path.insert(0, str(REPO_ROOT / "grafana" / "tests"))
+import emitted_metrics as em  # noqa: E402  (grafana/tests: the parser of the code's metric registrations)
+from dashlib import MetricUse, search_uses  # noqa: E402
 
 
-def emf_namespace() -> str:
-    kit = (REPO_ROOT / "service-kit/src/telemetry.rs").read_text()
-    return re.search(r'pub const EMF_NAMESPACE: &str = "([^"]+)"', kit).group(1)
+def _value(tf: Config, value) -> str:
+    """A namespace or dimension value as the alarm will carry it: a literal, or a local or a
+    variable default that is one. Anything else stays as the expression it is, so a value that
+    cannot be read here fails the check instead of passing as "chosen at deploy time"."""
+    value = tf.resolve(value)
+    var = re.fullmatch(r"\$\{var\.([A-Za-z0-9_]+)\}", str(value))
+    if var and var.group(1) in tf.variables and isinstance(tf.default(var.group(1)), str):
+        return tf.default(var.group(1))
+    return str(value)
 
 
-def function_name(crate_src: str) -> str:
-    main = (REPO_ROOT / crate_src / "main.rs").read_text()
-    return re.search(r'MetricsExport::for_process\(\s*"([^"]+)"', main).group(1)
+def _dims(tf: Config, value) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((k, _value(tf, v)) for k, v in (value or {}).items()))
 
 
-def label_values(value: str, text: str) -> set[str]:
-    """A label value's possible literals: the literal itself, the items of a `for x in [...]`
-    loop over literals when it is that loop's variable, else "*" (computed at run time)."""
-    if value.startswith('"'):
-        return {value.strip('"')}
-    loop = re.search(rf"for {re.escape(value)} in \[([^\]]*)\]", text)
-    if re.fullmatch(r"[a-z_]+", value) and loop and re.fullmatch(r'(\s*"[^"]*"\s*,?)+', loop.group(1)):
-        return set(re.findall(r'"([^"]*)"', loop.group(1)))
-    return {"*"}
-
-
-def registrations() -> dict[tuple[str, str], dict[frozenset, dict[str, set]]]:
-    """(function, metric) -> label-key set -> label key -> literal values seen ("*" if computed)."""
-    found: dict[tuple[str, str], dict[frozenset, dict[str, set]]] = {}
-    for src in EMF_CRATES.values():
-        function = function_name(src)
-        for path in sorted((REPO_ROOT / src).rglob("*.rs")):
-            text = path.read_text()
-            for m in MACRO.finditer(text):
-                labels = {lm["key"]: lm["value"].strip() for lm in LABEL.finditer(m["labels"])}
-                by_keys = found.setdefault((function, m["name"]), {})
-                values = by_keys.setdefault(frozenset(labels), {k: set() for k in labels})
-                for key, value in labels.items():
-                    values[key] |= label_values(value, text)
-    return found
-
-
-def for_each_values(tf, expression: str) -> list[str]:
-    """The values a dynamic block iterates: a local list, or a literal toset([...])/[...]."""
-    local = re.fullmatch(r"\$\{local\.([a-z_]+)\}", expression)
+def _for_each_values(tf: Config, expression: str) -> list[str]:
+    """The values a dynamic block iterates: a local list, or a literal toset([...]) / [...]."""
+    local = re.fullmatch(r"\$\{local\.([A-Za-z0-9_]+)\}", expression)
     if local:
         return list(tf.locals[local.group(1)])
     values = re.findall(r"""["']([^"']+)["']""", expression)
@@ -72,93 +47,160 @@ def for_each_values(tf, expression: str) -> list[str]:
     return values
 
 
-def alarm_metrics(tf, alarm: dict) -> list[tuple[str, str, dict]]:
-    """(namespace, metric name, dimensions) of every metric an alarm reads, locals resolved."""
-    out = []
-    if attr(alarm, "metric_name"):
-        out.append((attr(alarm, "namespace"), attr(alarm, "metric_name"), attr(alarm, "dimensions")))
+def _substitute(body, old: str, new: str):
+    """`body` (a parsed block) with `old` replaced by `new` in every string."""
+    if isinstance(body, dict):
+        return {k: _substitute(v, old, new) for k, v in body.items()}
+    if isinstance(body, list):
+        return [_substitute(v, old, new) for v in body]
+    return body.replace(old, new) if isinstance(body, str) else body
+
+
+def _query_uses(tf: Config, query: dict, where: str) -> list[MetricUse]:
+    uses = []
+    if attr(query, "expression"):
+        uses += search_uses(str(attr(query, "expression")), where)
+    for metric in blocks(query, "metric"):
+        uses.append(MetricUse(where, _value(tf, attr(metric, "namespace")), attr(metric, "metric_name"),
+                              _dims(tf, attr(metric, "dimensions"))))
+    return uses
+
+
+def alarm_uses(tf: Config, name: str, alarm: dict) -> list[MetricUse]:
+    """Every metric one alarm reads: its own metric_name, the metrics of its metric_query blocks
+    (a dynamic one once per for_each value) and the SEARCH()es of their expressions."""
+    where = f"aws_cloudwatch_metric_alarm.{name}"
+    uses = []
+    if attr(alarm, "metric_name") is not None:
+        uses.append(MetricUse(where, _value(tf, attr(alarm, "namespace")), attr(alarm, "metric_name"),
+                              _dims(tf, attr(alarm, "dimensions"))))
     for query in blocks(alarm, "metric_query"):
-        for metric in blocks(query, "metric"):
-            out.append((attr(metric, "namespace"), attr(metric, "metric_name"), attr(metric, "dimensions")))
+        uses += _query_uses(tf, query, f"{where} {attr(query, 'id')}")
     for dynamic in blocks(alarm, "dynamic"):
         if "metric_query" not in dynamic:
             continue
         body = dynamic["metric_query"]
-        content = blocks(body, "content")[0]
-        for value in for_each_values(tf, attr(body, "for_each")):
-            for metric in blocks(content, "metric"):
-                dims = {k: v.replace("${metric_query.value}", value) for k, v in attr(metric, "dimensions").items()}
-                out.append((attr(metric, "namespace"), attr(metric, "metric_name"), dims))
-    return [(tf.resolve(ns), name, tf.resolve(dims or {})) for ns, name, dims in out]
+        for value in _for_each_values(tf, attr(body, "for_each")):
+            for content in blocks(body, "content"):
+                query = _substitute(content, "${metric_query.value}", value)
+                uses += _query_uses(tf, query, f"{where} dynamic metric_query {value!r}")
+    return uses
 
 
-def emf_alarm_metrics(tf) -> list[tuple[str, str, dict]]:
-    namespace = emf_namespace()
-    return [
-        (alarm_name, metric, dims)
-        for alarm_name, alarm in tf.resources["aws_cloudwatch_metric_alarm"].items()
-        for ns, metric, dims in alarm_metrics(tf, alarm)
-        if ns == namespace
-    ]
+def all_alarm_uses(tf: Config) -> list[MetricUse]:
+    return [u for name, alarm in tf.resources["aws_cloudwatch_metric_alarm"].items() for u in alarm_uses(tf, name, alarm)]
 
 
-def test_the_code_registers_metrics_at_all():
-    """Guards the parser: if the macro syntax changes, the checks below must not pass vacuously."""
-    found = registrations()
-    assert ("stream-consumer", "consumer_quarantined_total") in found
-    assert ("producer-api", "producer_events_total") in found
-    assert found[("stream-consumer", "consumer_batches_total")][frozenset({"outcome"})]["outcome"] == {"ok", "failed"}
-    assert "*" in found[("stream-consumer", "consumer_quarantined_total")][frozenset({"reason"})]["reason"]
+SAMPLE_TF = r'''
+variable "namespace" {
+  default = "WebAnalytics"
+}
+
+locals {
+  emf_namespace = "WebAnalytics"
+  reasons       = ["r1", "r2"]
+}
+
+resource "aws_cloudwatch_metric_alarm" "plain" {
+  namespace   = var.namespace
+  metric_name = "plain_total"
+  dimensions  = { function = "f", outcome = "failed" }
+}
+
+resource "aws_cloudwatch_metric_alarm" "math" {
+  dynamic "metric_query" {
+    for_each = local.reasons
+    content {
+      id = "q${metric_query.key}"
+      metric {
+        namespace   = local.emf_namespace
+        metric_name = "by_reason_total"
+        dimensions  = { function = "f", reason = metric_query.value }
+      }
+    }
+  }
+  dynamic "metric_query" {
+    for_each = toset(["a", "b"])
+    content {
+      id = metric_query.value
+      metric {
+        namespace   = "AWS/Lambda"
+        metric_name = "Errors"
+        dimensions  = { FunctionName = metric_query.value }
+      }
+    }
+  }
+  metric_query {
+    id         = "s"
+    expression = "SUM(SEARCH('{WebAnalytics,function,sink} MetricName=\"searched_seconds\" function=\"f\"', 'Sum', 300))"
+  }
+  metric_query {
+    id = "unread"
+    metric {
+      namespace   = local.emf_namespace
+      metric_name = "unread_total"
+      dimensions  = { function = aws_lambda_function.x.function_name }
+    }
+  }
+}
+'''
 
 
-def test_application_alarms_use_the_emf_namespace(tf):
-    """Every alarm on an application metric reads it from EMF_NAMESPACE, not a typo of it."""
-    app_metric = re.compile(r"^(producer|consumer)_")
-    for alarm_name, alarm in tf.resources["aws_cloudwatch_metric_alarm"].items():
-        for ns, metric, _ in alarm_metrics(tf, alarm):
-            if app_metric.match(metric or ""):
-                assert ns == emf_namespace(), f"{alarm_name}: {metric} read from {ns}"
-    with_emf = {alarm_name for alarm_name, _, _ in emf_alarm_metrics(tf)}
-    assert {"consumer_batches_failed", "consumer_quarantine_ratio", "producer_unaccepted_ratio"} <= with_emf, with_emf
+def test_alarm_reader_reads_every_form(tmp_path):
+    """Plain alarms, metric_query blocks, dynamic ones over a local list and over toset([...]),
+    SEARCH()es, locals and variable defaults; an expression it cannot evaluate stays visible."""
+    if hcl2 is None:
+        pytest.skip("hcl2 parser not installed: pip install --require-hashes -r scripts/requirements/terraform.txt")
+    (tmp_path / "alarms.tf").write_text(SAMPLE_TF)
+    tf = Config(tmp_path)
+    got = sorted((u.namespace, u.name, u.dims) for u in all_alarm_uses(tf))
+    assert got == sorted([
+        ("WebAnalytics", "plain_total", (("function", "f"), ("outcome", "failed"))),
+        ("WebAnalytics", "by_reason_total", (("function", "f"), ("reason", "r1"))),
+        ("WebAnalytics", "by_reason_total", (("function", "f"), ("reason", "r2"))),
+        ("AWS/Lambda", "Errors", (("FunctionName", "a"),)),
+        ("AWS/Lambda", "Errors", (("FunctionName", "b"),)),
+        ("WebAnalytics", "searched_seconds", (("function", "f"), ("sink", None))),
+        ("WebAnalytics", "unread_total", (("function", "${aws_lambda_function.x.function_name}"),)),
+    ])
 
 
-def test_every_emf_alarm_metric_is_emitted_with_that_dimension_set(tf):
-    found = registrations()
-    for alarm_name, metric, dims in emf_alarm_metrics(tf):
-        function = dims.get("function")
-        assert function in {function_name(src) for src in EMF_CRATES.values()}, f"{alarm_name}: function={function!r}"
-        assert (function, metric) in found, f"{alarm_name}: {function} never emits {metric}"
-        labels = frozenset(dims) - {"function"}
-        variants = found[(function, metric)]
-        assert labels in variants, (
-            f"{alarm_name}: {metric} is emitted with labels {sorted(map(sorted, variants))}, "
-            f"the alarm asks for {sorted(labels)}: that series does not exist"
-        )
-        for key in labels:
-            literal = variants[labels][key] - {"*"}
-            if "*" not in variants[labels][key]:
-                assert dims[key] in literal, f"{alarm_name}: {metric}{{{key}={dims[key]!r}}} is never emitted ({sorted(literal)})"
+def test_alarms_cover_lag_errors_failures_and_5xx(tf):
+    """The reader sees this stack's alarms, so the check below cannot pass on an empty list."""
+    uses = all_alarm_uses(tf)
+    names = {u.name for u in uses}
+    assert {"IteratorAge", "Errors", "ApproximateNumberOfMessagesVisible", "5XXError", "5xx", "CPUUtilization"} <= names
+    emf = {u.where.split()[0] for u in uses if u.namespace == em.emf_namespace()}
+    assert {f"aws_cloudwatch_metric_alarm.{n}" for n in
+            ("consumer_batches_failed", "consumer_quarantine_ratio", "producer_unaccepted_ratio")} <= emf, emf
+
+
+def test_every_alarm_metric_is_emitted_with_that_dimension_set(tf):
+    """Names, exact dimension sets (the `function` name included) and label values, by the same
+    check as the dashboards; namespaces are AWS's own or the EMF one."""
+    errors = em.problems(all_alarm_uses(tf))
+    assert not errors, "\n".join(errors)
 
 
 def test_quarantine_alarm_covers_every_reason_the_lambda_handler_reports(tf):
-    """`reason` is computed (the decoder's reason_code), so its values come from the registered
-    list: all of QUARANTINE_REASONS except batch_failed, which only the local runner reports."""
-    telemetry = (REPO_ROOT / "stream-consumer/src/telemetry.rs").read_text()
-    block = re.search(r"QUARANTINE_REASONS: \[&str; \d+\] = \[(.*?)\];", telemetry, re.S).group(1)
-    code_reasons = re.findall(r'"([a-z0-9_]+)"', block)
-    assert "batch_failed" in code_reasons
+    """`reason` is computed (the decoder's reason_code), so the check above cannot pin its values:
+    the alarm needs one query per reason the code registers, except batch_failed, which only the
+    local runner reports."""
+    reasons = set()
+    for r in em.registrations():
+        if r.name == "consumer_quarantined_total":
+            reasons |= set().union(*(v for k, v in r.labels if k == "reason" and v))
+    assert "batch_failed" in reasons and len(reasons) > 1, reasons
     callers = [
         p.relative_to(REPO_ROOT).as_posix()
         for p in (REPO_ROOT / "stream-consumer/src").rglob("*.rs")
         if re.search(r"\.dead_letter_batch\(", p.read_text())
     ]
-    assert callers == ["stream-consumer/src/runner.rs"], f"batch_failed is reported from {callers}: alarm on it too"
-    alarm_reasons = [
-        dims["reason"]
-        for alarm_name, metric, dims in emf_alarm_metrics(tf)
-        if alarm_name == "consumer_quarantine_ratio" and metric == "consumer_quarantined_total"
-    ]
-    assert sorted(alarm_reasons) == sorted(r for r in code_reasons if r != "batch_failed")
+    assert callers and set(callers) <= em.LOCAL_ONLY, f"batch_failed is reported from {callers}: alarm on it too"
+    alarm = tf.resource("aws_cloudwatch_metric_alarm", "consumer_quarantine_ratio")
+    alarm_reasons = [u.dimensions["reason"] for u in alarm_uses(tf, "consumer_quarantine_ratio", alarm)
+                     if u.name == "consumer_quarantined_total"]
+    assert sorted(alarm_reasons) == sorted(reasons - {"batch_failed"})
 
 
 @pytest.mark.parametrize("alarm_name", ["consumer_quarantine_ratio", "producer_unaccepted_ratio", "api_5xx_rest", "api_5xx_http"])
@@ -166,7 +208,7 @@ def test_metric_math_alarms_fit_cloudwatch_limits(tf, alarm_name):
     """At most 10 metrics per metric-math alarm (a hard CloudWatch limit) and exactly one
     returned expression."""
     alarm = tf.resource("aws_cloudwatch_metric_alarm", alarm_name)
-    assert len(alarm_metrics(tf, alarm)) <= 10
+    assert 0 < len(alarm_uses(tf, alarm_name, alarm)) <= 10
     returned = [attr(q, "id") for q in blocks(alarm, "metric_query") if attr(q, "return_data") is True]
     assert returned == ["ratio"], returned
     assert attr(alarm, "metric_name") is None and attr(alarm, "statistic") is None
@@ -175,8 +217,8 @@ def test_metric_math_alarms_fit_cloudwatch_limits(tf, alarm_name):
 def test_every_alarm_says_why_it_treats_missing_data_as_it_does(tf):
     """Each treat_missing_data has its reason in the comment right above it."""
     seen = 0
-    for path in (REPO_ROOT / "terraform/alarms.tf", REPO_ROOT / "terraform/compactor.tf"):
-        lines = path.read_text().splitlines()
+    for file, text in tf.files.items():
+        lines = text.splitlines()
         for i, line in enumerate(lines):
             if re.match(r"\s*treat_missing_data\s*=", line):
                 seen += 1
@@ -185,8 +227,8 @@ def test_every_alarm_says_why_it_treats_missing_data_as_it_does(tf):
                     if not above.strip().startswith("#"):
                         break
                     comment.append(above)
-                text = " ".join(comment)
-                assert re.search(r"\b(breaching|notBreaching)\b", text, re.I) and len(text) > 60, f"{path.name}:{i + 1}: no reason given"
+                why = " ".join(comment)
+                assert re.search(r"\b(breaching|notBreaching)\b", why, re.I) and len(why) > 60, f"{file}:{i + 1}: no reason given"
     assert seen == sum(1 for _ in tf.resources["aws_cloudwatch_metric_alarm"]), "an alarm without treat_missing_data"
     for alarm_name, alarm in tf.resources["aws_cloudwatch_metric_alarm"].items():
         assert attr(alarm, "treat_missing_data") in {"breaching", "notBreaching", "${local.traffic_missing_data}"}, alarm_name
