@@ -353,13 +353,22 @@ variable "consumer_max_retry_attempts" {
 }
 
 variable "consumer_max_record_age_seconds" {
-  description = "Records older than this are sent to the on-failure queue instead of processed (-1 or 60-604800)."
+  description = "Records older than this are sent to the on-failure queue instead of processed (-1 or 60-604800, at most 3/4 of stream_retention_hours so `replay` can still read them)."
   type        = number
-  default     = 86400
+  default     = 64800
 
   validation {
     condition     = var.consumer_max_record_age_seconds == -1 || (var.consumer_max_record_age_seconds >= 60 && var.consumer_max_record_age_seconds <= 604800)
     error_message = "consumer_max_record_age_seconds must be -1 or between 60 and 604800."
+  }
+
+  # A batch given up on for its age is described on the on-failure queue while its records are
+  # still in the stream only if the age limit is below the retention: at the old default (24 h
+  # of a 24 h stream) the records expired as the descriptor arrived, and `replay` had nothing to
+  # read. A quarter of the retention (6 h of the default 24 h) is left to replay in.
+  validation {
+    condition     = var.consumer_max_record_age_seconds == -1 || var.consumer_max_record_age_seconds <= var.stream_retention_hours * 2700
+    error_message = "consumer_max_record_age_seconds must leave a quarter of stream_retention_hours (at most stream_retention_hours × 2700 s) to replay the batches it gives up on."
   }
 }
 

@@ -274,6 +274,17 @@ run "rejects_bad_api_type_and_batch_size" {
   expect_failures = [var.api_type, var.consumer_batch_size]
 }
 
+run "rejects_a_record_age_that_leaves_nothing_to_replay" {
+  command = plan
+
+  variables {
+    stream_retention_hours          = 24
+    consumer_max_record_age_seconds = 86400
+  }
+
+  expect_failures = [var.consumer_max_record_age_seconds]
+}
+
 run "rejects_unverified_database_tls_and_unknown_architecture" {
   command = plan
 
