@@ -10,6 +10,9 @@ scripts/requirements/stack.txt). Endpoints are always 127.0.0.1: this script nev
                                     PAY_PER_REQUEST; TTL on expires_at where supported)
   Secret           $DATABASE_SECRET_NAME (default analytics/postgres) =
                    {"username","password","host","port","dbname"} for the local PostgreSQL
+  SQS queue        the last part of $ON_FAILURE_QUEUE_URL (default analytics-consumer-failures):
+                   the consumer's on-failure queue, which `replay queue` reads (the runner sends
+                   to it only when RUNNER_ON_FAILURE_QUEUE_URL is set)
 
 Ports: KINESIS_PORT (4567), DYNAMODB_PORT (4568), MOTO_PORT (4566).
 """
@@ -30,6 +33,7 @@ STREAM_SHARDS = env_int("STREAM_SHARDS", 2)
 LAKE_BUCKET = env_str("LAKE_BUCKET", "analytics-lake")
 DYNAMODB_TABLE = env_str("DYNAMODB_TABLE", "analytics-events")
 TTL_ATTRIBUTE = "expires_at"
+FAILURE_QUEUE = env_str("ON_FAILURE_QUEUE_URL", "analytics-consumer-failures").rstrip("/").rsplit("/", 1)[-1]
 SECRET_NAME = env_str("DATABASE_SECRET_NAME", "analytics/postgres")
 if SECRET_NAME.startswith("arn:") and ":secret:" in SECRET_NAME:
     # DATABASE_SECRET_ARN may hold a full ARN: the name is what follows ":secret:", minus the
@@ -168,17 +172,25 @@ def ensure_secret(sm) -> str:
     return arn
 
 
+def ensure_queue(sqs) -> None:
+    # CreateQueue with the same name and no attributes returns the existing queue.
+    url = sqs.create_queue(QueueName=FAILURE_QUEUE)["QueueUrl"]
+    log(f"sqs queue {FAILURE_QUEUE}: ready ({url})")
+
+
 def main() -> int:
     kinesis = client("kinesis", local_endpoint("KINESIS_PORT", 4567))
     ddb = client("dynamodb", local_endpoint("DYNAMODB_PORT", 4568))
     moto = local_endpoint("MOTO_PORT", 4566)
     s3 = client("s3", moto, s3={"addressing_style": "path"})
     sm = client("secretsmanager", moto)
+    sqs = client("sqs", moto)
     try:
         ensure_stream(kinesis)
         ensure_bucket(s3)
         ensure_table(ddb)
         ensure_secret(sm)
+        ensure_queue(sqs)
     except ClientError as e:
         print(f"bootstrap: ERROR: {e}", file=sys.stderr)
         return 1

@@ -11,6 +11,7 @@ export AWS_ENDPOINT_URL_KINESIS="${AWS_ENDPOINT_URL_KINESIS:-http://127.0.0.1:45
 export AWS_ENDPOINT_URL_DYNAMODB="${AWS_ENDPOINT_URL_DYNAMODB:-http://127.0.0.1:4568}"
 export AWS_ENDPOINT_URL_S3="${AWS_ENDPOINT_URL_S3:-http://127.0.0.1:4566}"
 export AWS_ENDPOINT_URL_SECRETS_MANAGER="${AWS_ENDPOINT_URL_SECRETS_MANAGER:-http://127.0.0.1:4566}"
+export AWS_ENDPOINT_URL_SQS="${AWS_ENDPOINT_URL_SQS:-http://127.0.0.1:4566}"
 export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-test}"
 export AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-test}"
 export AWS_REGION="${AWS_REGION:-us-east-1}"
@@ -18,6 +19,9 @@ export AWS_DEFAULT_REGION="${AWS_DEFAULT_REGION:-$AWS_REGION}"
 export STREAM_NAME="${STREAM_NAME:-analytics-events}"
 export LAKE_BUCKET="${LAKE_BUCKET:-analytics-lake}"
 export DYNAMODB_TABLE="${DYNAMODB_TABLE:-analytics-events}"
+# The consumer's on-failure queue on moto (123456789012 is moto's account): `replay queue` reads
+# it; the local runner sends to it only when RUNNER_ON_FAILURE_QUEUE_URL is set as well.
+export ON_FAILURE_QUEUE_URL="${ON_FAILURE_QUEUE_URL:-http://127.0.0.1:4566/123456789012/analytics-consumer-failures}"
 export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/analytics}"
 export DATABASE_SECRET_ARN="${DATABASE_SECRET_ARN:-analytics/postgres}"
 export DATABASE_HOST="${DATABASE_HOST:-127.0.0.1}"

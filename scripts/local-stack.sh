@@ -411,6 +411,7 @@ local stack up in $((SECONDS - t0))s (all on $HOST):
   DynamoDB         http://$HOST:$DYNAMODB_PORT   table $DYNAMODB_TABLE
   S3               http://$HOST:$MOTO_PORT   bucket $LAKE_BUCKET
   Secrets Manager  http://$HOST:$MOTO_PORT   secret $DATABASE_SECRET_ARN
+  SQS              http://$HOST:$MOTO_PORT   queue ${ON_FAILURE_QUEUE_URL##*/} (on-failure descriptors: replay queue)
   PostgreSQL       postgres://postgres@$HOST:$PG_PORT/$PG_DB
   env:  source scripts/env.sh   (or: eval "\$(bash scripts/local-stack.sh env)")
   logs: .local/run/*.log        stop: bash scripts/local-stack.sh down

@@ -98,6 +98,8 @@ def test_env_matches_env_sh():
         "AWS_ENDPOINT_URL_DYNAMODB": DYNAMODB,
         "AWS_ENDPOINT_URL_S3": MOTO,
         "AWS_ENDPOINT_URL_SECRETS_MANAGER": MOTO,
+        "AWS_ENDPOINT_URL_SQS": MOTO,
+        "ON_FAILURE_QUEUE_URL": f"{MOTO}/123456789012/analytics-consumer-failures",
         "AWS_ACCESS_KEY_ID": "test",
         "AWS_SECRET_ACCESS_KEY": "test",
         "AWS_REGION": REGION,
@@ -123,6 +125,11 @@ def test_bootstrapped_resources_exist():
     table = client("dynamodb", DYNAMODB).describe_table(TableName=DYNAMODB_TABLE)["Table"]
     assert table["KeySchema"] == [{"AttributeName": "event_id", "KeyType": "HASH"}]
     assert table["TableStatus"] == "ACTIVE"
+    # The on-failure queue `replay queue` reads, at the URL scripts/env.sh names.
+    sqs = client("sqs", MOTO)
+    url = sqs.get_queue_url(QueueName="analytics-consumer-failures")["QueueUrl"]
+    assert url.rsplit("/", 1)[-1] == "analytics-consumer-failures"
+    sqs.get_queue_attributes(QueueUrl=f"{MOTO}/123456789012/analytics-consumer-failures", AttributeNames=["All"])
 
 
 def test_kinesis_round_trip():

@@ -7,7 +7,7 @@
 //! one attempt; where it has none (S3 puts and heads, Secrets Manager) the SDK retries. The
 //! table of call sites is in ARCHITECTURE.md ("Who retries").
 
-use aws_config::SdkConfig;
+pub use aws_config::SdkConfig;
 use aws_config::retry::RetryConfig;
 
 /// Attempts the SDK makes (first call included) where it owns retries: its standard mode's.
@@ -67,6 +67,11 @@ pub fn dynamodb(sdk: &SdkConfig, retries: Retries) -> aws_sdk_dynamodb::Client {
     aws_sdk_dynamodb::Client::from_conf(
         aws_sdk_dynamodb::config::Builder::from(sdk).retry_config(retries.config()).build(),
     )
+}
+
+#[cfg(feature = "sqs")]
+pub fn sqs(sdk: &SdkConfig, retries: Retries) -> aws_sdk_sqs::Client {
+    aws_sdk_sqs::Client::from_conf(aws_sdk_sqs::config::Builder::from(sdk).retry_config(retries.config()).build())
 }
 
 #[cfg(feature = "postgres")]

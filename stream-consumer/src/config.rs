@@ -41,6 +41,15 @@ pub struct Config {
     pub runner_batch_window: Duration,
     /// `RUNNER_MAX_ATTEMPTS`: local runner: attempts before a batch is dead-lettered (default 5).
     pub runner_max_attempts: u32,
+    /// `RUNNER_ON_FAILURE_QUEUE_URL`: local runner: the SQS queue that receives a descriptor of
+    /// each batch that failed `RUNNER_MAX_RETRY_ATTEMPTS` retries, as the event source mapping's
+    /// on-failure destination does on AWS (`replay` reads it). Unset (the default): a batch held
+    /// up by an outage is retried until the store is back.
+    pub runner_on_failure_queue_url: Option<String>,
+    /// `RUNNER_MAX_RETRY_ATTEMPTS`: local runner, with an on-failure queue: retries of a failing
+    /// batch before its descriptor goes to the queue, a count (default 5, the Terraform default
+    /// of `consumer_max_retry_attempts`).
+    pub runner_max_retry_attempts: u32,
     /// `METRICS_ADDR`: local runner Prometheus endpoint (default 127.0.0.1:9102).
     pub metrics_addr: SocketAddr,
 }
@@ -61,6 +70,8 @@ impl FromEnv for Config {
             runner_batch_max_bytes: env.parse_or("RUNNER_BATCH_MAX_BYTES", 4usize << 20)?.max(1),
             runner_batch_window: env.millis_or("RUNNER_BATCH_WINDOW_MS", 500)?,
             runner_max_attempts: env.parse_or("RUNNER_MAX_ATTEMPTS", 5u32)?.max(1),
+            runner_on_failure_queue_url: env.get("RUNNER_ON_FAILURE_QUEUE_URL"),
+            runner_max_retry_attempts: env.parse_or("RUNNER_MAX_RETRY_ATTEMPTS", 5u32)?,
             metrics_addr: env.parse_or("METRICS_ADDR", SocketAddr::from(([127, 0, 0, 1], 9102)))?,
         })
     }

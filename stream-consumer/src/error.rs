@@ -18,6 +18,17 @@ pub enum ConsumerError {
     },
     #[error("Kinesis {op} on {shard} failed: {message}")]
     Kinesis { op: &'static str, shard: String, message: String },
+    /// A replay input (`replay`): an on-failure record or dead-letter row it cannot read.
+    #[error("replay: {0}")]
+    Replay(String),
+    /// A failed batch whose records the stream no longer holds (its retention passed).
+    #[error(
+        "records {start}..{end} of {shard} are no longer in the stream (retention passed): they cannot be replayed"
+    )]
+    Expired { shard: String, start: String, end: String },
+    /// An on-failure queue call (`SendMessage`, `ReceiveMessage`, `DeleteMessage`).
+    #[error("SQS {op} on {queue} failed: {message}")]
+    Sqs { op: &'static str, queue: String, message: String },
     /// Reported by the shared plumbing: an S3 call, the configuration, the database secret.
     #[error(transparent)]
     Kit(#[from] service_kit::KitError),

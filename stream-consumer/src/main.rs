@@ -8,11 +8,10 @@ use service_kit::aws::{self, Retries};
 use service_kit::env::FromEnv;
 use service_kit::postgres::{self, Database};
 use service_kit::telemetry::{self, MetricsExport};
-use stream_consumer::runner::{Runner, RunnerSettings};
-use stream_consumer::sinks::dynamo::DynamoItems;
-use stream_consumer::sinks::postgres::{POOL_MAX_CONNECTIONS, PgLedger};
-use stream_consumer::sinks::s3::S3Lake;
-use stream_consumer::{Config, Pipeline, handler_settings, lambda};
+use stream_consumer::runner::{OnFailure, Runner, RunnerSettings};
+use stream_consumer::sinks::postgres::POOL_MAX_CONNECTIONS;
+use stream_consumer::sinks::sqs::FailureQueue;
+use stream_consumer::{Config, lambda};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -41,14 +40,7 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
 
-    // Who retries each store's calls is decided here, once (ARCHITECTURE.md, "Who retries"):
-    // S3 puts and heads have no loop of ours around them; DynamoDB's unprocessed items have.
-    let pipeline = Arc::new(Pipeline::new(
-        S3Lake::new(aws::s3(&sdk, Retries::Sdk), config.lake_bucket.clone()),
-        DynamoItems::new(aws::dynamodb(&sdk, Retries::Ours), config.dynamodb_table.clone()),
-        PgLedger::new(db),
-        handler_settings(&config),
-    ));
+    let pipeline = Arc::new(stream_consumer::aws_pipeline(&config, &sdk, db));
 
     let metrics = telemetry::install_metrics(&MetricsExport::for_process("stream-consumer", config.metrics_addr))?;
     stream_consumer::telemetry::register_metrics();
@@ -76,6 +68,10 @@ async fn main() -> anyhow::Result<()> {
             batch_window: config.runner_batch_window,
             max_attempts: config.runner_max_attempts,
         },
+        // Our give-up loop retries the queue's sends.
+        on_failure: config.runner_on_failure_queue_url.clone().map(|url| {
+            OnFailure::new(FailureQueue::new(aws::sqs(&sdk, Retries::Ours), url), config.runner_max_retry_attempts)
+        }),
     });
     let (stop, stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {

@@ -11,12 +11,16 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use crate::decode::InputRecord;
 use crate::error::ConsumerError;
 use crate::handler::{Pipeline, record_outcome, record_stage};
+use crate::replay::{FailedBatch, on_failure_record};
 use crate::sinks::SINK_RETRY;
 use crate::sinks::dynamo::ItemStore;
 use crate::sinks::postgres::PgLedger;
 use crate::sinks::s3::ObjectStore;
+use crate::sinks::sqs::FailureQueue;
+use schemas::dynamo::iso_millis;
 
 /// How often the shard list is refreshed (to find the children of a split or merge).
 const SHARD_REFRESH: Duration = Duration::from_secs(2);
@@ -44,6 +48,26 @@ pub struct Runner<O: ObjectStore, D: ItemStore> {
     pub pipeline: Arc<Pipeline<O, D, PgLedger>>,
     pub kinesis: Client,
     pub settings: RunnerSettings,
+    /// Where batches that keep failing go, if anywhere (see [`OnFailure`]).
+    pub on_failure: Option<OnFailure>,
+}
+
+/// The event source mapping's bounded retries and on-failure destination, emulated: a batch that
+/// failed `max_retry_attempts` retries — for any reason, an outage included — is described on
+/// the queue (shard, sequence range; the records stay in the stream) and the shard moves on.
+/// `replay` then re-reads and processes it, exactly once.
+pub struct OnFailure {
+    pub queue: FailureQueue,
+    /// Retries after the first attempt (the mapping's `MaximumRetryAttempts`).
+    pub max_retry_attempts: u32,
+    /// The stream's ARN, for the descriptors; asked of Kinesis once.
+    stream_arn: tokio::sync::OnceCell<String>,
+}
+
+impl OnFailure {
+    pub fn new(queue: FailureQueue, max_retry_attempts: u32) -> Self {
+        OnFailure { queue, max_retry_attempts, stream_arn: tokio::sync::OnceCell::new() }
+    }
 }
 
 impl<O: ObjectStore, D: ItemStore> Runner<O, D> {
@@ -294,6 +318,9 @@ impl<O: ObjectStore, D: ItemStore> Runner<O, D> {
             record_outcome(shard, &first_seq, &last_seq, &result);
             let Err(e) = result else { return Ok(()) };
             attempt += 1;
+            if let Some(on_failure) = self.on_failure.as_ref().filter(|o| attempt > o.max_retry_attempts) {
+                return self.give_up(on_failure, shard, &input, attempt, &e, shutdown).await;
+            }
             if !is_outage(&e) {
                 fatal += 1;
                 if fatal >= self.settings.max_attempts {
@@ -318,6 +345,78 @@ impl<O: ObjectStore, D: ItemStore> Runner<O, D> {
     }
 }
 
+impl<O: ObjectStore, D: ItemStore> Runner<O, D> {
+    /// Sends the descriptor of a batch that exhausted its retries to the on-failure queue, and
+    /// lets the shard move on. The send is retried until it succeeds: the descriptor is the
+    /// only trace of the batch outside the stream. On shutdown the batch is left unchecked-in,
+    /// so the next run delivers it again.
+    async fn give_up(
+        &self,
+        on_failure: &OnFailure,
+        shard: &str,
+        input: &[InputRecord],
+        attempts: u32,
+        error: &ConsumerError,
+        shutdown: &watch::Receiver<bool>,
+    ) -> Result<(), ConsumerError> {
+        let (Some(first), Some(last)) = (input.first(), input.last()) else { return Ok(()) };
+        let mut tries = 0;
+        loop {
+            let sent = async {
+                let stream_arn = on_failure.stream_arn.get_or_try_init(|| self.stream_arn()).await?;
+                let batch = FailedBatch {
+                    shard_id: shard.to_owned(),
+                    start_sequence_number: first.sequence_number.clone(),
+                    end_sequence_number: last.sequence_number.clone(),
+                    approximate_arrival_of_first_record: Some(iso_millis(first.approximate_arrival)),
+                    approximate_arrival_of_last_record: Some(iso_millis(last.approximate_arrival)),
+                    batch_size: input.len() as u64,
+                    stream_arn: stream_arn.clone(),
+                };
+                on_failure.queue.send(on_failure_record(&batch, attempts, &error.to_string(), chrono::Utc::now())).await
+            };
+            match sent.await {
+                Ok(()) => {
+                    metrics::counter!("consumer_batches_total", "outcome" => "on_failure").increment(1);
+                    tracing::error!(
+                        shard,
+                        first_seq = %first.sequence_number,
+                        last_seq = %last.sequence_number,
+                        records = input.len(),
+                        attempts,
+                        error = %error,
+                        queue = on_failure.queue.url(),
+                        "batch failed every retry; its descriptor is on the on-failure queue for `replay`"
+                    );
+                    return Ok(());
+                }
+                Err(e) if *shutdown.borrow() => return Err(e),
+                Err(e) => {
+                    tries += 1;
+                    tracing::warn!(shard, error = %e, "could not send the batch's descriptor to the on-failure queue; retrying");
+                    tokio::time::sleep(SINK_RETRY.backoff(tries + 2)).await;
+                }
+            }
+        }
+    }
+
+    async fn stream_arn(&self) -> Result<String, ConsumerError> {
+        metrics::counter!("consumer_kinesis_requests_total", "op" => "DescribeStreamSummary").increment(1);
+        let out = self
+            .kinesis
+            .describe_stream_summary()
+            .stream_name(&self.settings.stream_name)
+            .send()
+            .await
+            .map_err(|e| kinesis_err("DescribeStreamSummary", "-", e))?;
+        out.stream_description_summary().map(|s| s.stream_arn().to_owned()).ok_or_else(|| ConsumerError::Kinesis {
+            op: "DescribeStreamSummary",
+            shard: "-".into(),
+            message: "no stream description returned".into(),
+        })
+    }
+}
+
 /// Whether a batch failed because a store was unavailable (unreachable, timing out, throttling,
 /// shutting down), so that the same batch will succeed once it is back, rather than for a
 /// reason that repeats on every attempt (encoding, a request DynamoDB rejects, a SQL error).
@@ -328,7 +427,11 @@ pub fn is_outage(e: &ConsumerError) -> bool {
         ConsumerError::DynamoBudget { .. } | ConsumerError::Kinesis { .. } => true,
         ConsumerError::Postgres { source, .. } => service_kit::postgres::is_outage(source),
         ConsumerError::Kit(e) => e.is_transient(),
-        ConsumerError::Dynamo(_) | ConsumerError::Encode(_) => false,
+        ConsumerError::Sqs { .. } => true,
+        ConsumerError::Dynamo(_)
+        | ConsumerError::Encode(_)
+        | ConsumerError::Replay(_)
+        | ConsumerError::Expired { .. } => false,
     }
 }
 

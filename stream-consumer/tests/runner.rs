@@ -1,57 +1,15 @@
 //! The local runner against kinesalite: polls every shard, checkpoints after success, resumes
 //! from its checkpoint after a restart, and follows a split to the child shards.
 
+mod stream;
 mod support;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::PutRecordsRequestEntry;
-use chrono::Utc;
+use stream::{events, fresh_stream, put, wait_active};
 use stream_consumer::runner::{Runner, RunnerSettings};
-use stream_consumer::testing::sample_event;
 use support::TestEnv;
-
-async fn fresh_stream(client: &aws_sdk_kinesis::Client, shards: i32) -> String {
-    let name = format!("test-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-    client.create_stream().stream_name(&name).shard_count(shards).send().await.unwrap();
-    wait_active(client, &name).await;
-    name
-}
-
-async fn wait_active(client: &aws_sdk_kinesis::Client, name: &str) {
-    for _ in 0..200 {
-        let d = client.describe_stream_summary().stream_name(name).send().await.unwrap();
-        if d.stream_description_summary().is_some_and(|s| s.stream_status().as_str() == "ACTIVE") {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("stream {name} not active");
-}
-
-async fn put(client: &aws_sdk_kinesis::Client, stream: &str, datas: Vec<Vec<u8>>) {
-    for chunk in datas.chunks(500) {
-        let entries = chunk
-            .iter()
-            .map(|d| {
-                PutRecordsRequestEntry::builder()
-                    .data(Blob::new(d.clone()))
-                    .partition_key(uuid::Uuid::new_v4().to_string())
-                    .build()
-                    .unwrap()
-            })
-            .collect();
-        let out = client.put_records().stream_name(stream).set_records(Some(entries)).send().await.unwrap();
-        assert_eq!(out.failed_record_count(), Some(0));
-    }
-}
-
-fn events(n: usize, event_type: &str) -> Vec<Vec<u8>> {
-    let now = Utc::now();
-    (0..n).map(|_| schemas::encode_record(&sample_event(event_type, None, now))).collect()
-}
 
 fn start(env: &TestEnv, stream: &str) -> (tokio::sync::watch::Sender<bool>, tokio::task::JoinHandle<()>) {
     let runner = Arc::new(Runner {
@@ -64,6 +22,7 @@ fn start(env: &TestEnv, stream: &str) -> (tokio::sync::watch::Sender<bool>, toki
             batch_window: Duration::from_millis(200),
             max_attempts: 3,
         },
+        on_failure: None,
     });
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let handle = tokio::spawn(async move { runner.run(stopped).await.unwrap() });

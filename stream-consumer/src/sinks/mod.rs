@@ -3,6 +3,7 @@
 pub mod dynamo;
 pub mod postgres;
 pub mod s3;
+pub mod sqs;
 
 use std::time::Duration;
 
