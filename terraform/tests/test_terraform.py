@@ -6,8 +6,9 @@ registry.terraform.io/hashicorp/aws/<version>/<os_arch>/). Tests that need it ar
 a message when it is absent; `terraform fmt` needs no provider.
 
 init/validate/test run in a temporary copy of the files the configuration reads
-(terraform/, producer-api/openapi.yaml, schemas/lake_columns.json, grafana/) plus placeholder
-Lambda zips at the default artifact paths, so the repository gets no .terraform/ or state.
+(terraform/ with tests/ and the shared tests/mocks/*.tfmock.hcl, producer-api/openapi.yaml,
+schemas/lake_columns.json, grafana/) plus placeholder Lambda zips at the default artifact
+paths, so the repository gets no .terraform/ or state.
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ def workdir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("tf")
     ignore = shutil.ignore_patterns(".terraform", ".terraform.lock.hcl", "*.tfstate*", "__pycache__", ".pytest_cache")
     shutil.copytree(TF_DIR, root / "terraform", ignore=ignore)
+    # mock_provider "aws" { source = "./tests/mocks" } in every .tftest.hcl
+    assert list((root / "terraform" / "tests" / "mocks").glob("*.tfmock.hcl")), "the shared mocks were not copied"
     shutil.copytree(REPO_ROOT / "grafana", root / "grafana", ignore=ignore)
     for rel in ("producer-api/openapi.yaml", "schemas/lake_columns.json"):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
