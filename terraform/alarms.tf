@@ -253,60 +253,31 @@ resource "aws_cloudwatch_metric_alarm" "consumer_quarantine_ratio" {
 # Share of API requests answered 5xx, counted by API Gateway: it sees what the producer's own
 # producer_requests_total cannot (a crashed, timed-out or throttled invocation never reaches the
 # code that counts), and "any 5xx" over that counter's `status` dimension would need SEARCH,
-# which alarms do not accept.
-resource "aws_cloudwatch_metric_alarm" "api_5xx_rest" {
-  count = local.rest ? 1 : 0
-
-  alarm_name          = "${var.name}-api-5xx"
-  alarm_description   = "More than ${var.api_5xx_ratio_threshold_percent}% of the ingestion API's requests were answered 5xx, in each of two 5-minute periods."
-  evaluation_periods  = 2
-  threshold           = var.api_5xx_ratio_threshold_percent
-  comparison_operator = "GreaterThanThreshold"
-  # notBreaching: API Gateway publishes only for periods with requests; no requests is silence,
-  # which the iterator-age alarm reports.
-  treat_missing_data = "notBreaching"
-  alarm_actions      = local.alarm_actions
-  ok_actions         = local.alarm_actions
-
-  metric_query {
-    id = "errors"
-    metric {
-      namespace   = "AWS/ApiGateway"
-      metric_name = "5XXError"
-      dimensions  = { ApiName = aws_api_gateway_rest_api.producer[0].name, Stage = var.api_stage_name }
-      stat        = "Sum"
-      period      = 300
+# which alarms do not accept. REST and HTTP APIs publish the same two counts under their own
+# names and dimensions; the alarm exists for the deployed api_type only.
+locals {
+  api_5xx_metrics = {
+    rest = {
+      errors_metric = "5XXError"
+      dimensions    = { ApiName = one(aws_api_gateway_rest_api.producer[*].name), Stage = var.api_stage_name }
     }
-  }
-
-  metric_query {
-    id = "requests"
-    metric {
-      namespace   = "AWS/ApiGateway"
-      metric_name = "Count"
-      dimensions  = { ApiName = aws_api_gateway_rest_api.producer[0].name, Stage = var.api_stage_name }
-      stat        = "Sum"
-      period      = 300
+    http = {
+      errors_metric = "5xx"
+      dimensions    = { ApiId = one(aws_apigatewayv2_api.producer[*].id), Stage = var.api_stage_name }
     }
-  }
-
-  metric_query {
-    id          = "ratio"
-    expression  = "IF(requests > 0, 100 * FILL(errors, 0) / requests, 0)"
-    label       = "5xx responses (%)"
-    return_data = true
   }
 }
 
-resource "aws_cloudwatch_metric_alarm" "api_5xx_http" {
-  count = local.http ? 1 : 0
+resource "aws_cloudwatch_metric_alarm" "api_5xx" {
+  for_each = { for type, api in local.api_5xx_metrics : type => api if type == var.api_type }
 
   alarm_name          = "${var.name}-api-5xx"
   alarm_description   = "More than ${var.api_5xx_ratio_threshold_percent}% of the ingestion API's requests were answered 5xx, in each of two 5-minute periods."
   evaluation_periods  = 2
   threshold           = var.api_5xx_ratio_threshold_percent
   comparison_operator = "GreaterThanThreshold"
-  # notBreaching: as for the REST API, no requests means no datapoints.
+  # notBreaching: API Gateway (REST and HTTP alike) publishes only for periods with requests; no
+  # requests is silence, which the iterator-age alarm reports.
   treat_missing_data = "notBreaching"
   alarm_actions      = local.alarm_actions
   ok_actions         = local.alarm_actions
@@ -315,8 +286,8 @@ resource "aws_cloudwatch_metric_alarm" "api_5xx_http" {
     id = "errors"
     metric {
       namespace   = "AWS/ApiGateway"
-      metric_name = "5xx"
-      dimensions  = { ApiId = aws_apigatewayv2_api.producer[0].id, Stage = var.api_stage_name }
+      metric_name = each.value.errors_metric
+      dimensions  = each.value.dimensions
       stat        = "Sum"
       period      = 300
     }
@@ -327,7 +298,7 @@ resource "aws_cloudwatch_metric_alarm" "api_5xx_http" {
     metric {
       namespace   = "AWS/ApiGateway"
       metric_name = "Count"
-      dimensions  = { ApiId = aws_apigatewayv2_api.producer[0].id, Stage = var.api_stage_name }
+      dimensions  = each.value.dimensions
       stat        = "Sum"
       period      = 300
     }
@@ -379,54 +350,53 @@ resource "aws_cloudwatch_metric_alarm" "producer_unaccepted_ratio" {
 
 # --- PostgreSQL (RDS) ---------------------------------------------------------------------
 
-resource "aws_cloudwatch_metric_alarm" "rds_cpu" {
-  alarm_name          = "${var.name}-rds-cpu"
-  alarm_description   = "PostgreSQL CPU above ${var.rds_cpu_alarm_percent}% for 15 minutes: claim transactions and rollups slow down and the consumer falls behind."
-  namespace           = "AWS/RDS"
-  metric_name         = "CPUUtilization"
-  dimensions          = { DBInstanceIdentifier = aws_db_instance.postgres.identifier }
-  statistic           = "Average"
-  period              = 300
-  evaluation_periods  = 3
-  threshold           = var.rds_cpu_alarm_percent
-  comparison_operator = "GreaterThanThreshold"
-  # Breaching: RDS publishes CPUUtilization every minute while the instance runs, whatever the
-  # traffic; missing means it is stopped, failed or gone.
-  treat_missing_data = "breaching"
-  alarm_actions      = local.alarm_actions
-  ok_actions         = local.alarm_actions
+# One alarm per metric of this stack's instance (AWS/RDS, DBInstanceIdentifier), read in
+# 5-minute periods; they differ only in what they read and where they fire.
+locals {
+  rds_alarms = {
+    cpu = {
+      description         = "PostgreSQL CPU above ${var.rds_cpu_alarm_percent}% for 15 minutes: claim transactions and rollups slow down and the consumer falls behind."
+      metric_name         = "CPUUtilization"
+      statistic           = "Average"
+      evaluation_periods  = 3
+      threshold           = var.rds_cpu_alarm_percent
+      comparison_operator = "GreaterThanThreshold"
+    }
+    free_storage = {
+      description         = "PostgreSQL has less than ${var.rds_allocated_storage_gb * 0.1} GiB of free storage (10% of the initial ${var.rds_allocated_storage_gb} GiB): a full volume stops every write, and with it the consumer."
+      metric_name         = "FreeStorageSpace"
+      statistic           = "Minimum"
+      evaluation_periods  = 1
+      threshold           = local.rds_free_storage_alarm_bytes
+      comparison_operator = "LessThanThreshold"
+    }
+    connections = {
+      description         = "PostgreSQL held more than ${var.rds_connections_alarm_threshold} connections for 10 minutes: close to max_connections, new consumer instances will be refused."
+      metric_name         = "DatabaseConnections"
+      statistic           = "Maximum"
+      evaluation_periods  = 2
+      threshold           = var.rds_connections_alarm_threshold
+      comparison_operator = "GreaterThanThreshold"
+    }
+  }
 }
 
-resource "aws_cloudwatch_metric_alarm" "rds_free_storage" {
-  alarm_name          = "${var.name}-rds-free-storage"
-  alarm_description   = "PostgreSQL has less than ${var.rds_allocated_storage_gb * 0.1} GiB of free storage (10% of the initial ${var.rds_allocated_storage_gb} GiB): a full volume stops every write, and with it the consumer."
-  namespace           = "AWS/RDS"
-  metric_name         = "FreeStorageSpace"
-  dimensions          = { DBInstanceIdentifier = aws_db_instance.postgres.identifier }
-  statistic           = "Minimum"
-  period              = 300
-  evaluation_periods  = 1
-  threshold           = local.rds_free_storage_alarm_bytes
-  comparison_operator = "LessThanThreshold"
-  # Breaching: published every minute while the instance runs; missing means it is not running.
-  treat_missing_data = "breaching"
-  alarm_actions      = local.alarm_actions
-  ok_actions         = local.alarm_actions
-}
+resource "aws_cloudwatch_metric_alarm" "rds" {
+  for_each = local.rds_alarms
 
-resource "aws_cloudwatch_metric_alarm" "rds_connections" {
-  alarm_name          = "${var.name}-rds-connections"
-  alarm_description   = "PostgreSQL held more than ${var.rds_connections_alarm_threshold} connections for 10 minutes: close to max_connections, new consumer instances will be refused."
+  alarm_name          = "${var.name}-rds-${replace(each.key, "_", "-")}"
+  alarm_description   = each.value.description
   namespace           = "AWS/RDS"
-  metric_name         = "DatabaseConnections"
+  metric_name         = each.value.metric_name
   dimensions          = { DBInstanceIdentifier = aws_db_instance.postgres.identifier }
-  statistic           = "Maximum"
+  statistic           = each.value.statistic
   period              = 300
-  evaluation_periods  = 2
-  threshold           = var.rds_connections_alarm_threshold
-  comparison_operator = "GreaterThanThreshold"
-  # Breaching: published every minute (0 included) while the instance runs; missing means it is
-  # not running.
+  evaluation_periods  = each.value.evaluation_periods
+  threshold           = each.value.threshold
+  comparison_operator = each.value.comparison_operator
+  # Breaching: RDS publishes CPUUtilization, FreeStorageSpace and DatabaseConnections (0
+  # included) every minute while the instance runs, whatever the traffic; missing means it is
+  # stopped, failed or gone.
   treat_missing_data = "breaching"
   alarm_actions      = local.alarm_actions
   ok_actions         = local.alarm_actions
@@ -468,4 +438,28 @@ resource "aws_budgets_budget" "monthly" {
 
   # Budgets checks that it may publish when the budget is created.
   depends_on = [aws_sns_topic_policy.alarms]
+}
+
+# --- Former addresses ---------------------------------------------------------------------
+
+# The 5xx and RDS alarms were one resource each; a stack applied before keeps its alarms.
+moved {
+  from = aws_cloudwatch_metric_alarm.api_5xx_rest[0]
+  to   = aws_cloudwatch_metric_alarm.api_5xx["rest"]
+}
+moved {
+  from = aws_cloudwatch_metric_alarm.api_5xx_http[0]
+  to   = aws_cloudwatch_metric_alarm.api_5xx["http"]
+}
+moved {
+  from = aws_cloudwatch_metric_alarm.rds_cpu
+  to   = aws_cloudwatch_metric_alarm.rds["cpu"]
+}
+moved {
+  from = aws_cloudwatch_metric_alarm.rds_free_storage
+  to   = aws_cloudwatch_metric_alarm.rds["free_storage"]
+}
+moved {
+  from = aws_cloudwatch_metric_alarm.rds_connections
+  to   = aws_cloudwatch_metric_alarm.rds["connections"]
 }

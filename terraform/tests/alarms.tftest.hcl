@@ -13,53 +13,35 @@ run "alarms_default_stack" {
 
   # Missing data = breaching where absence means the pipeline (or the database, or the hourly
   # job) stopped; notBreaching where the metric only exists when something went wrong or when
-  # there was traffic at all.
+  # there was traffic at all. Whatever its kind, every alarm notifies the topic on ALARM and
+  # back on OK.
   assert {
     condition     = aws_cloudwatch_metric_alarm.consumer_iterator_age.treat_missing_data == "breaching"
     error_message = "a consumer that receives no batch at all must alarm (traffic is expected by default)"
   }
   assert {
-    condition = alltrue([for a in [
-      aws_cloudwatch_metric_alarm.rds_cpu,
-      aws_cloudwatch_metric_alarm.rds_free_storage,
-      aws_cloudwatch_metric_alarm.rds_connections,
-      aws_cloudwatch_metric_alarm.compactor_errors,
-    ] : a.treat_missing_data == "breaching"])
-    error_message = "RDS metrics and the hourly compactor's Errors always exist while things run: missing is breaching"
-  }
-  assert {
     condition = alltrue([for a in concat(
-      [
-        aws_cloudwatch_metric_alarm.consumer_batches_failed,
-        aws_cloudwatch_metric_alarm.consumer_failures_queue,
-        aws_cloudwatch_metric_alarm.consumer_quarantine_ratio,
-        aws_cloudwatch_metric_alarm.producer_unaccepted_ratio,
-      ],
-      values(aws_cloudwatch_metric_alarm.lambda_errors),
-      aws_cloudwatch_metric_alarm.api_5xx_rest,
-    ) : a.treat_missing_data == "notBreaching"])
-    error_message = "error counters and traffic ratios exist only with errors or traffic: missing is notBreaching"
-  }
-
-  # Every alarm, whatever its kind, notifies the topic on ALARM and back on OK.
-  assert {
-    condition = alltrue([for a in concat(
-      [
-        aws_cloudwatch_metric_alarm.consumer_iterator_age,
-        aws_cloudwatch_metric_alarm.consumer_batches_failed,
-        aws_cloudwatch_metric_alarm.consumer_failures_queue,
-        aws_cloudwatch_metric_alarm.consumer_quarantine_ratio,
-        aws_cloudwatch_metric_alarm.producer_unaccepted_ratio,
-        aws_cloudwatch_metric_alarm.rds_cpu,
-        aws_cloudwatch_metric_alarm.rds_free_storage,
-        aws_cloudwatch_metric_alarm.rds_connections,
-        aws_cloudwatch_metric_alarm.compactor_errors,
-      ],
-      values(aws_cloudwatch_metric_alarm.lambda_errors),
-      aws_cloudwatch_metric_alarm.api_5xx_rest,
-      ) : toset(a.alarm_actions) == toset([aws_sns_topic.alarms.arn]) && toset(a.ok_actions) == toset([aws_sns_topic.alarms.arn])
+      [aws_cloudwatch_metric_alarm.consumer_iterator_age, aws_cloudwatch_metric_alarm.compactor_errors],
+      values(aws_cloudwatch_metric_alarm.rds),
+      ) : a.treat_missing_data == "breaching"
+      && toset(a.alarm_actions) == toset([aws_sns_topic.alarms.arn]) && toset(a.ok_actions) == toset([aws_sns_topic.alarms.arn])
     ])
-    error_message = "every alarm's alarm_actions and ok_actions are exactly the alarm topic"
+    error_message = "IteratorAge (traffic expected), RDS metrics and the hourly compactor's Errors always exist while things run: missing is breaching; alarm_actions and ok_actions are exactly the alarm topic"
+  }
+  assert {
+    condition = alltrue([for a in concat(
+      [
+        aws_cloudwatch_metric_alarm.consumer_batches_failed,
+        aws_cloudwatch_metric_alarm.consumer_failures_queue,
+        aws_cloudwatch_metric_alarm.consumer_quarantine_ratio,
+        aws_cloudwatch_metric_alarm.producer_unaccepted_ratio,
+      ],
+      values(aws_cloudwatch_metric_alarm.lambda_errors),
+      values(aws_cloudwatch_metric_alarm.api_5xx),
+      ) : a.treat_missing_data == "notBreaching"
+      && toset(a.alarm_actions) == toset([aws_sns_topic.alarms.arn]) && toset(a.ok_actions) == toset([aws_sns_topic.alarms.arn])
+    ])
+    error_message = "error counters and traffic ratios exist only with errors or traffic: missing is notBreaching; alarm_actions and ok_actions are exactly the alarm topic"
   }
   assert {
     condition     = toset(keys(aws_cloudwatch_metric_alarm.lambda_errors)) == toset(["producer", "consumer"])
@@ -100,9 +82,10 @@ run "alarms_default_stack" {
   }
   assert {
     condition = (
-      length(aws_cloudwatch_metric_alarm.api_5xx_rest) == 1 && length(aws_cloudwatch_metric_alarm.api_5xx_http) == 0
-      && toset([for q in aws_cloudwatch_metric_alarm.api_5xx_rest[0].metric_query : q.metric[0].metric_name if length(q.metric) > 0]) == toset(["5XXError", "Count"])
-      && [for q in aws_cloudwatch_metric_alarm.api_5xx_rest[0].metric_query : q.id if q.return_data == true] == ["ratio"]
+      keys(aws_cloudwatch_metric_alarm.api_5xx) == ["rest"]
+      && toset([for q in aws_cloudwatch_metric_alarm.api_5xx["rest"].metric_query : q.metric[0].metric_name if length(q.metric) > 0]) == toset(["5XXError", "Count"])
+      && alltrue([for q in aws_cloudwatch_metric_alarm.api_5xx["rest"].metric_query : q.metric[0].dimensions["ApiName"] == aws_api_gateway_rest_api.producer[0].name if length(q.metric) > 0])
+      && [for q in aws_cloudwatch_metric_alarm.api_5xx["rest"].metric_query : q.id if q.return_data == true] == ["ratio"]
     )
     error_message = "REST API: 5xx responses over all requests"
   }
@@ -114,15 +97,15 @@ run "alarms_default_stack" {
     error_message = "unaccepted events: the producer's EMF counter, accepted vs unaccepted"
   }
   assert {
-    condition = alltrue([for a in [
-      aws_cloudwatch_metric_alarm.rds_cpu,
-      aws_cloudwatch_metric_alarm.rds_free_storage,
-      aws_cloudwatch_metric_alarm.rds_connections,
-    ] : a.namespace == "AWS/RDS" && a.dimensions["DBInstanceIdentifier"] == aws_db_instance.postgres.identifier])
-    error_message = "the RDS alarms watch this stack's instance"
+    condition = (
+      toset([for a in values(aws_cloudwatch_metric_alarm.rds) : a.metric_name]) == toset(["CPUUtilization", "FreeStorageSpace", "DatabaseConnections"])
+      && toset([for a in values(aws_cloudwatch_metric_alarm.rds) : a.alarm_name]) == toset(["analytics-rds-cpu", "analytics-rds-free-storage", "analytics-rds-connections"])
+      && alltrue([for a in values(aws_cloudwatch_metric_alarm.rds) : a.namespace == "AWS/RDS" && a.dimensions["DBInstanceIdentifier"] == aws_db_instance.postgres.identifier])
+    )
+    error_message = "the RDS alarms watch CPU, free storage and connections of this stack's instance"
   }
   assert {
-    condition     = aws_cloudwatch_metric_alarm.rds_free_storage.threshold == 2 * 1024 * 1024 * 1024 && aws_cloudwatch_metric_alarm.rds_free_storage.comparison_operator == "LessThanThreshold"
+    condition     = aws_cloudwatch_metric_alarm.rds["free_storage"].threshold == 2 * 1024 * 1024 * 1024 && aws_cloudwatch_metric_alarm.rds["free_storage"].comparison_operator == "LessThanThreshold"
     error_message = "free storage alarms below 10% of the default 20 GiB"
   }
 
@@ -183,16 +166,17 @@ run "alarms_idle_stack_http_api" {
     error_message = "alarm_on_missing_traffic = false lets an idle stack's iterator-age alarm rest"
   }
   assert {
-    condition     = aws_cloudwatch_metric_alarm.rds_cpu.treat_missing_data == "breaching" && aws_cloudwatch_metric_alarm.compactor_errors.treat_missing_data == "breaching"
+    condition     = aws_cloudwatch_metric_alarm.rds["cpu"].treat_missing_data == "breaching" && aws_cloudwatch_metric_alarm.compactor_errors.treat_missing_data == "breaching"
     error_message = "alarms that do not depend on traffic keep missing = breaching"
   }
   assert {
     condition = (
-      length(aws_cloudwatch_metric_alarm.api_5xx_rest) == 0 && length(aws_cloudwatch_metric_alarm.api_5xx_http) == 1
-      && aws_cloudwatch_metric_alarm.api_5xx_http[0].treat_missing_data == "notBreaching"
-      && toset(aws_cloudwatch_metric_alarm.api_5xx_http[0].alarm_actions) == toset([aws_sns_topic.alarms.arn])
-      && toset(aws_cloudwatch_metric_alarm.api_5xx_http[0].ok_actions) == toset([aws_sns_topic.alarms.arn])
-      && toset([for q in aws_cloudwatch_metric_alarm.api_5xx_http[0].metric_query : q.metric[0].metric_name if length(q.metric) > 0]) == toset(["5xx", "Count"])
+      keys(aws_cloudwatch_metric_alarm.api_5xx) == ["http"]
+      && aws_cloudwatch_metric_alarm.api_5xx["http"].treat_missing_data == "notBreaching"
+      && toset(aws_cloudwatch_metric_alarm.api_5xx["http"].alarm_actions) == toset([aws_sns_topic.alarms.arn])
+      && toset(aws_cloudwatch_metric_alarm.api_5xx["http"].ok_actions) == toset([aws_sns_topic.alarms.arn])
+      && toset([for q in aws_cloudwatch_metric_alarm.api_5xx["http"].metric_query : q.metric[0].metric_name if length(q.metric) > 0]) == toset(["5xx", "Count"])
+      && alltrue([for q in aws_cloudwatch_metric_alarm.api_5xx["http"].metric_query : q.metric[0].dimensions["ApiId"] == aws_apigatewayv2_api.producer[0].id if length(q.metric) > 0])
     )
     error_message = "HTTP API: its own 5xx and Count metrics, routed to the topic"
   }
@@ -201,7 +185,7 @@ run "alarms_idle_stack_http_api" {
     error_message = "monthly_budget_usd sets the budget's limit"
   }
   assert {
-    condition     = aws_cloudwatch_metric_alarm.rds_free_storage.threshold == 10 * 1024 * 1024 * 1024
+    condition     = aws_cloudwatch_metric_alarm.rds["free_storage"].threshold == 10 * 1024 * 1024 * 1024
     error_message = "the free-storage threshold follows the allocated storage"
   }
 }

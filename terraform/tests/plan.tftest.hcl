@@ -143,7 +143,7 @@ run "alternative_stack" {
     error_message = "HTTP API with three routes"
   }
   assert {
-    condition     = length(aws_cloudwatch_metric_alarm.api_5xx_http) == 1 && length(aws_cloudwatch_metric_alarm.api_5xx_rest) == 0
+    condition     = keys(aws_cloudwatch_metric_alarm.api_5xx) == ["http"]
     error_message = "5xx alarm follows the API type"
   }
   assert {

@@ -56,6 +56,52 @@ def _substitute(body, old: str, new: str):
     return body.replace(old, new) if isinstance(body, str) else body
 
 
+_EACH = re.compile(r"\$\{each\.(key|value)((?:\.[A-Za-z0-9_]+)*)\}")
+_FOR_LOCAL = re.compile(r"\$\{\{for\s+(\w+)\s*,\s*(\w+)\s+in\s+local\.(\w+)\s*:\s*\1\s*=>\s*\2(?:\s+if\s.*)?\}\}")
+
+
+def _for_each_items(tf: Config, for_each) -> list[tuple[str, object]]:
+    """The instances a resource's for_each makes, as (each.key, each.value): a literal map, a
+    local map, or `{ for k, v in local.map : k => v if ... }`. The `if` is not evaluated, so
+    every entry some deployment would have is checked."""
+    if isinstance(for_each, dict):
+        return list(for_each.items())
+    local = re.fullmatch(r"\$\{local\.([A-Za-z0-9_]+)\}", str(for_each)) or _FOR_LOCAL.fullmatch(str(for_each))
+    name = local and local.groups()[-1]
+    assert name and isinstance(tf.locals.get(name), dict), f"cannot read the instances of for_each = {for_each}"
+    return list(tf.locals[name].items())
+
+
+def _bind(body, key: str, value):
+    """`body` (a parsed block) with each.key, each.value and each.value.<attr> replaced: a string
+    that is only the reference becomes the value itself (a map stays a map), one inside a longer
+    string is replaced by the value's text."""
+    if isinstance(body, dict):
+        return {k: _bind(v, key, value) for k, v in body.items()}
+    if isinstance(body, list):
+        return [_bind(v, key, value) for v in body]
+    if not isinstance(body, str):
+        return body
+
+    def lookup(m: re.Match):
+        found = key if m.group(1) == "key" else value
+        for part in m.group(2).split(".")[1:]:
+            found = found[part]
+        return found
+
+    whole = _EACH.fullmatch(body)
+    return lookup(whole) if whole else _EACH.sub(lambda m: str(lookup(m)), body)
+
+
+def alarm_instances(tf: Config, name: str, alarm: dict) -> list[tuple[str, dict]]:
+    """An alarm resource's instances as (name, body): itself, or one per for_each entry with
+    `each` bound, named like its address (`rds["cpu"]`)."""
+    for_each = attr(alarm, "for_each")
+    if for_each is None:
+        return [(name, alarm)]
+    return [(f'{name}["{key}"]', _bind(alarm, key, value)) for key, value in _for_each_items(tf, for_each)]
+
+
 def _query_uses(tf: Config, query: dict, where: str) -> list[MetricUse]:
     uses = []
     if attr(query, "expression"):
@@ -67,8 +113,9 @@ def _query_uses(tf: Config, query: dict, where: str) -> list[MetricUse]:
 
 
 def alarm_uses(tf: Config, name: str, alarm: dict) -> list[MetricUse]:
-    """Every metric one alarm reads: its own metric_name, the metrics of its metric_query blocks
-    (a dynamic one once per for_each value) and the SEARCH()es of their expressions."""
+    """Every metric one alarm (instance) reads: its own metric_name, the metrics of its
+    metric_query blocks (a dynamic one once per for_each value) and the SEARCH()es of their
+    expressions."""
     where = f"aws_cloudwatch_metric_alarm.{name}"
     uses = []
     if attr(alarm, "metric_name") is not None:
@@ -88,7 +135,8 @@ def alarm_uses(tf: Config, name: str, alarm: dict) -> list[MetricUse]:
 
 
 def all_alarm_uses(tf: Config) -> list[MetricUse]:
-    return [u for name, alarm in tf.resources["aws_cloudwatch_metric_alarm"].items() for u in alarm_uses(tf, name, alarm)]
+    return [u for name, alarm in tf.resources["aws_cloudwatch_metric_alarm"].items()
+            for instance, body in alarm_instances(tf, name, alarm) for u in alarm_uses(tf, instance, body)]
 
 
 SAMPLE_TF = r'''
@@ -99,6 +147,36 @@ variable "namespace" {
 locals {
   emf_namespace = "WebAnalytics"
   reasons       = ["r1", "r2"]
+  per_outcome = {
+    ok     = { metric = "each_total", dims = { function = "f", outcome = "ok" } }
+    failed = { metric = "each_total", dims = { function = "f", outcome = "failed" } }
+  }
+}
+
+resource "aws_cloudwatch_metric_alarm" "each_local" {
+  for_each    = local.per_outcome
+  namespace   = local.emf_namespace
+  metric_name = each.value.metric
+  dimensions  = each.value.dims
+}
+
+resource "aws_cloudwatch_metric_alarm" "each_for" {
+  for_each = { for k, v in local.per_outcome : k => v if k == var.namespace }
+  metric_query {
+    id = "m"
+    metric {
+      namespace   = "AWS/X"
+      metric_name = "${each.key}_count"
+      dimensions  = { Name = each.key }
+    }
+  }
+}
+
+resource "aws_cloudwatch_metric_alarm" "each_literal" {
+  for_each    = { one = "fn-one" }
+  namespace   = "AWS/Lambda"
+  metric_name = "Errors"
+  dimensions  = { FunctionName = each.value }
 }
 
 resource "aws_cloudwatch_metric_alarm" "plain" {
@@ -148,7 +226,8 @@ resource "aws_cloudwatch_metric_alarm" "math" {
 
 def test_alarm_reader_reads_every_form(tmp_path):
     """Plain alarms, metric_query blocks, dynamic ones over a local list and over toset([...]),
-    SEARCH()es, locals and variable defaults; an expression it cannot evaluate stays visible."""
+    SEARCH()es, locals and variable defaults, for_each over a local map (directly or through a
+    filtering `for`) or a literal one; an expression it cannot evaluate stays visible."""
     if hcl2 is None:
         pytest.skip("hcl2 parser not installed: pip install --require-hashes -r scripts/requirements/terraform.txt")
     (tmp_path / "alarms.tf").write_text(SAMPLE_TF)
@@ -162,6 +241,11 @@ def test_alarm_reader_reads_every_form(tmp_path):
         ("AWS/Lambda", "Errors", (("FunctionName", "b"),)),
         ("WebAnalytics", "searched_seconds", (("function", "f"), ("sink", None))),
         ("WebAnalytics", "unread_total", (("function", "${aws_lambda_function.x.function_name}"),)),
+        ("WebAnalytics", "each_total", (("function", "f"), ("outcome", "ok"))),
+        ("WebAnalytics", "each_total", (("function", "f"), ("outcome", "failed"))),
+        ("AWS/X", "ok_count", (("Name", "ok"),)),
+        ("AWS/X", "failed_count", (("Name", "failed"),)),
+        ("AWS/Lambda", "Errors", (("FunctionName", "fn-one"),)),
     ])
 
 
@@ -169,7 +253,8 @@ def test_alarms_cover_lag_errors_failures_and_5xx(tf):
     """The reader sees this stack's alarms, so the check below cannot pass on an empty list."""
     uses = all_alarm_uses(tf)
     names = {u.name for u in uses}
-    assert {"IteratorAge", "Errors", "ApproximateNumberOfMessagesVisible", "5XXError", "5xx", "CPUUtilization"} <= names
+    assert {"IteratorAge", "Errors", "ApproximateNumberOfMessagesVisible", "5XXError", "5xx", "CPUUtilization",
+            "FreeStorageSpace", "DatabaseConnections"} <= names
     emf = {u.where.split()[0] for u in uses if u.namespace == em.emf_namespace()}
     assert {f"aws_cloudwatch_metric_alarm.{n}" for n in
             ("consumer_batches_failed", "consumer_quarantine_ratio", "producer_unaccepted_ratio")} <= emf, emf
@@ -203,15 +288,15 @@ def test_quarantine_alarm_covers_every_reason_the_lambda_handler_reports(tf):
     assert sorted(alarm_reasons) == sorted(reasons - {"batch_failed"})
 
 
-@pytest.mark.parametrize("alarm_name", ["consumer_quarantine_ratio", "producer_unaccepted_ratio", "api_5xx_rest", "api_5xx_http"])
+@pytest.mark.parametrize("alarm_name", ["consumer_quarantine_ratio", "producer_unaccepted_ratio", "api_5xx"])
 def test_metric_math_alarms_fit_cloudwatch_limits(tf, alarm_name):
     """At most 10 metrics per metric-math alarm (a hard CloudWatch limit) and exactly one
-    returned expression."""
-    alarm = tf.resource("aws_cloudwatch_metric_alarm", alarm_name)
-    assert 0 < len(alarm_uses(tf, alarm_name, alarm)) <= 10
-    returned = [attr(q, "id") for q in blocks(alarm, "metric_query") if attr(q, "return_data") is True]
-    assert returned == ["ratio"], returned
-    assert attr(alarm, "metric_name") is None and attr(alarm, "statistic") is None
+    returned expression, in every instance (api_5xx: the REST and the HTTP API's)."""
+    for instance, alarm in alarm_instances(tf, alarm_name, tf.resource("aws_cloudwatch_metric_alarm", alarm_name)):
+        assert 0 < len(alarm_uses(tf, instance, alarm)) <= 10, instance
+        returned = [attr(q, "id") for q in blocks(alarm, "metric_query") if attr(q, "return_data") is True]
+        assert returned == ["ratio"], (instance, returned)
+        assert attr(alarm, "metric_name") is None and attr(alarm, "statistic") is None, instance
 
 
 def test_every_alarm_says_why_it_treats_missing_data_as_it_does(tf):
