@@ -2,7 +2,8 @@
 
 The main point: every path a service is configured to read (Promtail's tailed logs, each
 service's config file, Grafana's provisioning and dashboards) is really mounted into that
-container, and every mounted repo file exists.
+container, and every mounted repo file exists. And the profiles: `aws` (what the EC2 host runs,
+terraform/templates/grafana-user-data.sh.tftpl) starts Grafana alone, `local` all four.
 """
 
 from __future__ import annotations
@@ -17,7 +18,11 @@ from dashlib import GRAFANA_DIR
 yaml = pytest.importorskip("yaml", reason="PyYAML not installed (scripts/requirements/observability.txt)")
 
 COMPOSE_FILE = GRAFANA_DIR / "docker-compose.yml"
+DATASOURCES_DIR = GRAFANA_DIR / "provisioning" / "datasources"
 REQUIRED_SERVICES = {"grafana", "prometheus", "loki", "promtail"}
+# What each profile must start. On AWS the binaries are Lambdas reporting to CloudWatch: a
+# Prometheus or Promtail there would have nothing to read.
+PROFILES = {"aws": {"grafana"}, "local": REQUIRED_SERVICES}
 
 
 @pytest.fixture(scope="module")
@@ -96,8 +101,48 @@ def glob_base(path: str) -> str:
     return head.rstrip("/") if head.endswith("/") else str(PurePosixPath(head).parent)
 
 
+def started(services: dict, profiles: set[str], named: tuple[str, ...] = ()) -> set[str]:
+    """Services `docker compose --profile P... up [named...]` starts: those enabled by a profile
+    (or without profiles), the named ones, and everything they depend on."""
+    todo = [n for n, s in services.items() if not s.get("profiles") or profiles & set(s["profiles"])]
+    todo += list(named)
+    out: set[str] = set()
+    while todo:
+        name = todo.pop()
+        if name not in out:
+            out.add(name)
+            todo += list(services[name].get("depends_on") or [])
+    return out
+
+
+def datasources(path) -> list[dict]:
+    return yaml.safe_load(path.read_text()).get("datasources", [])
+
+
 def test_required_services(services):
     assert REQUIRED_SERVICES <= set(services), f"missing: {REQUIRED_SERVICES - set(services)}"
+
+
+@pytest.mark.parametrize("profile", sorted(PROFILES))
+def test_profile_starts_its_services(services, profile):
+    assert started(services, {profile}) == PROFILES[profile]
+
+
+def test_every_service_has_a_profile(services):
+    # A service without one would start under every profile, the AWS host's included.
+    assert not started(services, set()), "`docker compose up` without a profile should start nothing"
+    for name, svc in services.items():
+        assert set(svc.get("profiles", [])) <= set(PROFILES), f"{name}: unknown profile"
+
+
+def test_dependencies_share_the_profiles_of_their_dependents(services):
+    # Compose refuses (or, asked for a service by name, starts) a dependency whose profile is off:
+    # either way `--profile aws` would not mean Grafana alone.
+    for name, svc in services.items():
+        for dep in svc.get("depends_on") or []:
+            missing = set(svc.get("profiles", [])) - set(services[dep].get("profiles", []))
+            assert not missing, f"{name} depends on {dep}, which is not in profile(s) {sorted(missing)}"
+    assert started(services, {"aws"}, ("grafana",)) == {"grafana"}
 
 
 def test_no_obsolete_version_key(compose):
@@ -237,7 +282,7 @@ def test_grafana_provisioning_and_dashboards_mounted(services):
 
 
 def test_grafana_datasources_point_at_compose_services(services):
-    ds = yaml.safe_load((GRAFANA_DIR / "provisioning/datasources/datasources.yml").read_text())["datasources"]
+    ds = [d for f in sorted(DATASOURCES_DIR.glob("*.y*ml")) for d in datasources(f)]
     by_uid = {d["uid"]: d for d in ds}
     assert by_uid["prometheus"]["url"] == "http://prometheus:9090"
     assert by_uid["loki"]["url"] == "http://loki:3100"
@@ -246,6 +291,28 @@ def test_grafana_datasources_point_at_compose_services(services):
     assert "secureJsonData" not in cw, "no static AWS keys"
     env = services["grafana"].get("environment", {})
     assert "AWS_REGION" in env, "defaultRegion: ${AWS_REGION} needs the variable in the container"
+
+
+def test_datasources_of_local_only_services_are_in_their_own_file(services):
+    """datasources.yml is what Grafana gets on AWS too: nothing in it may need a service the aws
+    profile does not start. The Prometheus and Loki datasources are in a file of their own, which
+    Terraform leaves off the host (terraform/tests/test_structure.py checks that side)."""
+    aws = started(services, {"aws"})
+
+    def compose_service(d):
+        m = re.match(r"https?://([^:/]+)", str(d.get("url", "")))
+        return m.group(1) if m and m.group(1) in services else None
+
+    everywhere = datasources(DATASOURCES_DIR / "datasources.yml")
+    assert {d["type"] for d in everywhere} == {"cloudwatch", "grafana-postgresql-datasource"}
+    for d in everywhere:
+        assert compose_service(d) in (None, *aws), f"{d['name']} needs a service the aws profile does not start"
+    local_only = datasources(DATASOURCES_DIR / "prometheus-loki.yml")
+    assert {d["uid"] for d in local_only} == {"prometheus", "loki"}
+    for d in local_only:
+        svc = compose_service(d)
+        assert svc and svc not in aws, f"{d['name']} should point at a local-profile service, not {d.get('url')}"
+    assert sorted(p.name for p in DATASOURCES_DIR.glob("*.y*ml")) == ["datasources.yml", "prometheus-loki.yml"]
 
 
 def test_grafana_published_internal_services_loopback_only(services):
