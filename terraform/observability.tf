@@ -1,6 +1,7 @@
-# Grafana host: one EC2 instance (Graviton by default) in a public subnet that runs the
-# repository's grafana/docker-compose.yml with an EC2 role that can read CloudWatch metrics
-# (the Lambdas' EMF metrics, AWS/Kinesis, AWS/Lambda, ...) and Logs Insights.
+# Grafana host: one EC2 instance (Graviton by default) in a public subnet that runs Grafana alone
+# from the repository's grafana/docker-compose.yml (its `aws` profile) with an EC2 role that can
+# read CloudWatch metrics (the Lambdas' EMF metrics, AWS/Kinesis, AWS/Lambda, ...) and Logs
+# Insights.
 #
 # The files under var.grafana_source_dir are uploaded to the lake bucket under ops/grafana/
 # and fetched at boot. Changing any of them changes user_data, which replaces the instance
@@ -17,11 +18,21 @@
 
 locals {
   grafana_dir = startswith(var.grafana_source_dir, "/") ? var.grafana_source_dir : "${path.module}/${var.grafana_source_dir}"
-  # What the host runs: docker-compose.yml and the configs it mounts (not tests/, tools/, docs).
-  grafana_files = var.enable_grafana ? toset([
+  # The host runs the compose file's `aws` profile, Grafana alone: on AWS the binaries are Lambdas
+  # that publish CloudWatch EMF metrics and write CloudWatch Logs, so the `local` profile's
+  # Prometheus, Loki and Promtail would have nothing to read. What only they use is not uploaded:
+  # their configs, their datasources and the dashboards that query them. Left on the host, those
+  # would be provisioned into Grafana and show errors that look like an outage; and editing a
+  # Prometheus rule would replace the host for nothing. terraform/tests/test_structure.py checks
+  # that what remains uses only datasources the remaining files provision.
+  grafana_local_only = "^(prometheus|loki|promtail)/|^provisioning/datasources/prometheus-loki\\.yml$|^dashboards/.*-(prometheus|loki)\\.json$"
+  # docker-compose.yml and the configs its services mount (not tests/, tools/, docs).
+  grafana_compose_files = var.enable_grafana ? [
     for f in fileset(local.grafana_dir, "**") : f
     if !startswith(f, "tests/") && !startswith(f, "tools/") && !endswith(f, ".md") && !strcontains(f, "__pycache__")
-  ]) : toset([])
+  ] : []
+  # What the host runs.
+  grafana_files = toset([for f in local.grafana_compose_files : f if !can(regex(local.grafana_local_only, f))])
   grafana_config_hash = sha256(join(",", [
     for f in sort(tolist(local.grafana_files)) : "${f}=${filesha256("${local.grafana_dir}/${f}")}"
   ]))
@@ -135,7 +146,9 @@ resource "aws_iam_role" "grafana" {
 data "aws_iam_policy_document" "grafana" {
   count = var.enable_grafana ? 1 : 0
 
-  # What Grafana's CloudWatch data source calls. These actions have no resource-level scoping.
+  # What Grafana's CloudWatch data source calls (its documented policy; Grafana is the only
+  # datasource on this host that reads AWS). These actions have no resource-level scoping.
+  # terraform/tests/test_structure.py holds this policy to that list.
   statement {
     sid = "ReadMetrics"
     actions = [
@@ -149,6 +162,11 @@ data "aws_iam_policy_document" "grafana" {
       "ec2:DescribeInstances",
       "ec2:DescribeTags",
       "tag:GetResources",
+      # Whether this account is a cross-account observability monitoring account (one with a
+      # sink), which decides if the query editor offers other accounts' metrics and log groups.
+      # oam:ListAttachedLinks, which Grafana calls only for a sink it found, is left out: none
+      # exists here, and it is a sink-scoped action this wildcard statement should not grant.
+      "oam:ListSinks",
     ]
     resources = ["*"]
   }

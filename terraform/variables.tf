@@ -630,7 +630,7 @@ variable "enable_rds_proxy" {
 # --- Observability host (Grafana) ---------------------------------------------
 
 variable "enable_grafana" {
-  description = "Create the EC2 host that runs grafana/docker-compose.yml."
+  description = "Create the EC2 host that runs Grafana (the aws profile of grafana/docker-compose.yml)."
   type        = bool
   default     = true
 }

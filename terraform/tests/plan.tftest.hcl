@@ -72,8 +72,18 @@ run "default_stack" {
     error_message = "grafana tests and tools are not uploaded"
   }
   assert {
-    condition     = strcontains(aws_instance.grafana[0].user_data, "docker compose up -d")
-    error_message = "user_data starts the compose stack"
+    condition     = strcontains(aws_instance.grafana[0].user_data, "docker compose --profile aws up -d")
+    error_message = "user_data starts the compose file's aws profile (Grafana alone)"
+  }
+  assert {
+    condition = alltrue([for k in ["provisioning/datasources/datasources.yml", "provisioning/dashboards/dashboards.yml", "dashboards/stream-lag-cloudwatch.json", "dashboards/pipeline-aws-cloudwatch.json", "dashboards/pipeline-cloudwatch.json", "dashboards/site-analytics.json"] :
+    contains(keys(aws_s3_object.grafana), k)])
+    error_message = "the host gets Grafana's CloudWatch and Site analytics datasources and dashboards"
+  }
+  assert {
+    condition = !anytrue([for k in keys(aws_s3_object.grafana) :
+    startswith(k, "prometheus/") || startswith(k, "loki/") || startswith(k, "promtail/") || k == "provisioning/datasources/prometheus-loki.yml" || endswith(k, "-prometheus.json") || endswith(k, "-loki.json")])
+    error_message = "nothing only the local profile's Prometheus, Loki or Promtail use goes to the host"
   }
   assert {
     condition     = strcontains(aws_instance.grafana[0].user_data, "DB_SECRET_ID='${aws_secretsmanager_secret.db_dashboard[0].arn}'") && strcontains(aws_instance.grafana[0].user_data, "ANALYTICS_DB_")

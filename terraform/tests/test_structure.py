@@ -491,6 +491,145 @@ def test_grafana_host_is_hardened(tf):
     assert names <= passed, f"template uses {sorted(names - passed)} which templatefile() does not pass"
 
 
+GRAFANA_DIR = REPO_ROOT / "grafana"
+
+
+def grafana_compose() -> dict:
+    yaml = pytest.importorskip("yaml", reason="PyYAML not installed (checkov's dependency)")
+    return yaml.safe_load((GRAFANA_DIR / "docker-compose.yml").read_text())
+
+
+def grafana_uploaded(tf) -> set[str]:
+    """The grafana/ files Terraform uploads for the host (local.grafana_compose_files, then
+    local.grafana_files), computed here from the same filter and regex."""
+    pattern = tf.locals["grafana_local_only"].replace("\\\\", "\\")
+    files = {
+        str(p.relative_to(GRAFANA_DIR)) for p in GRAFANA_DIR.rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    }
+    compose_files = {f for f in files if not f.startswith(("tests/", "tools/")) and not f.endswith(".md")}
+    assert "grafana_compose_files" in tf.files["observability.tf"] and 'startswith(f, "tests/")' in tf.files["observability.tf"]
+    return {f for f in compose_files if not re.search(pattern, f)}
+
+
+def test_grafana_host_runs_grafana_alone(tf):
+    """The host's systemd unit starts the compose file's aws profile, which is Grafana and nothing
+    it depends on: on AWS there is nothing for Prometheus to scrape or Promtail to tail."""
+    text = (TF_DIR / "templates" / "grafana-user-data.sh.tftpl").read_text()
+    start = re.search(r"^ExecStart=/usr/bin/docker compose (.*)$", text, re.M).group(1).split()
+    stop = re.search(r"^ExecStop=/usr/bin/docker compose (.*)$", text, re.M).group(1).split()
+    profiles = {start[i + 1] for i, a in enumerate(start) if a == "--profile"}
+    assert profiles == {"aws"}, start
+    up = start.index("up")
+    named = [a for a in start[up + 1:] if not a.startswith("-")]
+    assert stop[:2] == ["--profile", "aws"] and "down" in stop, "stop what was started"
+    services = grafana_compose()["services"]
+    todo = [n for n, svc in services.items() if profiles & set(svc.get("profiles") or profiles)] + named
+    running: set[str] = set()
+    while todo:
+        name = todo.pop()
+        if name not in running:
+            running.add(name)
+            todo += list(services[name].get("depends_on") or [])
+    assert running == {"grafana"}
+
+
+def test_grafana_host_gets_only_what_grafana_uses(tf):
+    yaml = pytest.importorskip("yaml", reason="PyYAML not installed (checkov's dependency)")
+    uploaded = grafana_uploaded(tf)
+    grafana = grafana_compose()["services"]["grafana"]
+    # Everything the grafana service mounts from the repository is there.
+    for volume in grafana["volumes"]:
+        source = volume.split(":")[0]
+        if source.startswith("./"):
+            rel = source[2:]
+            assert any(f == rel or f.startswith(rel + "/") for f in uploaded), f"{source} is not uploaded"
+    home = grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert home.replace("/etc/grafana/", "") in uploaded, f"home dashboard {home} is not uploaded"
+    # Nothing that only the local profile's services read.
+    for name, svc in grafana_compose()["services"].items():
+        if name == "grafana":
+            continue
+        for volume in svc.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("./"):
+                rel = source[2:]
+                assert not any(f == rel or f.startswith(rel + "/") for f in uploaded), f"{name}'s {source} is uploaded"
+    # The datasources provisioned on the host: CloudWatch and the Site analytics database only.
+    provisioned = {
+        d["uid"]: d["type"]
+        for f in sorted(uploaded) if f.startswith("provisioning/datasources/")
+        for d in yaml.safe_load((GRAFANA_DIR / f).read_text()).get("datasources", [])
+    }
+    assert provisioned == {"cloudwatch": "cloudwatch", "analytics-postgres": "grafana-postgresql-datasource"}
+
+    # Every dashboard goes up exactly when all the datasources it queries are provisioned there.
+    def uids(node):
+        if isinstance(node, dict):
+            ds = node.get("datasource")
+            if isinstance(ds, dict) and "uid" in ds and not str(ds["uid"]).startswith(("$", "-- ")):
+                yield ds["uid"]
+            for v in node.values():
+                yield from uids(v)
+        elif isinstance(node, list):
+            for v in node:
+                yield from uids(v)
+
+    dashboards = sorted(p for p in (GRAFANA_DIR / "dashboards").glob("*.json"))
+    assert dashboards
+    for path in dashboards:
+        used = set(uids(json.loads(path.read_text())))
+        assert used, f"{path.name} queries no datasource"
+        f = f"dashboards/{path.name}"
+        assert (f in uploaded) == (used <= set(provisioned)), f"{f}: uses {sorted(used)}, uploaded: {f in uploaded}"
+    assert {f"dashboards/{p.name}" for p in dashboards if p.name.endswith("-cloudwatch.json")} <= uploaded
+
+
+# The calls Grafana's CloudWatch datasource makes (Grafana's documented IAM policy for it), and the
+# resources each must be granted on: "*" where the action has no resource type, else the
+# account's alarms, Contributor Insights rules or log groups (or "*").
+GRAFANA_CLOUDWATCH_CALLS = {
+    "cloudwatch:GetMetricData": "*",
+    "cloudwatch:ListMetrics": "*",
+    "cloudwatch:DescribeAlarmsForMetric": "*",
+    "cloudwatch:DescribeAlarms": ":alarm:*",
+    "cloudwatch:DescribeAlarmHistory": ":alarm:*",
+    "cloudwatch:GetInsightRuleReport": ":insight-rule/*",
+    "logs:DescribeLogGroups": "*",
+    "logs:GetLogGroupFields": ":log-group:*",
+    "logs:StartQuery": ":log-group:*",
+    "logs:GetQueryResults": ":log-group:*",
+    "logs:StopQuery": "*",
+    "logs:GetLogEvents": ":log-group:*",
+    "ec2:DescribeRegions": "*",
+    "ec2:DescribeInstances": "*",
+    "ec2:DescribeTags": "*",
+    "tag:GetResources": "*",
+    "oam:ListSinks": "*",
+}
+
+
+def test_grafana_role_can_make_the_cloudwatch_datasource_calls(tf):
+    doc = tf.data["aws_iam_policy_document"]["grafana"]
+    granted: dict[str, list[str]] = {}
+    for st in blocks(doc, "statement"):
+        assert attr(st, "effect", "Allow") == "Allow"
+        for action in attr(st, "actions"):
+            granted.setdefault(action, []).extend(expr(r) for r in attr(st, "resources"))
+    for action, scope in GRAFANA_CLOUDWATCH_CALLS.items():
+        resources = granted.get(action, [])
+        assert resources, f"the Grafana role lacks {action}"
+        if scope == "*":
+            assert "*" in resources, f"{action} has no resource type: grant it on *, not {resources}"
+        else:
+            assert any(r == "*" or (r.endswith(scope) and "${local.account_id}" in r) for r in resources), (action, resources)
+    # Reading only: nothing on CloudWatch, Logs or EC2 that writes.
+    read = re.compile(r"^(cloudwatch|logs|ec2|tag|oam):(Get|List|Describe|StartQuery$|StopQuery$|FilterLogEvents$)")
+    for action in granted:
+        if action.split(":")[0] in {"cloudwatch", "logs", "ec2", "tag", "oam"}:
+            assert read.match(action), f"the Grafana role may {action}"
+
+
 def test_alarms_notify_the_encrypted_topic(tf):
     """What each alarm reads is tests/test_alarms.py's; here, that every one of them (a new one
     too, which alarms.tftest.hcl would not list) notifies the topic, and that the topic is
