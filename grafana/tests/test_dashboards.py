@@ -43,6 +43,7 @@ REQUIRED_DASHBOARDS = {
     "pipeline-cloudwatch.json",
     "pipeline-prometheus.json",
     "site-analytics.json",
+    "logs-cloudwatch.json",
 }
 PROMETHEUS_DASHBOARDS = {"stream-lag-prometheus.json", "pipeline-prometheus.json"}
 EXPECTED_DATASOURCES = {
@@ -306,6 +307,23 @@ def test_pipeline_cloudwatch_content():
             assert ("AWS/Lambda", metric, dims) in m, (fn, metric)
     names = {v["name"] for v in load(DASHBOARD_DIR / "pipeline-cloudwatch.json")["templating"]["list"]}
     assert {"region", "api_name", "producer_function", "consumer_function"} <= names
+
+
+def test_logs_cloudwatch_reads_every_function_log_group():
+    """On AWS, where no Loki runs, this is the log viewer: each panel queries the log groups of
+    the three functions, and each group's function is a variable of the dashboard."""
+    d = load(DASHBOARD_DIR / "logs-cloudwatch.json")
+    variables = {v["name"]: v for v in d["templating"]["list"]}
+    groups = {"/aws/lambda/$producer_function", "/aws/lambda/$consumer_function", "/aws/lambda/$compactor_function"}
+    targets = list(all_targets(d))
+    assert len(targets) == 2, [p["title"] for p, _ in targets]
+    for panel, t in targets:
+        assert panel["type"] == "logs" and t["queryMode"] == "Logs", panel["title"]
+        assert set(t["logGroupNames"]) == groups, panel["title"]
+    for group in groups:
+        assert group.removeprefix("/aws/lambda/$") in variables, group
+    assert variables["search"]["type"] == "textbox"
+    assert any('"$search"' in t["expression"] for _, t in targets), "no panel uses the search box"
 
 
 @functools.cache

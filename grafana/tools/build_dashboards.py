@@ -564,6 +564,16 @@ def stream_lag_prometheus(L: Layout) -> list[dict]:
 # --------------------------------------------------------------------------------------------
 
 
+# WARN/ERROR lines of the functions' structured JSON logs, and the lines Lambda itself writes when
+# a function times out or its runtime dies (those have no level field).
+WARN_ERROR_INSIGHTS = (
+    "fields @timestamp, @log, level, @message\n"
+    "| filter level in [\"ERROR\", \"WARN\"] or @message like /(?i)task timed out|runtime exited/\n"
+    "| sort @timestamp desc\n"
+    "| limit 200"
+)
+
+
 def pipeline_cloudwatch(L: Layout) -> list[dict]:
     """API Gateway and both Lambda functions on AWS, from CloudWatch metrics and logs."""
     api = {"ApiName": "$api_name"}
@@ -618,13 +628,8 @@ def pipeline_cloudwatch(L: Layout) -> list[dict]:
     L.add(logs(
         "Lambda warnings and errors (CloudWatch Logs Insights)",
         "WARN/ERROR lines of both functions' structured JSON logs, newest first.",
-        [cw_logs(
-            ["/aws/lambda/$producer_function", "/aws/lambda/$consumer_function"],
-            "fields @timestamp, @log, level, @message\n"
-            "| filter level in [\"ERROR\", \"WARN\"] or @message like /(?i)task timed out|runtime exited/\n"
-            "| sort @timestamp desc\n"
-            "| limit 200",
-        )]), w=24, h=10)
+        [cw_logs(["/aws/lambda/$producer_function", "/aws/lambda/$consumer_function"], WARN_ERROR_INSIGHTS)]),
+        w=24, h=10)
     return [
         region_var(),
         dimension_var("api_name", "API", "AWS/ApiGateway", "Count", "ApiName"),
@@ -1070,6 +1075,43 @@ def logs_loki(L: Layout) -> list[dict]:
 
 
 # --------------------------------------------------------------------------------------------
+# Logs (CloudWatch)
+# --------------------------------------------------------------------------------------------
+
+
+def logs_cloudwatch(L: Layout) -> list[dict]:
+    """The Lambda functions' logs on AWS, read with CloudWatch Logs Insights: what the Loki
+    dashboard is on the local compose profile, for the AWS host, which runs Grafana alone."""
+    groups = [f"/aws/lambda/${name}" for name in LOG_FUNCTIONS]
+    L.add(logs(
+        "Warnings and errors",
+        "WARN/ERROR lines of the producer, consumer and compactor functions, and Lambda's own "
+        "timeout and runtime-exit lines, newest first (@log names the function's log group).",
+        [cw_logs(groups, WARN_ERROR_INSIGHTS)]), w=24, h=12)
+    L.add(logs(
+        "Search",
+        "Lines of the three functions that contain the search box's text (case-sensitive; every "
+        "line when it is empty), newest first, at most 500.",
+        [cw_logs(groups, "fields @timestamp, @log, level, @message\n"
+                         "| filter @message like \"$search\"\n"
+                         "| sort @timestamp desc\n"
+                         "| limit 500")]), w=24, h=14)
+    variables = [region_var()]
+    for name, (label, metric, suffix) in LOG_FUNCTIONS.items():
+        variables.append(dimension_var(name, label, "AWS/Lambda", metric, "FunctionName", regex=f"/{suffix}$/"))
+    return variables + [textbox_var("search", "Search")]
+
+
+# The functions whose log groups (/aws/lambda/<name>) the logs dashboard reads: variable -> (label,
+# an AWS/Lambda metric the function publishes, the suffix Terraform gives its name).
+LOG_FUNCTIONS = {
+    "producer_function": ("Producer function", "Invocations", "-producer-api"),
+    "consumer_function": ("Consumer function", "IteratorAge", "-stream-consumer"),
+    "compactor_function": ("Compactor function", "Invocations", "-compactor"),
+}
+
+
+# --------------------------------------------------------------------------------------------
 # Site analytics (PostgreSQL)
 # --------------------------------------------------------------------------------------------
 
@@ -1107,6 +1149,7 @@ DASHBOARDS = {
     "pipeline-prometheus.json": (pipeline_prometheus, "Pipeline (Prometheus)", "10s", "now-30m"),
     "pipeline-aws-cloudwatch.json": (pipeline_aws_cloudwatch, "Pipeline on AWS (CloudWatch)", "1m", "now-3h"),
     "logs-loki.json": (logs_loki, "Logs (Loki)", "30s", "now-1h"),
+    "logs-cloudwatch.json": (logs_cloudwatch, "Logs (CloudWatch)", "1m", "now-1h"),
     "site-analytics.json": (site_analytics, "Site analytics", "5m", "now-7d"),
 }
 
