@@ -189,8 +189,18 @@ impl<O: ObjectStore, D: ItemStore> Runner<O, D> {
                 }
             }
             let checkpointing = Instant::now();
-            ledger.save_checkpoint(stream, shard, last.as_deref(), false).await?;
-            record_stage("checkpoint", checkpointing.elapsed());
+            match ledger.save_checkpoint(stream, shard, last.as_deref(), false).await {
+                Ok(()) => record_stage("checkpoint", checkpointing.elapsed()),
+                // PostgreSQL is down: the position stays in memory and is saved after the next
+                // batch. The event source mapping's checkpoints do not depend on our database
+                // either, so a batch given up on during the outage stays given up on (its
+                // descriptor is on the on-failure queue) rather than read again once PostgreSQL
+                // is back. A crash before the next save only redelivers batches: exact anyway.
+                Err(e) if is_outage(&e) => {
+                    tracing::warn!(shard, error = %e, "could not save the checkpoint; going on, it is saved after the next batch");
+                }
+                Err(e) => return Err(e),
+            }
         }
         if iterator.is_none() {
             // NextShardIterator is absent only once a closed shard has been read to its end.

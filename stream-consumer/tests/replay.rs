@@ -1,12 +1,13 @@
 //! `replay` against the local stack (kinesalite, dynalite, moto's S3 and SQS, PostgreSQL): the
-//! runner gives up on batches while DynamoDB is unreachable and describes them on an SQS
-//! on-failure queue, as the event source mapping does on AWS; `replay` — the binary itself —
-//! re-reads them from the stream once the store is back and lands them exactly once. Dead-letter
-//! objects are redriven the same way.
+//! runner gives up on batches while PostgreSQL (behind a proxy the test cuts) or DynamoDB is
+//! down and describes them on an SQS on-failure queue, as the event source mapping does on AWS;
+//! `replay` — the binary itself — re-reads them from the stream once the store is back and lands
+//! them exactly once. Dead-letter objects are redriven the same way.
 
 mod stream;
 mod support;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ use stream_consumer::decode::InputRecord;
 use stream_consumer::replay::{MessageOutcome, ObjectOutcome, Replayer, parse_on_failure};
 use stream_consumer::runner::{OnFailure, Runner, RunnerSettings};
 use stream_consumer::sinks::dynamo::DynamoItems;
+use stream_consumer::sinks::postgres::PgLedger;
 use stream_consumer::sinks::s3::S3Lake;
 use stream_consumer::sinks::sqs::FailureQueue;
 use stream_consumer::testing::{event_record, raw_record};
@@ -137,15 +139,7 @@ async fn batches_given_up_in_an_outage_replay_exactly_once() {
     assert_eq!(env.dynamo_count().await, 0, "a dry run writes nothing");
 
     // The binary, as an operator runs it, with the consumer's environment.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_replay"))
-        .args(["queue", "--execute", "--batch-size", "100"])
-        .env("LAKE_BUCKET", &env.bucket)
-        .env("DYNAMODB_TABLE", &env.table)
-        .env("DATABASE_URL", support::database_url(&env.database))
-        .env_remove("DATABASE_SECRET_ARN")
-        .env("ON_FAILURE_QUEUE_URL", queue.url())
-        .output()
-        .expect("run replay");
+    let out = replay_command(&env, &queue).arg("--execute").output().expect("run replay");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "replay failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(stdout.matches("replayed shardId").count(), described.len(), "{stdout}");
@@ -227,4 +221,160 @@ async fn dead_letter_objects_redrive_exactly_once() {
     assert!(matches!(&again[..], [ObjectOutcome::Redriven { replayed, .. }] if replayed.new_events == 0), "{again:?}");
     assert_exact(&env, 40).await;
     assert!(!env.keys(key).await.contains(&key.to_owned()), "a redriven object is deleted");
+}
+
+/// Invariant (the scenario of issue #22): PostgreSQL stops long enough for batches to exhaust
+/// their retries; the runner describes them on the on-failure queue and moves on, as the event
+/// source mapping does (its checkpoint is saved once PostgreSQL is back, past them); the batches
+/// after the outage land as usual; `replay` lands the ones given up on, and every store holds
+/// each event exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_given_up_while_postgres_is_down_replay_exactly_once() {
+    let env = TestEnv::new().await;
+    let kinesis = aws::kinesis(&env.aws, Retries::Ours);
+    let stream = fresh_stream(&kinesis, 1).await;
+    let queue = fresh_queue(&env).await;
+    let outage = Outage::start().await;
+    // The runner's ledger (claims, counts, checkpoints) reaches PostgreSQL only through the proxy.
+    let url = support::database_url(&env.database).replace(":5432/", &format!(":{}/", outage.port));
+    let pipeline = Pipeline::new(
+        S3Lake::new(env.s3.clone(), env.bucket.clone()),
+        env.dynamo_items(),
+        PgLedger::connect(url.parse().expect("a database URL")),
+        support::settings(),
+    );
+    let runner = Arc::new(Runner {
+        pipeline: Arc::new(pipeline),
+        kinesis: kinesis.clone(),
+        settings: RunnerSettings {
+            stream_name: stream.clone(),
+            batch_size: 100,
+            batch_max_bytes: 4 << 20,
+            batch_window: Duration::from_millis(200),
+            max_attempts: 3,
+        },
+        on_failure: Some(OnFailure::new(queue.clone(), 1)),
+    });
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let running = tokio::spawn(async move { runner.run(stopped).await.unwrap() });
+
+    put(&kinesis, &stream, events(100, "page_view")).await;
+    wait_until("the first events are counted", || async { total(&env).await == 100 }).await;
+    outage.set_down(true);
+    let during = put(&kinesis, &stream, events(150, "click")).await;
+    wait_until("every record of the outage is described on the queue", || async {
+        let described: Vec<_> = peek(&queue).await.iter().filter_map(|b| parse_on_failure(b).ok()).collect();
+        during.iter().all(|s| described.iter().any(|b| b.contains(s)))
+    })
+    .await;
+    outage.set_down(false);
+    let after = put(&kinesis, &stream, events(50, "signup")).await;
+    let last = after.last().unwrap().clone();
+    wait_until("the shard is checkpointed past the outage", || async {
+        env.ledger.checkpoint(&stream, "shardId-000000000000").await.unwrap().0.as_deref() == Some(last.as_str())
+    })
+    .await;
+    stop.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(30), running).await.expect("stops on request").unwrap();
+    let counts = env.counts().await;
+    assert_eq!((counts.get("page_view"), counts.get("signup"), counts.get("click")), (Some(&100), Some(&50), None));
+
+    let out = replay_command(&env, &queue).arg("--execute").output().expect("run replay");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(peek(&queue).await.is_empty(), "replayed messages are deleted");
+    assert_eq!(env.counts().await.get("click"), Some(&150));
+    assert_exact(&env, 300).await;
+}
+
+/// The `replay queue` command on `queue`, with the consumer's environment for `env`'s stores.
+fn replay_command(env: &TestEnv, queue: &FailureQueue) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_replay"));
+    command
+        .args(["queue", "--batch-size", "100"])
+        .env("LAKE_BUCKET", &env.bucket)
+        .env("DYNAMODB_TABLE", &env.table)
+        .env("DATABASE_URL", support::database_url(&env.database))
+        .env_remove("DATABASE_SECRET_ARN")
+        .env("ON_FAILURE_QUEUE_URL", queue.url());
+    command
+}
+
+/// Events counted in PostgreSQL, over every type.
+async fn total(env: &TestEnv) -> i64 {
+    env.counts().await.values().sum()
+}
+
+/// Polls `done` every 100 ms for up to 60 s; fails the test with `what` when it never holds.
+async fn wait_until<F: Future<Output = bool>>(what: &str, done: impl Fn() -> F) {
+    for _ in 0..600 {
+        if done().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+/// A TCP proxy in front of the local PostgreSQL that a test cuts and restores: PostgreSQL goes
+/// down for the one process connected through it (its connections drop, new ones are refused),
+/// while the server, and every other test, carries on.
+struct Outage {
+    port: u16,
+    down: tokio::sync::watch::Sender<bool>,
+}
+
+impl Outage {
+    async fn start() -> Outage {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (down, watch) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                if *watch.borrow() {
+                    continue; // refused: dropped at once
+                }
+                let Ok(server) = tokio::net::TcpStream::connect("127.0.0.1:5432").await else { continue };
+                let mut cut = watch.clone();
+                tokio::spawn(async move {
+                    tokio::select! {
+                        () = pipe(&client, &server) => {}
+                        () = pipe(&server, &client) => {}
+                        _ = cut.wait_for(|down| *down) => {}
+                    }
+                });
+            }
+        });
+        Outage { port, down }
+    }
+
+    fn set_down(&self, down: bool) {
+        self.down.send_replace(down);
+    }
+}
+
+/// Copies bytes from `from` to `to` until either side closes (tokio's `net` calls only).
+async fn pipe(from: &tokio::net::TcpStream, to: &tokio::net::TcpStream) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        if from.readable().await.is_err() {
+            return;
+        }
+        let n = match from.try_read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(_) => return,
+        };
+        let mut sent = 0;
+        while sent < n {
+            if to.writable().await.is_err() {
+                return;
+            }
+            match to.try_write(&buf[sent..n]) {
+                Ok(m) => sent += m,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return,
+            }
+        }
+    }
 }
