@@ -138,16 +138,8 @@ pub async fn connect_options(
     if let Some(ca) = &config.ssl_root_cert {
         options = options.ssl_mode(PgSslMode::VerifyFull).ssl_root_cert(ca.as_str());
     }
-    Ok(options.application_name(application_name).options(OLTP_SETTINGS))
+    Ok(options.application_name(application_name))
 }
-
-/// Session settings of every application connection. JIT compilation is for long analytical
-/// queries: it costs 100–200 ms per execution, is not cached with a prepared statement, and
-/// starts on the planner's cost estimate, which statements over `UNNEST`ed arrays and a
-/// partitioned ledger can overshoot by orders of magnitude (bench/RESULTS.md, "Planner
-/// statistics for the ledger": a 10 ms claim took 210 ms, 200 of them compiling). The
-/// applications run short statements only; dashboards and analysts keep the server's setting.
-pub const OLTP_SETTINGS: [(&str, &str); 1] = [("jit", "off")];
 
 async fn read_secret(client: &aws_sdk_secretsmanager::Client, arn: &str) -> Result<SecretFields, KitError> {
     let secret = client.get_secret_value().secret_id(arn).send().await.map_err(|e| KitError::Secret {

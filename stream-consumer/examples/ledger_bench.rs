@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
 use clap::Parser;
-use service_kit::postgres::{Database, OLTP_SETTINGS};
+use service_kit::postgres::Database;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, Row};
 use stream_consumer::handler::{ROLLUP_EVERY, STATISTICS_EVERY};
@@ -184,7 +184,7 @@ async fn fresh_database(args: &Args) -> anyhow::Result<PgConnectOptions> {
         sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await?;
     }
     conn.close().await?;
-    Ok(admin.database(&args.database).application_name("ledger_bench").options(OLTP_SETTINGS))
+    Ok(admin.database(&args.database).application_name("ledger_bench"))
 }
 
 /// What one writer measured: commit and rollup times (ms), events claimed, events new.

@@ -171,9 +171,9 @@ async fn claim_plan(ledger: &PgLedger, n: usize) -> Vec<String> {
 /// Invariant: once a day's partition has grown, `refresh_statistics` analyzes the ledger (once:
 /// the next call finds nothing due), and the claim then looks IDs up through each partition's
 /// index. Without statistics it scanned the day's partition whole, so every claim's cost grew
-/// with the claims made that day (bench/RESULTS.md, "Planner statistics for the ledger"). The
-/// application's connections run without JIT compilation (service_kit::postgres::OLTP_SETTINGS),
-/// which the planner's estimates for this statement used to trigger on every claim.
+/// with the claims made that day (bench/RESULTS.md, "Planner statistics for the ledger"). And
+/// the claim transaction runs without JIT compilation (`ENTER_SQL`), which the planner's
+/// estimates for this statement used to trigger on every claim: off for that transaction only.
 #[tokio::test]
 async fn analyzed_ledger_keeps_claims_on_the_index() {
     let (admin, admin_options) = fresh_database().await;
@@ -183,8 +183,14 @@ async fn analyzed_ledger_keeps_claims_on_the_index() {
     let options = connect_options(&config, None, "ledger_partitions_test").await.expect("connect options");
     let ledger = PgLedger::connect(options);
     ledger.migrate().await.expect("migrate");
-    let jit: String = sqlx::query_scalar("SHOW jit").fetch_one(ledger.pool()).await.unwrap();
-    assert_eq!(jit, "off", "application connections run without JIT");
+    let mut tx = ledger.pool().begin().await.unwrap();
+    let before: String = sqlx::query_scalar("SHOW jit").fetch_one(&mut *tx).await.unwrap();
+    sqlx::query(stream_consumer::sinks::postgres::ENTER_SQL).execute(&mut *tx).await.unwrap();
+    let during: String = sqlx::query_scalar("SHOW jit").fetch_one(&mut *tx).await.unwrap();
+    tx.commit().await.unwrap();
+    let after: String = sqlx::query_scalar("SHOW jit").fetch_one(ledger.pool()).await.unwrap();
+    assert_eq!(during, "off", "no JIT within the claim's transaction");
+    assert_eq!(after, before, "the server's setting again after it");
 
     // A day's worth of earlier claims, large enough that probing the index for 500 IDs beats
     // reading the partition (at 20,000 rows a scan is rightly cheaper). Written by a pool that

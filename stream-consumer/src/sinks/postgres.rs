@@ -54,6 +54,16 @@ pub const CLAIM_SQL: &str = "WITH input AS (
      LEFT JOIN known k ON k.event_id = i.event_id
      LEFT JOIN lake_objects lo ON lo.id = k.lake_object";
 
+/// The claim transaction's first statement: enters the ledger's epoch (migration 0008) and turns
+/// JIT compilation off until the transaction ends. JIT is for long analytical queries: it costs
+/// 100–200 ms per execution, is not kept with a prepared statement, and starts on the planner's
+/// cost estimate, which statements over `UNNEST`ed arrays and a partitioned ledger can overshoot
+/// by orders of magnitude (bench/RESULTS.md, "Planner statistics for the ledger": a 10 ms claim
+/// took 210 ms, 200 of them compiling). Set here, transaction-local and in a statement the claim
+/// makes anyway, rather than as a connection's startup option, which poolers such as PgBouncer
+/// refuse and RDS Proxy would pin the session for.
+pub const ENTER_SQL: &str = "SELECT epoch, behind, set_config('jit', 'off', true) FROM ledger_enter()";
+
 /// The ledger and counts store.
 #[derive(Clone)]
 pub struct PgLedger {
@@ -238,7 +248,7 @@ impl Ledger for PgLedger {
     ) -> Result<Vec<ClaimStatus>, ConsumerError> {
         metrics::counter!("consumer_sink_requests_total", "sink" => "postgres").increment(1);
         let mut tx = self.begin().await.map_err(ConsumerError::postgres("begin"))?;
-        let (epoch, behind): (NaiveDate, bool) = sqlx::query_as("SELECT epoch, behind FROM ledger_enter()")
+        let (epoch, behind, _): (NaiveDate, bool, String) = sqlx::query_as(ENTER_SQL)
             .fetch_one(&mut *tx)
             .await
             .map_err(ConsumerError::postgres("enter the ledger epoch"))?;
