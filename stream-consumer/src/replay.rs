@@ -25,6 +25,7 @@ use crate::decode::InputRecord;
 use crate::error::ConsumerError;
 use crate::handler::{BatchReport, Pipeline, record_outcome};
 use crate::ledger::Ledger;
+use crate::runner::kinesis_err;
 use crate::sinks::dynamo::ItemStore;
 use crate::sinks::s3::ObjectStore;
 use crate::sinks::sqs::{FailureQueue, QueueMessage};
@@ -249,8 +250,6 @@ impl<O: ObjectStore, D: ItemStore, L: Ledger> Replayer<'_, O, D, L> {
     pub async fn read(&self, batch: &FailedBatch) -> Result<Vec<InputRecord>, ConsumerError> {
         let stream = batch.stream_name()?;
         let shard = batch.shard_id.as_str();
-        let kinesis_err =
-            |op: &'static str| move |e: String| ConsumerError::Kinesis { op, shard: shard.to_owned(), message: e };
         let out = self
             .kinesis
             .get_shard_iterator()
@@ -260,15 +259,19 @@ impl<O: ObjectStore, D: ItemStore, L: Ledger> Replayer<'_, O, D, L> {
             .starting_sequence_number(&batch.start_sequence_number)
             .send()
             .await
-            .map_err(|e| kinesis_err("GetShardIterator")(aws_sdk_kinesis::error::DisplayErrorContext(e).to_string()))?;
+            .map_err(|e| kinesis_err("GetShardIterator", shard, e))?;
         let mut iterator = out.shard_iterator().map(str::to_owned);
         let mut records = Vec::new();
         let mut empty_reads = 0;
         while let Some(it) = iterator.take() {
-            let out =
-                self.kinesis.get_records().shard_iterator(it).limit(REPLAY_GET_RECORDS).send().await.map_err(|e| {
-                    kinesis_err("GetRecords")(aws_sdk_kinesis::error::DisplayErrorContext(e).to_string())
-                })?;
+            let out = self
+                .kinesis
+                .get_records()
+                .shard_iterator(it)
+                .limit(REPLAY_GET_RECORDS)
+                .send()
+                .await
+                .map_err(|e| kinesis_err("GetRecords", shard, e))?;
             let mut past_end = false;
             for r in out.records() {
                 if !batch.contains(r.sequence_number()) {
@@ -312,15 +315,18 @@ impl<O: ObjectStore, D: ItemStore, L: Ledger> Replayer<'_, O, D, L> {
         Ok(records)
     }
 
-    /// Runs records through the pipeline, `batch_size` at a time. Each call is a batch as the
-    /// event source mapping would deliver it, so the ledger keeps the replay exact.
+    /// Runs records through the pipeline, `batch_size` at a time and one shard per call (a
+    /// batch's lake and dead-letter keys name its shard). Each call is a batch as the event
+    /// source mapping would deliver it, so the ledger keeps the replay exact.
     pub async fn process(&self, records: &[InputRecord]) -> Result<Replayed, ConsumerError> {
         let mut replayed = Replayed::default();
-        for chunk in records.chunks(self.batch_size.max(1)) {
-            let (Some(first), Some(last)) = (chunk.first(), chunk.last()) else { continue };
-            let result = self.pipeline.process(chunk).await;
-            record_outcome(&first.shard_id, &first.sequence_number, &last.sequence_number, &result);
-            replayed.add(&result?);
+        for shard in records.chunk_by(|a, b| a.shard_id == b.shard_id) {
+            for chunk in shard.chunks(self.batch_size.max(1)) {
+                let (Some(first), Some(last)) = (chunk.first(), chunk.last()) else { continue };
+                let result = self.pipeline.process(chunk).await;
+                record_outcome(&first.shard_id, &first.sequence_number, &last.sequence_number, &result);
+                replayed.add(&result?);
+            }
         }
         Ok(replayed)
     }
@@ -435,20 +441,7 @@ impl<O: ObjectStore, D: ItemStore, L: Ledger> Replayer<'_, O, D, L> {
     /// then holds what is left and stays.
     pub async fn redrive(&self, key: &str) -> Result<Replayed, ConsumerError> {
         let (records, _) = self.read_dead_letter(key).await?;
-        let mut replayed = Replayed::default();
-        // One shard per pipeline call: a batch's lake keys and dead-letter key name its shard.
-        let mut start = 0;
-        while start < records.len() {
-            let shard = &records[start].shard_id;
-            let end = records[start..].iter().position(|r| &r.shard_id != shard).map_or(records.len(), |n| start + n);
-            let done = self.process(&records[start..end]).await?;
-            replayed.records += done.records;
-            replayed.new_events += done.new_events;
-            replayed.owned_events += done.owned_events;
-            replayed.quarantined += done.quarantined;
-            replayed.dead_letter_objects.extend(done.dead_letter_objects);
-            start = end;
-        }
+        let replayed = self.process(&records).await?;
         if !replayed.dead_letter_objects.iter().any(|k| k == key) {
             self.lake.delete(&[key.to_owned()]).await?;
         }

@@ -455,7 +455,8 @@ fn age_ms(t: chrono::DateTime<chrono::Utc>) -> i64 {
     (chrono::Utc::now() - t).num_milliseconds().max(0)
 }
 
-fn kinesis_err<E: std::error::Error + 'static>(
+/// A Kinesis call's failure, named by operation and shard (also `replay`'s).
+pub(crate) fn kinesis_err<E: std::error::Error + 'static>(
     op: &'static str,
     shard: &str,
     e: aws_sdk_kinesis::error::SdkError<E>,
