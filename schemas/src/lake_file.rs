@@ -15,6 +15,9 @@ pub const ROW_GROUP_ROWS: usize = 128 * 1024;
 pub const EVENT_ID: usize = 0;
 pub const EVENT_TYPE: usize = 1;
 pub const OCCURRED_AT: usize = 2;
+/// The visitor columns (with [`SITE`]): what erasure matches rows by.
+pub const ANONYMOUS_ID: usize = 4;
+pub const USER_ID: usize = 5;
 pub const SOURCE_SHARD: usize = 16;
 pub const SOURCE_SEQUENCE: usize = 17;
 /// The last column, added with sites: files written before it have 18 columns, a prefix of the

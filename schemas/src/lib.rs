@@ -14,6 +14,7 @@ pub mod lake_file;
 pub mod limits;
 pub mod properties;
 mod rules;
+pub mod visitors;
 
 pub use envelope::{
     DecodeError, ENVELOPE_VERSION, EVENT_SEPARATOR, Envelope, decode_record, encode_record, record_events,
