@@ -29,6 +29,36 @@ fn bench(c: &mut Criterion) {
         );
     });
     g.finish();
+
+    // What erasure adds to every batch (issue #23): each event's visitor hashes and the
+    // object's Bloom filter, inside `plan_claims`, which the claim stores with the object.
+    let decoded = stream_consumer::decode::decode_batch(&records).events;
+    let (_, objects) = stream_consumer::plan::plan_claims(&decoded, "1", "10000");
+    let filter_bytes: usize = objects.iter().map(|o| o.visitors.len()).sum();
+    eprintln!("visitor filters: {filter_bytes} bytes for {} objects of {} events", objects.len(), decoded.len());
+    let mut g = c.benchmark_group("visitor_filter");
+    g.throughput(Throughput::Elements(decoded.len() as u64));
+    g.bench_function("hash_and_filter_10000", |b| {
+        b.iter(|| {
+            let hashes: Vec<i64> = decoded
+                .iter()
+                .flat_map(|d| {
+                    let e = &d.event;
+                    schemas::visitors::event_visitors(
+                        e.site.as_deref(),
+                        e.anonymous_id.as_deref(),
+                        e.user_id.as_deref(),
+                    )
+                })
+                .flatten()
+                .collect();
+            schemas::visitors::VisitorFilter::of(&hashes)
+        });
+    });
+    g.bench_function("plan_claims_10000", |b| {
+        b.iter(|| stream_consumer::plan::plan_claims(&decoded, "1", "10000"));
+    });
+    g.finish();
 }
 
 criterion_group!(benches, bench);

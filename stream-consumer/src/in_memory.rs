@@ -375,7 +375,7 @@ mod tests {
     }
 
     fn object(id: i64) -> LakeObject {
-        LakeObject { id, key: format!("events/{id}.parquet") }
+        LakeObject { id, key: format!("events/{id}.parquet"), visitors: Vec::new() }
     }
 
     /// Claims `claims` with objects `objects`, counting each new claim as one `t` event.

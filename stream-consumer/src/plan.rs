@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use schemas::lake::{Partition, events_object_key, fnv1a64};
+use schemas::visitors::{VisitorFilter, event_visitors};
 use uuid::Uuid;
 
 use crate::decode::DecodedEvent;
@@ -27,6 +28,9 @@ pub struct Claim {
 pub struct LakeObject {
     pub id: i64,
     pub key: String,
+    /// The stored Bloom filter of the visitors of every event assigned to it
+    /// (`schemas::visitors`): a superset of the rows it will hold, which is all erasure needs.
+    pub visitors: Vec<u8>,
 }
 
 /// What the ledger said about one claim.
@@ -36,7 +40,8 @@ pub enum ClaimStatus {
     New,
     /// Already claimed by this same record (a redelivery). `object_key` is where an earlier
     /// attempt assigned it (None if that object is unknown to the ledger); `compacted` is true
-    /// once the compactor has rewritten that object's rows elsewhere.
+    /// once the compactor has rewritten that object's rows elsewhere, or forget has rewritten it
+    /// without an erased visitor's rows (its rows must not come back either).
     Own { lake_object: i64, object_key: Option<String>, compacted: bool },
     /// Claimed by another record: a client retry within the dedup window.
     Duplicate,
@@ -44,16 +49,26 @@ pub enum ClaimStatus {
 
 /// Claims and lake objects for one batch; `first_seq`/`last_seq` span the whole batch.
 pub fn plan_claims(events: &[DecodedEvent<'_>], first_seq: &str, last_seq: &str) -> (Vec<Claim>, Vec<LakeObject>) {
-    let mut objects: BTreeMap<String, i64> = BTreeMap::new();
+    let mut objects: BTreeMap<String, (i64, Vec<i64>)> = BTreeMap::new();
     let claims = events
         .iter()
         .map(|d| {
             let key = object_key_for(d, first_seq, last_seq);
-            let lake_object = *objects.entry(key).or_insert_with_key(|k| fnv1a64(&[k]));
-            Claim { event_id: d.event.event_id, owner: fnv1a64(&[d.shard_id, d.sequence_number]), lake_object }
+            let (lake_object, visitors) = objects.entry(key).or_insert_with_key(|k| (fnv1a64(&[k]), Vec::new()));
+            let e = &d.event;
+            visitors.extend(
+                event_visitors(e.site.as_deref(), e.anonymous_id.as_deref(), e.user_id.as_deref())
+                    .into_iter()
+                    .flatten(),
+            );
+            Claim { event_id: e.event_id, owner: fnv1a64(&[d.shard_id, d.sequence_number]), lake_object: *lake_object }
         })
         .collect();
-    (claims, objects.into_iter().map(|(key, id)| LakeObject { id, key }).collect())
+    let objects = objects
+        .into_iter()
+        .map(|(key, (id, visitors))| LakeObject { id, key, visitors: VisitorFilter::of(&visitors).into_bytes() })
+        .collect();
+    (claims, objects)
 }
 
 /// The lake object key an event goes to in this attempt.
@@ -163,6 +178,12 @@ mod tests {
         let ev = decoded(3);
         let (claims, objects) = plan_claims(&ev, "1", "3");
         assert_eq!(objects.len(), 1);
+        // The object's visitor filter holds the events' visitors.
+        let filter = schemas::visitors::VisitorFilter::from_bytes(objects[0].visitors.clone()).unwrap();
+        for d in &ev {
+            let [anonymous, _] = event_visitors(d.event.site.as_deref(), d.event.anonymous_id.as_deref(), None);
+            assert!(filter.may_contain(anonymous.unwrap()));
+        }
         let plan = resolve(&ev, &claims, &vec![ClaimStatus::New; 3], &HashSet::new(), "1", "3");
         assert_eq!(plan.new, [0, 1, 2]);
         assert_eq!(plan.lake.values().next().unwrap(), &[0, 1, 2]);

@@ -24,7 +24,7 @@ fn claim(event_id: Uuid, owner: i64) -> Claim {
 }
 
 fn object() -> Vec<LakeObject> {
-    vec![LakeObject { id: 7, key: "events/x.parquet".into() }]
+    vec![LakeObject { id: 7, key: "events/x.parquet".into(), visitors: Vec::new() }]
 }
 
 async fn claim_all(ledger: &PgLedger, claims: &[Claim]) -> Vec<ClaimStatus> {

@@ -122,7 +122,7 @@ async fn hundred_thousand_visitors_within_published_error() {
     let visitors: Vec<String> = (0..VISITORS).map(|i| format!("visitor-{i:06}")).collect();
     let urls: Vec<String> = (0..10).map(|p| format!("https://big.example/p{p}?ref={p}")).collect();
     let ids: Vec<Uuid> = (0..VISITORS).map(|_| Uuid::new_v4()).collect();
-    let object = LakeObject { id: 1, key: "events/big.parquet".into() };
+    let object = LakeObject { id: 1, key: "events/big.parquet".into(), visitors: Vec::new() };
     let claim_all = |ledger: &stream_consumer::sinks::postgres::PgLedger| {
         let ledger = ledger.clone();
         let (visitors, urls, ids, object) = (&visitors, &urls, &ids, object.clone());

@@ -48,7 +48,7 @@ pub const CLAIM_SQL: &str = "WITH input AS (
          RETURNING event_id
      )
      SELECT i.event_id, (ins.event_id IS NOT NULL) AS inserted, k.owner, k.lake_object, lo.object_key,
-            (lo.compacted_into IS NOT NULL) AS compacted
+            (lo.compacted_into IS NOT NULL OR lo.erased_at IS NOT NULL) AS compacted
      FROM input i
      LEFT JOIN inserted ins ON ins.event_id = i.event_id
      LEFT JOIN known k ON k.event_id = i.event_id
@@ -252,11 +252,19 @@ impl Ledger for PgLedger {
             .fetch_one(&mut *tx)
             .await
             .map_err(ConsumerError::postgres("enter the ledger epoch"))?;
+        // With each object, its visitor filter (migration 0011), which lives as long as the
+        // object: the same statement, so registering stays one round trip.
         sqlx::query(
-            "INSERT INTO lake_objects (id, object_key) SELECT * FROM UNNEST($1::int8[], $2::text[]) ON CONFLICT (id) DO NOTHING",
+            "WITH registered AS (
+                 INSERT INTO lake_objects (id, object_key) SELECT * FROM UNNEST($1::int8[], $2::text[])
+                 ON CONFLICT (id) DO NOTHING
+             )
+             INSERT INTO lake_object_visitors (id, object_key, visitors)
+             SELECT * FROM UNNEST($1::int8[], $2::text[], $3::bytea[]) ON CONFLICT (id) DO NOTHING",
         )
         .bind(objects.iter().map(|o| o.id).collect::<Vec<_>>())
         .bind(objects.iter().map(|o| o.key.clone()).collect::<Vec<_>>())
+        .bind(objects.iter().map(|o| o.visitors.clone()).collect::<Vec<_>>())
         .execute(&mut *tx)
         .await
         .map_err(ConsumerError::postgres("register lake objects"))?;

@@ -103,7 +103,11 @@ impl Pools {
             })
             .collect();
         let claims = events.iter().map(|e| Claim { event_id: e.event_id, owner, lake_object }).collect();
-        let objects = vec![LakeObject { id: lake_object, key: format!("events/bench/{lake_object:016x}.parquet") }];
+        let objects = vec![LakeObject {
+            id: lake_object,
+            key: format!("events/bench/{lake_object:016x}.parquet"),
+            visitors: Vec::new(),
+        }];
         LoadBatch { claims, objects, events }
     }
 
