@@ -23,6 +23,7 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use schemas::lake::Partition;
+use schemas::visitors::VisitorFilter;
 use serde::Serialize;
 use service_kit::postgres::Database;
 use sqlx::PgConnection;
@@ -46,16 +47,17 @@ pub enum Halt {
     MidDelete { chunk: usize },
 }
 
-/// The crash point a run was asked to stop at (always none without `crash-points`).
+/// The crash point a run was asked to stop at (always none without `crash-points`). Forget's
+/// runs stop at the same points, `chunk` counting the partitions they rewrite.
 #[derive(Debug, Clone, Copy, Default)]
-struct StopAt {
+pub(crate) struct StopAt {
     #[cfg(feature = "crash-points")]
-    halt: Option<Halt>,
+    pub(crate) halt: Option<Halt>,
 }
 
 impl StopAt {
     #[inline(always)]
-    fn at(self, point: Halt) -> bool {
+    pub(crate) fn at(self, point: Halt) -> bool {
         #[cfg(feature = "crash-points")]
         {
             self.halt == Some(point)
@@ -197,9 +199,19 @@ impl Compactor {
         report: &mut PartitionReport,
     ) -> Result<(), ToolError> {
         let keys: Vec<String> = files.iter().map(|o| o.key.clone()).collect();
+        // An erasure that stopped before deleting what it rewrote: finish it first, so those
+        // rows can never be merged back (their replacement lacks them on purpose).
+        let erased = store::erased_leftovers(conn, &keys).await?;
+        if !erased.is_empty() {
+            self.files.delete(&erased).await?;
+            store::erasures_deleted(conn, &erased).await?;
+            report.leftovers_deleted += erased.len();
+            files.retain(|o| !erased.contains(&o.key));
+        }
+        let keys: Vec<String> = files.iter().map(|o| o.key.clone()).collect();
         let marks = store::marks(conn, &keys).await?;
         let deleted = self.finish_leftovers(&files, &marks).await?;
-        report.leftovers_deleted = deleted.len();
+        report.leftovers_deleted += deleted.len();
         files.retain(|o| !deleted.contains(&o.key));
 
         // 3. Plan.
@@ -275,12 +287,12 @@ impl Compactor {
         report: &mut PartitionReport,
     ) -> Result<(), ToolError> {
         let input_keys: Vec<String> = chunk.inputs.iter().map(|o| o.key.clone()).collect();
-        let target = self.write_output(chunk, &input_keys, placed, report).await?;
+        let (target, visitors) = self.write_output(chunk, &input_keys, placed, report).await?;
         if stop.at(Halt::AfterWrite { chunk: n }) {
             report.halted = true;
             return Ok(());
         }
-        store::commit(conn, &input_keys, &target).await?;
+        store::commit(conn, &input_keys, &target, visitors.as_deref()).await?;
         tracing::info!(output = %target, inputs = input_keys.len(), "chunk committed");
         if stop.at(Halt::AfterCommit { chunk: n }) {
             report.halted = true;
@@ -298,14 +310,15 @@ impl Compactor {
     }
 
     /// Merges the chunk's inputs and writes the output; returns the key that now holds their
-    /// rows (the output, or — when every row was already placed — the file holding them).
+    /// rows (the output, or — when every row was already placed — the file holding them) and
+    /// the visitor filter of the output it wrote.
     async fn write_output(
         &self,
         chunk: &Chunk,
         input_keys: &[String],
         placed: &mut Placed,
         report: &mut PartitionReport,
-    ) -> Result<String, ToolError> {
+    ) -> Result<(String, Option<Vec<u8>>), ToolError> {
         let sources = self.files.get_all(input_keys).await?;
         let holder = placed.holders.len();
         placed.holders.push(chunk.output.clone());
@@ -328,10 +341,13 @@ impl Compactor {
                 self.files.put(&chunk.output, body).await?;
                 report.outputs += 1;
                 tracing::info!(output = %chunk.output, inputs = input_keys.len(), rows = merged.rows_out, bytes, "chunk written");
-                chunk.output.clone()
+                (chunk.output.clone(), Some(VisitorFilter::of(&merged.visitors).into_bytes()))
             }
             // Every row is already in a file that stays or was just written: point there.
-            None => merged.duplicate_holder.map(|h| placed.holders[h].clone()).unwrap_or_else(|| chunk.output.clone()),
+            None => (
+                merged.duplicate_holder.map(|h| placed.holders[h].clone()).unwrap_or_else(|| chunk.output.clone()),
+                None,
+            ),
         })
     }
 }

@@ -1,5 +1,5 @@
 //! Maintenance of the Parquet lake, run beside the pipeline rather than inside it: compaction of
-//! closed hours today; replaying failed batches and forgetting visitors will join it.
+//! closed hours, and erasure of visitors from the lake and the events table (`forget`).
 //!
 //! Each tool is a binary under `src/bin/` with a `clap` command line, and on AWS a scheduled
 //! Lambda. The crate depends on the event contract (`schemas`) and the shared plumbing
@@ -7,5 +7,6 @@
 
 pub mod compact;
 mod error;
+pub mod forget;
 
 pub use error::ToolError;

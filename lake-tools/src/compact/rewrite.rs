@@ -5,7 +5,7 @@
 //! files (`schemas::lake_file`), sorted by type like them but then by time
 //! (`EventFile::Compacted`), since an hour's rows span enough time for a time order to prune.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use arrow_array::builder::{BooleanBuilder, StringBuilder, TimestampMillisecondBuilder};
@@ -20,10 +20,12 @@ use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection,
 };
 use schemas::lake::arrow_schema;
+use schemas::visitors::event_visitors;
 use uuid::Uuid;
 
 use schemas::lake_file::{
-    EVENT_ID, EVENT_TYPE, EventFile, OCCURRED_AT, OLDEST_FILE_COLUMNS, ROW_GROUP_ROWS, writer_properties,
+    ANONYMOUS_ID, EVENT_ID, EVENT_TYPE, EventFile, OCCURRED_AT, OLDEST_FILE_COLUMNS, ROW_GROUP_ROWS, SITE, USER_ID,
+    writer_properties,
 };
 
 use crate::ToolError;
@@ -45,6 +47,8 @@ pub struct Merged {
     pub duplicates: usize,
     /// The holder (see [`Seen`]) of the first duplicate dropped.
     pub duplicate_holder: Option<usize>,
+    /// The visitor hashes of the rows written (`schemas::visitors`), for the output's filter.
+    pub visitors: Vec<i64>,
 }
 
 fn decode_error(key: &str, e: impl std::fmt::Display) -> ToolError {
@@ -160,7 +164,8 @@ fn merge_in_groups(
     let (mut merged, kept) = keep_first(&keys, seen, holder);
     drop(keys);
     if !kept.is_empty() {
-        merged.body = Some(write_sorted(&inputs, &kept, group_rows)?);
+        let (body, visitors) = write_sorted(&inputs, &kept, group_rows)?;
+        (merged.body, merged.visitors) = (Some(body), visitors);
     }
     Ok(merged)
 }
@@ -242,8 +247,8 @@ fn keep_first(keys: &[SortKey], seen: &mut Seen, holder: usize) -> (Merged, Vec<
 }
 
 /// Step 3: the output file, one row group at a time: decode the group's rows from each input,
-/// then lay them out in the sorted order.
-fn write_sorted(inputs: &[Input], kept: &[(u32, u32)], group_rows: usize) -> Result<Bytes, ToolError> {
+/// then lay them out in the sorted order. Also returns the visitors of the rows written.
+fn write_sorted(inputs: &[Input], kept: &[(u32, u32)], group_rows: usize) -> Result<(Bytes, Vec<i64>), ToolError> {
     let schema = arrow_schema();
     let output_error = |e: parquet::errors::ParquetError| ToolError::Parquet {
         key: "compaction output".into(),
@@ -254,6 +259,7 @@ fn write_sorted(inputs: &[Input], kept: &[(u32, u32)], group_rows: usize) -> Res
         ArrowWriter::try_new(&mut buf, schema.clone(), Some(writer_properties(EventFile::Compacted, group_rows)))
             .map_err(output_error)?;
     let mut wanted: Vec<Vec<u32>> = vec![Vec::new(); inputs.len()];
+    let mut visitors = Vec::new();
     for group in kept.chunks(group_rows) {
         let (decoded, picks) = read_group(inputs, group, &mut wanted)?;
         let columns = schema
@@ -264,10 +270,97 @@ fn write_sorted(inputs: &[Input], kept: &[(u32, u32)], group_rows: usize) -> Res
             .collect::<Result<Vec<_>, _>>()?;
         let batch = RecordBatch::try_new(schema.clone(), columns)
             .map_err(|e| ToolError::Parquet { key: "compaction output".into(), message: e.to_string() })?;
+        visitors.extend(batch_visitors(&batch).into_iter().map(|(_, v)| v));
         writer.write(&batch).map_err(output_error)?;
     }
     writer.close().map_err(output_error)?;
-    Ok(Bytes::from(buf))
+    visitors.sort_unstable();
+    visitors.dedup();
+    Ok((Bytes::from(buf), visitors))
+}
+
+/// The visitor columns of some rows: `site`, `anonymous_id`, `user_id` (a file from before
+/// `site` has none, and its rows are scoped by the empty site, as the consumer scoped them).
+struct VisitorColumns<'a> {
+    site: Option<&'a arrow_array::StringArray>,
+    anonymous: Option<&'a arrow_array::StringArray>,
+    user: Option<&'a arrow_array::StringArray>,
+}
+
+impl VisitorColumns<'_> {
+    /// (row, visitor hash) for every visitor of every one of `rows` rows.
+    fn visitors(&self, rows: usize) -> Vec<(usize, i64)> {
+        let mut out = Vec::new();
+        for r in 0..rows {
+            let found = event_visitors(text_at(self.site, r), text_at(self.anonymous, r), text_at(self.user, r));
+            out.extend(found.into_iter().flatten().map(|h| (r, h)));
+        }
+        out
+    }
+}
+
+/// Row `r` of a text column, `None` when null or when the file has no such column.
+fn text_at(a: Option<&arrow_array::StringArray>, r: usize) -> Option<&str> {
+    a.filter(|a| a.is_valid(r)).map(|a| a.value(r))
+}
+
+/// The visitor columns of a batch of the lake schema.
+fn batch_visitors(batch: &RecordBatch) -> Vec<(usize, i64)> {
+    let text = |c: usize| batch.columns().get(c).and_then(|a| a.as_string_opt::<i32>());
+    VisitorColumns { site: text(SITE), anonymous: text(ANONYMOUS_ID), user: text(USER_ID) }.visitors(batch.num_rows())
+}
+
+/// What one object holds of some visitors: the rows to erase and the visitors of all its rows.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct VisitorRows {
+    /// (event ID, the wanted visitor hashes the row matched), for every row matching one.
+    pub matched: Vec<(u128, Vec<i64>)>,
+    /// The visitor hashes of every row, deduplicated (for the filter of an object that had none).
+    pub visitors: Vec<i64>,
+    pub rows: usize,
+}
+
+/// Reads the event ID and visitor columns of one lake file and finds the rows of the `wanted`
+/// visitors (hashes, `schemas::visitors::visitor_hash`).
+pub fn visitor_rows(key: &str, body: Bytes, wanted: &HashSet<i64>) -> Result<VisitorRows, ToolError> {
+    let input = Input::open(key.to_owned(), body)?;
+    let has_site = input.meta.schema().fields().len() > SITE;
+    let columns =
+        if has_site { vec![EVENT_ID, ANONYMOUS_ID, USER_ID, SITE] } else { vec![EVENT_ID, ANONYMOUS_ID, USER_ID] };
+    let mask = ProjectionMask::roots(input.meta.parquet_schema(), columns);
+    let reader = input
+        .builder()
+        .with_projection(mask)
+        .with_batch_size(READ_BATCH_ROWS)
+        .build()
+        .map_err(|e| decode_error(key, e))?;
+    let mut out = VisitorRows::default();
+    let mut all: HashSet<i64> = HashSet::new();
+    for batch in reader {
+        let batch = batch.map_err(|e| decode_error(key, e))?;
+        // Projected columns keep file order: event_id, anonymous_id, user_id[, site].
+        let text = |c: usize| batch.columns().get(c).and_then(|a| a.as_string_opt::<i32>());
+        let ids = text(0).ok_or_else(|| decode_error(key, "event_id is not a string"))?;
+        let columns = VisitorColumns { site: text(3), anonymous: text(1), user: text(2) };
+        let mut last: Option<usize> = None;
+        for (r, h) in columns.visitors(batch.num_rows()) {
+            all.insert(h);
+            if !wanted.contains(&h) {
+                continue;
+            }
+            match out.matched.last_mut() {
+                Some((_, hashes)) if last == Some(r) => hashes.push(h),
+                _ => {
+                    out.matched.push((parse_id(key, ids.value(r))?, vec![h]));
+                    last = Some(r);
+                }
+            }
+        }
+        out.rows += batch.num_rows();
+    }
+    out.visitors = all.into_iter().collect();
+    out.visitors.sort_unstable();
+    Ok(out)
 }
 
 /// One output group's rows decoded, and where each row (in group order) is among them:

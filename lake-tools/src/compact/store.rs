@@ -111,8 +111,17 @@ pub async fn committed(conn: &mut PgConnection, keys: &[String]) -> Result<HashS
 /// `target` (its row inserted if the consumer's was pruned), and rows that pointed at an input
 /// (earlier compactions merged again now) are moved to `target`, so every mark names a file
 /// that exists and holds the row.
-pub async fn commit(conn: &mut PgConnection, inputs: &[String], target: &str) -> Result<(), ToolError> {
+///
+/// The inputs' visitor filters go with them, and `target_visitors`, when given, becomes the
+/// target's (it is not given when the target is a file that already holds every row).
+pub async fn commit(
+    conn: &mut PgConnection,
+    inputs: &[String],
+    target: &str,
+    target_visitors: Option<&[u8]>,
+) -> Result<(), ToolError> {
     let mut tx = sqlx::Connection::begin(conn).await.map_err(ToolError::postgres("begin compaction"))?;
+    replace_visitor_filters(&mut tx, inputs, target_visitors.map(|v| (target, v)).as_slice()).await?;
     sqlx::query(
         "INSERT INTO lake_objects (id, object_key, compacted_into)
          SELECT id, key, $3 FROM UNNEST($1::int8[], $2::text[]) AS t(id, key)
@@ -131,5 +140,48 @@ pub async fn commit(conn: &mut PgConnection, inputs: &[String], target: &str) ->
         .await
         .map_err(ToolError::postgres("move compaction marks"))?;
     tx.commit().await.map_err(ToolError::postgres("commit compaction"))?;
+    Ok(())
+}
+
+/// Deletes the visitor filters (`lake_object_visitors`, migration 0011) of `gone` and stores
+/// `added` (key, filter bytes), in the caller's transaction, which also registers the swap.
+pub async fn replace_visitor_filters(
+    conn: &mut PgConnection,
+    gone: &[String],
+    added: &[(&str, &[u8])],
+) -> Result<(), ToolError> {
+    sqlx::query(
+        "WITH gone AS (DELETE FROM lake_object_visitors WHERE id = ANY($1::int8[]))
+         INSERT INTO lake_object_visitors (id, object_key, visitors)
+         SELECT * FROM UNNEST($2::int8[], $3::text[], $4::bytea[])
+         ON CONFLICT (id) DO UPDATE SET visitors = EXCLUDED.visitors, created_at = now()",
+    )
+    .bind(gone.iter().map(|k| fnv1a64(&[k])).collect::<Vec<_>>())
+    .bind(added.iter().map(|(k, _)| fnv1a64(&[k])).collect::<Vec<_>>())
+    .bind(added.iter().map(|(k, _)| k.to_string()).collect::<Vec<_>>())
+    .bind(added.iter().map(|(_, v)| v.to_vec()).collect::<Vec<_>>())
+    .execute(conn)
+    .await
+    .map_err(ToolError::postgres("replace visitor filters"))?;
+    Ok(())
+}
+
+/// Which of `keys` an erasure rewrote (committed) but did not get to delete: garbage whose rows
+/// differ from their replacement on purpose, deleted without comparing.
+pub async fn erased_leftovers(conn: &mut PgConnection, keys: &[String]) -> Result<Vec<String>, ToolError> {
+    sqlx::query_scalar("SELECT old_key FROM lake_erasures WHERE deleted_at IS NULL AND old_key = ANY($1::text[])")
+        .bind(keys)
+        .fetch_all(conn)
+        .await
+        .map_err(ToolError::postgres("read unfinished erasures"))
+}
+
+/// Records that the erased objects `keys` are gone.
+pub async fn erasures_deleted(conn: &mut PgConnection, keys: &[String]) -> Result<(), ToolError> {
+    sqlx::query("UPDATE lake_erasures SET deleted_at = now() WHERE old_key = ANY($1::text[]) AND deleted_at IS NULL")
+        .bind(keys)
+        .execute(conn)
+        .await
+        .map_err(ToolError::postgres("record deleted erased objects"))?;
     Ok(())
 }
