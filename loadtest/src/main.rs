@@ -1,6 +1,8 @@
 //! `verify`: reconciles the API's acknowledgements against every store; exits 1 on any mismatch.
 //!
-//! Usage: `verify [--wait SECS] ACK_LOG...` with the pipeline's environment (`scripts/env.sh`).
+//! Usage: `verify [--wait SECS] [--forgotten ACK_LOG] ACK_LOG...` with the pipeline's environment
+//! (`scripts/env.sh`). `--forgotten` (repeatable) names ack lines of events whose visitors `forget`
+//! erased: they must be gone from the lake and DynamoDB and still counted in PostgreSQL.
 
 // A command-line report: the table on stdout is its output.
 #![allow(clippy::print_stdout)]
@@ -19,13 +21,19 @@ use service_kit::s3::Bucket;
 async fn main() -> anyhow::Result<()> {
     let mut wait = Duration::from_secs(120);
     let mut files = Vec::new();
+    let mut forgotten = Acks::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--wait" => wait = Duration::from_secs(args.next().context("--wait SECS")?.parse()?),
+            "--forgotten" => {
+                let f = args.next().context("--forgotten ACK_LOG")?;
+                let text = std::fs::read_to_string(&f).with_context(|| format!("reading {f}"))?;
+                parse_acks(&text, &mut forgotten)?;
+            }
             "-h" | "--help" => {
                 eprintln!(
-                    "usage: verify [--wait SECS] ACK_LOG...   (env: STREAM_NAME LAKE_BUCKET DYNAMODB_TABLE DATABASE_URL)"
+                    "usage: verify [--wait SECS] [--forgotten ACK_LOG]... ACK_LOG...   (env: STREAM_NAME LAKE_BUCKET DYNAMODB_TABLE DATABASE_URL)"
                 );
                 return Ok(());
             }
@@ -76,6 +84,7 @@ async fn main() -> anyhow::Result<()> {
             site_hourly: stores.site_hourly().await?,
             site_pages: stores.site_pages().await?,
             quarantined: stores.quarantined().await?,
+            erased: forgotten.keys().copied().collect(),
         };
         let report = reconcile(&observed);
         if report.ok || started.elapsed() > wait {

@@ -49,6 +49,9 @@ pub struct Observed {
     pub site_pages: SitePages,
     /// Dead-letter rows by reason code (distinct shard + sequence number).
     pub quarantined: BTreeMap<String, u64>,
+    /// Acknowledged events of visitors erased since (`forget`): they must be gone from the lake
+    /// and DynamoDB, and still counted in PostgreSQL, whose aggregates are anonymous and stay.
+    pub erased: HashSet<Uuid>,
 }
 
 /// The totals of `site_daily_pages`.
@@ -68,26 +71,48 @@ pub struct Report {
     pub table: String,
 }
 
-/// Nothing lost: every acknowledged event is on the stream, in the lake, in DynamoDB.
-/// Nothing double-counted: no event twice in the lake or DynamoDB, and PostgreSQL's count per
-/// type equals the lake's and DynamoDB's distinct events per type, and so do the per-site
-/// tables' events (`site_hourly` per type; `site_daily_pages` in total, its views = page views).
+/// One store's line of the table: (name, rows, distinct, acknowledged missing, repeated), with
+/// its problems. `erasable`: erased events must be absent (the lake, DynamoDB); the stream keeps
+/// them until it expires, and may carry an event twice (a client retry whose first try landed).
+fn store_row(
+    store: &StoreView,
+    erasable: bool,
+    acked: &HashSet<&Uuid>,
+    erased: &HashSet<&Uuid>,
+    problems: &mut Vec<String>,
+) -> (String, usize, usize, usize, u64) {
+    let expected = |id: &&&Uuid| !(erasable && erased.contains(**id));
+    let missing = acked.iter().filter(expected).filter(|id| !store.events.contains_key(**id)).count();
+    if erasable {
+        let left = erased.iter().filter(|id| store.events.contains_key(**id)).count();
+        if left > 0 {
+            problems.push(format!("{}: {left} forgotten events still stored", store.name));
+        }
+    }
+    let dup: u64 = store.events.values().map(|(_, n)| n.saturating_sub(1)).sum();
+    let total: u64 = store.events.values().map(|(_, n)| n).sum();
+    if missing > 0 {
+        problems.push(format!("{}: {missing} acknowledged events missing", store.name));
+    }
+    if dup > 0 && erasable {
+        problems.push(format!("{}: {dup} events stored more than once", store.name));
+    }
+    (store.name.to_owned(), total as usize, store.events.len(), missing, dup)
+}
+
+/// Nothing lost: every acknowledged event is on the stream, in the lake, in DynamoDB (but for
+/// erased events, which must be in neither of the last two). Nothing double-counted: no event
+/// twice in the lake or DynamoDB, and PostgreSQL's count per type equals the lake's and
+/// DynamoDB's distinct events per type plus the erased ones, and so do the per-site tables'
+/// events (`site_hourly` per type; `site_daily_pages` in total, its views = page views).
 pub fn reconcile(o: &Observed) -> Report {
     let mut problems = Vec::new();
     let acked: HashSet<&Uuid> = o.acks.keys().collect();
+    let erased: HashSet<&Uuid> = o.erased.iter().filter(|id| acked.contains(id)).collect();
     let mut rows = Vec::new();
     rows.push(("api acknowledged".to_owned(), o.acks.len(), o.acks.len(), 0usize, 0u64));
     for store in [&o.stream, &o.lake, &o.dynamo] {
-        let missing = acked.iter().filter(|id| !store.events.contains_key(id)).count();
-        let dup: u64 = store.events.values().map(|(_, n)| n.saturating_sub(1)).sum();
-        let total: u64 = store.events.values().map(|(_, n)| n).sum();
-        if missing > 0 {
-            problems.push(format!("{}: {missing} acknowledged events missing", store.name));
-        }
-        if dup > 0 && store.name != o.stream.name {
-            problems.push(format!("{}: {dup} events stored more than once", store.name));
-        }
-        rows.push((store.name.to_owned(), total as usize, store.events.len(), missing, dup));
+        rows.push(store_row(store, store.name != o.stream.name, &acked, &erased, &mut problems));
     }
     let pg_total: i64 = o.pg_counts.values().sum();
     rows.push(("postgresql counts".to_owned(), pg_total as usize, pg_total as usize, 0, 0));
@@ -105,8 +130,12 @@ pub fn reconcile(o: &Observed) -> Report {
     let lake_types = o.lake.per_type();
     let dynamo_types = o.dynamo.per_type();
     let mut acked_types: BTreeMap<String, i64> = BTreeMap::new();
-    for t in o.acks.values() {
+    let mut erased_types: BTreeMap<String, i64> = BTreeMap::new();
+    for (id, t) in &o.acks {
         *acked_types.entry(t.clone()).or_default() += 1;
+        if erased.contains(id) {
+            *erased_types.entry(t.clone()).or_default() += 1;
+        }
     }
     let mut types: Vec<&String> = lake_types
         .keys()
@@ -126,10 +155,10 @@ pub fn reconcile(o: &Observed) -> Report {
     for t in types {
         let get = |m: &BTreeMap<String, i64>| m.get(t).copied().unwrap_or(0);
         let (a, l, d, p) = (get(&acked_types), get(&lake_types), get(&dynamo_types), get(&o.pg_counts));
-        let h = get(&o.site_hourly);
-        let mark = if l == d && d == p && p == h && a <= l { "" } else { "  <-- mismatch" };
+        let (h, e) = (get(&o.site_hourly), get(&erased_types));
+        let mark = if l == d && d + e == p && p == h && a <= l + e { "" } else { "  <-- mismatch" };
         if !mark.is_empty() {
-            problems.push(format!("{t}: acked {a}, lake {l}, dynamodb {d}, postgres {p}, site_hourly {h}"));
+            problems.push(format!("{t}: acked {a}, lake {l}, dynamodb {d}, postgres {p}, site_hourly {h}, erased {e}"));
         }
         let _ = writeln!(per_type, "{t:<20} {a:>10} {l:>10} {d:>10} {p:>10} {h:>11}{mark}");
     }
@@ -143,6 +172,14 @@ pub fn reconcile(o: &Observed) -> Report {
     let quarantined: u64 = o.quarantined.values().sum();
     let reasons: Vec<String> = o.quarantined.iter().map(|(r, n)| format!("{r}={n}")).collect();
     let _ = writeln!(table, "{:<20} {:>10}   {}", "quarantined", quarantined, reasons.join(" "));
+    if !erased.is_empty() {
+        let _ = writeln!(
+            table,
+            "{:<20} {:>10}   (gone from the lake and DynamoDB, counted in PostgreSQL)",
+            "forgotten",
+            erased.len()
+        );
+    }
     table.push('\n');
     table.push_str(&per_type);
     Report { ok: problems.is_empty(), problems, table }
@@ -166,6 +203,7 @@ mod tests {
             site_hourly: BTreeMap::new(),
             site_pages: SitePages::default(),
             quarantined: BTreeMap::new(),
+            erased: HashSet::new(),
         };
         for n in 1..=3 {
             o.acks.insert(id(n), "a".into());
@@ -218,5 +256,31 @@ mod tests {
         let mut o = observed();
         o.site_pages.views = 1;
         assert!(reconcile(&o).problems.iter().any(|p| p.contains("site_daily_pages: 1 views")));
+    }
+
+    /// Erased events must be gone from the lake and DynamoDB and still counted in PostgreSQL.
+    #[test]
+    fn erased_events_are_gone_from_the_lake_and_dynamodb_only() {
+        let mut o = observed();
+        o.erased.insert(id(2));
+        o.lake.events.remove(&id(2));
+        o.dynamo.events.remove(&id(2));
+        let r = reconcile(&o);
+        assert!(r.ok, "{:?}\n{}", r.problems, r.table);
+        assert!(r.table.contains("forgotten"), "{}", r.table);
+        // Still in DynamoDB: a failed erasure.
+        let mut o = observed();
+        o.erased.insert(id(2));
+        o.lake.events.remove(&id(2));
+        let r = reconcile(&o);
+        assert!(r.problems.iter().any(|p| p.contains("dynamodb: 1 forgotten events still stored")), "{:?}", r.problems);
+        // An erased event must not be subtracted from PostgreSQL's counts.
+        let mut o = observed();
+        o.erased.insert(id(2));
+        o.lake.events.remove(&id(2));
+        o.dynamo.events.remove(&id(2));
+        o.pg_counts.insert("a".into(), 2);
+        o.site_hourly.insert("a".into(), 2);
+        assert!(!reconcile(&o).ok);
     }
 }
