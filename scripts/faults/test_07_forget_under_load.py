@@ -84,7 +84,10 @@ def forget(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
 
 
 def json_lines(text: str) -> list[dict]:
-    return [json.loads(line) for line in text.splitlines() if line.strip().startswith("{")]
+    """The command's own JSON lines, without its log lines (service_kit's JSON logs go to stdout
+    as well, each with a level and a timestamp)."""
+    lines = [json.loads(line) for line in text.splitlines() if line.strip().startswith("{")]
+    return [obj for obj in lines if not ("level" in obj and "timestamp" in obj)]
 
 
 def start_forget_run(name: str) -> tuple[subprocess.Popen, Path]:
