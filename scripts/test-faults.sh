@@ -6,8 +6,8 @@
 #   bash scripts/test-faults.sh -k poison       # extra arguments go to pytest
 #
 # Brings the stack and the pipeline up first (scripts/up.sh, idempotent) and builds the
-# verifier and forget (test_07). For the run the pipeline is moved to a stream, bucket, table and database of its
-# own, and back to the default ones afterwards. The faults are real: emulators are frozen with
+# verifier and forget (test_07). For the run the pipeline is moved to a stream, bucket, table
+# and database of its own, and back to the default ones afterwards. The faults are real: emulators are frozen with
 # SIGSTOP, the consumer SIGKILLed, PostgreSQL restarted — anything else using the local stack at
 # the same time sees them too. Everything stays on 127.0.0.1; loads are FAULT_RATE (default 40)
 # requests/s for at most 85 s. Outputs (ack logs, k6 summaries, verifier reports) go to
