@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/web-analytics-pipeline/target
 
-.PHONY: help up down status demo test test-faults lambda-e2e bench bench-ledger bench-sustained package fmt lint test-browser plan-check replay
+.PHONY: help up down status demo test test-faults lambda-e2e bench bench-ledger bench-sustained package fmt lint test-browser plan-check replay forget
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -21,6 +21,9 @@ demo: ## the main job: bring the pipeline up, drive a realistic load, reconcile,
 
 replay: ## replay what the consumer gave up on (ARGS="queue [--execute]" | "dead-letter [--execute]"); dry run by default
 	@bash scripts/replay.sh $(ARGS)
+
+forget: ## erase a visitor: SITE=<site id> ANONYMOUS_ID=<id> (or USER_ID=<id>); no ID = process pending requests; prints the audit
+	@SITE="$(SITE)" ANONYMOUS_ID="$(ANONYMOUS_ID)" USER_ID="$(USER_ID)" bash scripts/forget.sh
 
 test: ## fmt, clippy, unit + integration tests, Lambda e2e, browser test (starts the local stack when needed)
 	@bash scripts/test.sh

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Build the three Lambda zips with cargo-lambda, where terraform/ looks for them by default:
+# Build the four Lambda zips with cargo-lambda, where terraform/ looks for them by default:
 #   target/lambda/producer-api/bootstrap.zip     -p producer-api --bin producer-api
 #   target/lambda/stream-consumer/bootstrap.zip  -p stream-consumer --bin stream-consumer  (+ global-bundle.pem)
 #   target/lambda/compactor/bootstrap.zip        -p lake-tools --bin compactor  (+ global-bundle.pem)
+#   target/lambda/forget/bootstrap.zip           -p lake-tools --bin forget  (+ global-bundle.pem)
 # (target/ of the repository, not CARGO_TARGET_DIR: cargo lambda --lambda-dir writes them there.)
 #
 #   make package                       # arm64 if its Rust target is installed, else x86_64
@@ -16,7 +17,7 @@
 # venv from scripts/requirements/on-demand/package.txt; nothing else needs to be on the machine
 # but Rust, Python 3, and npm for the CA bundle.
 #
-# The consumer and the compactor connect to PostgreSQL with verify-full TLS, trusting the Amazon
+# The consumer, the compactor and forget connect to PostgreSQL with verify-full TLS, trusting the Amazon
 # RDS CA bundle shipped in their zip as global-bundle.pem (on Lambda: /var/task/global-bundle.pem,
 # terraform's DATABASE_SSL_ROOT_CERT). The bundle comes from an AWS-published npm package, pinned by
 # version and checked by SHA-256 (tarball and file); RDS_CA_BUNDLE=FILE replaces it with any PEM
@@ -53,6 +54,7 @@ PACKAGES=(
   "producer-api|-p producer-api --bin producer-api|no"
   "stream-consumer|-p stream-consumer --bin stream-consumer|yes"
   "compactor|-p lake-tools --bin compactor|yes"
+  "forget|-p lake-tools --bin forget|yes"
 )
 
 rust_target() {
@@ -206,7 +208,7 @@ main() {
     --install-tools)
       install_tools
       return ;;
-    -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; return ;;
+    -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; return ;;
     *) die "unknown argument '$1' (usage: package.sh [--print-arch|--print-ca-bundle|--install-tools])" ;;
   esac
 

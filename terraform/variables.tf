@@ -164,6 +164,23 @@ variable "compactor_zip" {
   default     = "../target/lambda/compactor/bootstrap.zip"
 }
 
+variable "forget_zip" {
+  description = "Path of the forget Lambda zip (built by `make package`, with the RDS CA bundle), relative to this directory or absolute."
+  type        = string
+  default     = "../target/lambda/forget/bootstrap.zip"
+}
+
+variable "forget_schedule_expression" {
+  description = "EventBridge schedule of the forget Lambda, which processes every pending erasure request (requests are also processed when one is filed by invoking the function). Daily by default; at most hourly."
+  type        = string
+  default     = "cron(40 2 * * ? *)"
+
+  validation {
+    condition     = can(regex("^(cron\\(.+\\)|rate\\(([0-9]+) (hour|hours|day|days)\\))$", var.forget_schedule_expression))
+    error_message = "forget_schedule_expression must be an EventBridge cron(...) or a rate(N hours|days) expression (forget runs at most hourly: each run rewrites the lake objects its requests touch)."
+  }
+}
+
 variable "producer_memory_mb" {
   description = "Producer Lambda memory (MB); CPU scales with it."
   type        = number

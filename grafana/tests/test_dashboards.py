@@ -311,10 +311,11 @@ def test_pipeline_cloudwatch_content():
 
 def test_logs_cloudwatch_reads_every_function_log_group():
     """On AWS, where no Loki runs, this is the log viewer: each panel queries the log groups of
-    the three functions, and each group's function is a variable of the dashboard."""
+    the four functions, and each group's function is a variable of the dashboard."""
     d = load(DASHBOARD_DIR / "logs-cloudwatch.json")
     variables = {v["name"]: v for v in d["templating"]["list"]}
-    groups = {"/aws/lambda/$producer_function", "/aws/lambda/$consumer_function", "/aws/lambda/$compactor_function"}
+    groups = {"/aws/lambda/$producer_function", "/aws/lambda/$consumer_function", "/aws/lambda/$compactor_function",
+              "/aws/lambda/$forget_function"}
     targets = list(all_targets(d))
     assert len(targets) == 2, [p["title"] for p, _ in targets]
     for panel, t in targets:

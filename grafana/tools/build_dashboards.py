@@ -1085,12 +1085,12 @@ def logs_cloudwatch(L: Layout) -> list[dict]:
     groups = [f"/aws/lambda/${name}" for name in LOG_FUNCTIONS]
     L.add(logs(
         "Warnings and errors",
-        "WARN/ERROR lines of the producer, consumer and compactor functions, and Lambda's own "
+        "WARN/ERROR lines of the producer, consumer, compactor and forget functions, and Lambda's own "
         "timeout and runtime-exit lines, newest first (@log names the function's log group).",
         [cw_logs(groups, WARN_ERROR_INSIGHTS)]), w=24, h=12)
     L.add(logs(
         "Search",
-        "Lines of the three functions that contain the search box's text (case-sensitive; every "
+        "Lines of the four functions that contain the search box's text (case-sensitive; every "
         "line when it is empty), newest first, at most 500.",
         [cw_logs(groups, "fields @timestamp, @log, level, @message\n"
                          "| filter @message like \"$search\"\n"
@@ -1108,6 +1108,7 @@ LOG_FUNCTIONS = {
     "producer_function": ("Producer function", "Invocations", "-producer-api"),
     "consumer_function": ("Consumer function", "IteratorAge", "-stream-consumer"),
     "compactor_function": ("Compactor function", "Invocations", "-compactor"),
+    "forget_function": ("Forget function", "Invocations", "-forget"),
 }
 
 

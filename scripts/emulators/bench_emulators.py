@@ -19,7 +19,10 @@ event_type, occurred_at, received_at, anonymous_id, session_id, url, referrer, u
 client_ip, site, properties, expires_at N), PAY_PER_REQUEST table, no GSI. Measured windows run
 at --rate items/s (default 5000, the sustained-run rate) on a fresh table, then the table is
 filled unthrottled to --fill items (the fill is also measured, per 200k chunk, to show growth),
-then the same windows run again on the large table.
+then the same windows run again on the large table. `--indexes erasure` creates the table with
+the two global secondary indexes forget queries (issue #23: by_anonymous_id, by_user_id, hash
+key only, INCLUDE site; scripts/bootstrap_resources.py ERASURE_INDEXES), so every item is written
+to one index too, or two when it has a user_id (--user-id-share of the items, default none).
 
 kinesalite: PutRecords of --batch records of --size bytes (25000 = ~50 packed events, 500 = one
 event), then GetRecords (Limit 10000) reading all of them back; CPU ms per record and per KB,
@@ -38,6 +41,13 @@ so that they share the machine's noise:
      --node-args=--max-semi-space-size=64 &
   wait
   $B --label leveldb-shm --fill 500000 --env DYNALITE_STORE_DIR=/dev/shm
+
+For bench/RESULTS.md "#23: DynamoDB indexes for erasure" (one after the other, alternating,
+unthrottled so items/s is the ceiling, then at the sustained run's 4,000 items/s for CPU per item):
+
+  G="python3 bench_emulators.py dynalite --fill 0 --reps 3 --window 20000 --user-id-share 0.3"
+  for i in 1 2; do $G --rate 0 --label no-index; $G --rate 0 --label erasure-indexes --indexes erasure; done
+  $G --rate 4000 --label no-index; $G --rate 4000 --label erasure-indexes --indexes erasure
   K="python3 bench_emulators.py kinesalite --reps 3"
   $K --label baseline --size 25000 --records 6000 --get-limit 400
   $K --label baseline --size 500 --records 60000 --get-limit 10000
@@ -168,7 +178,7 @@ UA = ('Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) '
       'Chrome/126.0.0.0 Safari/537.36')
 
 
-def make_item(rng, now):
+def make_item(rng, now, user_id_share=0.0):
     t = now - datetime.timedelta(milliseconds=rng.randint(0, 5000))
     iso = lambda d: d.strftime('%Y-%m-%dT%H:%M:%S.') + f'{d.microsecond // 1000:03d}Z'  # noqa: E731
     return {
@@ -185,17 +195,28 @@ def make_item(rng, now):
         'site': {'S': f'site-{rng.randint(1, 20)}'},
         'properties': {'S': json.dumps({'button': 'buy', 'price': rng.randint(1, 500)})},
         'expires_at': {'N': str(int(now.timestamp()) + 30 * 86400)},
+        # Only items with a user_id are in by_user_id (a sparse index); the draw comes last so
+        # that items without one are the same as before --user-id-share existed.
+        **({'user_id': {'S': f'user-{rng.randint(1, 10**9)}'}} if user_id_share and rng.random() < user_id_share else {}),
     }
 
 
-def dynalite_bodies(table, n_items, threads, seed, sample):
+# The indexes forget queries (issue #23), as scripts/bootstrap_resources.py creates them.
+ERASURE_INDEXES = [
+    {'IndexName': name, 'KeySchema': [{'AttributeName': attr, 'KeyType': 'HASH'}],
+     'Projection': {'ProjectionType': 'INCLUDE', 'NonKeyAttributes': ['site']}}
+    for name, attr in (('by_anonymous_id', 'anonymous_id'), ('by_user_id', 'user_id'))
+]
+
+
+def dynalite_bodies(table, n_items, threads, seed, sample, user_id_share=0.0):
     """Pre-built BatchWriteItem bodies (25 items each), one list per thread, so that building
     them is not timed and the GIL-bound client can keep up with the target rate."""
     rng = random.Random(seed)
     now = datetime.datetime.now(datetime.timezone.utc)
     out = [[] for _ in range(threads)]
     for k in range(n_items // 25):
-        items = [make_item(rng, now) for _ in range(25)]
+        items = [make_item(rng, now, user_id_share) for _ in range(25)]
         if len(sample) < 200 and rng.random() < 0.02:
             sample.append(items[0])
         body = {'RequestItems': {table: [{'PutRequest': {'Item': it}} for it in items]}}
@@ -228,15 +249,21 @@ def bench_dynalite(a, proc, res):
     ddb = boto3.client('dynamodb', endpoint_url=f'http://{HOST}:{a.port}', region_name='us-east-1',
                        aws_access_key_id='local', aws_secret_access_key='local')
     table = 'bench_events'
+    indexes = ERASURE_INDEXES if a.indexes == 'erasure' else []
+    key_attrs = ['event_id'] + [ix['KeySchema'][0]['AttributeName'] for ix in indexes]
     ddb.create_table(TableName=table, BillingMode='PAY_PER_REQUEST',
                      KeySchema=[{'AttributeName': 'event_id', 'KeyType': 'HASH'}],
-                     AttributeDefinitions=[{'AttributeName': 'event_id', 'AttributeType': 'S'}])
+                     AttributeDefinitions=[{'AttributeName': n, 'AttributeType': 'S'} for n in key_attrs],
+                     **({'GlobalSecondaryIndexes': indexes} if indexes else {}))
+    user_id_share = a.user_id_share
+    res['indexes'] = [ix['IndexName'] for ix in indexes]
+    res['user_id_share'] = user_id_share
     sample, total, seed = [], 0, 1
 
     def window(kind, n, rate):
         nonlocal total, seed
         seed += 1
-        bodies = dynalite_bodies(table, n, a.threads, seed, sample)
+        bodies = dynalite_bodies(table, n, a.threads, seed, sample, user_id_share)
         c0, w0 = cpu_ms(proc.pid), time.monotonic()
         done = dynalite_writes(a.port, bodies, rate)
         c1, w1 = cpu_ms(proc.pid), time.monotonic()
@@ -260,6 +287,19 @@ def bench_dynalite(a, proc, res):
         if got != it:
             raise SystemExit(f'MISMATCH for {it["event_id"]}: {got}')
     res['check'] = {'sampled_items_identical': len(sample), 'written': total}
+    # With the indexes: each sampled item is found through them, as forget looks for it (the
+    # visitor's key, a filter on its site), and an index holds exactly its attribute's items.
+    for it in sample if indexes else []:
+        for ix in indexes:
+            attr = ix['KeySchema'][0]['AttributeName']
+            if attr not in it:
+                continue
+            got = ddb.query(TableName=table, IndexName=ix['IndexName'], KeyConditionExpression='#k = :v',
+                            FilterExpression='site = :s', ExpressionAttributeNames={'#k': attr},
+                            ExpressionAttributeValues={':v': it[attr], ':s': it['site']})['Items']
+            if it['event_id'] not in [g['event_id'] for g in got]:
+                raise SystemExit(f'{ix["IndexName"]} does not find {it["event_id"]}: {got}')
+        res['check']['sampled_items_found_by_index'] = len(sample)
     print(json.dumps(res['check']), flush=True)
     for kind in ('fresh', 'large'):
         v = [w['cpu_ms_per_item'] for w in res['windows'] if w['phase'] == kind]
@@ -348,6 +388,10 @@ def main():
     p.add_argument('--large-window', type=int, default=150000,
                    help='dynalite: items per measured window on the large table (long enough to include major GCs)')
     p.add_argument('--fill', type=int, default=1000000, help='dynalite: fill the table to this many items, 0 = skip')
+    p.add_argument('--indexes', choices=['none', 'erasure'], default='none',
+                   help="dynalite: 'erasure' = the table has forget's two GSIs (issue #23)")
+    p.add_argument('--user-id-share', type=float, default=0.0,
+                   help='dynalite: share of items with a user_id (with --indexes erasure, those are in by_user_id)')
     p.add_argument('--records', type=int, default=20000, help='kinesalite: records per rep')
     p.add_argument('--size', type=int, default=25000, help='kinesalite: bytes of Data per record')
     p.add_argument('--batch', type=int, default=500, help='kinesalite: records per PutRecords (capped at 5 MiB)')

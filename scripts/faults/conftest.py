@@ -31,6 +31,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # scripts/, for pylib
 
+import bootstrap_resources as bootstrap  # noqa: E402  (scripts/: the local stack's resources)
 from pylib import (  # noqa: E402
     CARGO_TARGET as TARGET,
     HOST,
@@ -250,14 +251,9 @@ def wait_stream_active(name: str) -> None:
 def create_resources(res: Resources) -> None:
     create_stream(res.stream)
     client("s3").create_bucket(Bucket=res.bucket)
-    ddb = client("dynamodb")
-    ddb.create_table(
-        TableName=res.table,
-        AttributeDefinitions=[{"AttributeName": "event_id", "AttributeType": "S"}],
-        KeySchema=[{"AttributeName": "event_id", "KeyType": "HASH"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
-    ddb.get_waiter("table_exists").wait(TableName=res.table, WaiterConfig={"Delay": 0.2, "MaxAttempts": 300})
+    # The table exactly as the local stack's (bootstrap's ensure_table): with forget's erasure
+    # indexes, which every item write also writes, so each fault runs against the real cost.
+    bootstrap.ensure_table(client("dynamodb"), safe_name(res.table))
     base_psql(f"CREATE DATABASE {safe_name(res.database)}")
 
 
@@ -556,11 +552,15 @@ class Verified:
         return f"verify exit {self.rc}\n--- stdout\n{self.out}\n--- stderr\n{self.err}"
 
 
-def verify(*ack_files: Path, stream: str | None = None, wait: int = 180, name: str = "verify") -> Verified:
-    """Runs `verify --wait <wait> <acks>...` against `stream` and parses what it printed."""
+def verify(*ack_files: Path, stream: str | None = None, wait: int = 180, name: str = "verify",
+           forgotten: Path | None = None) -> Verified:
+    """Runs `verify --wait <wait> <acks>...` against `stream` and parses what it printed.
+    `forgotten`: an ack file of events erased by forget (test_07), which the lake and DynamoDB
+    must no longer hold while PostgreSQL's counts still include them."""
     started = time.monotonic()
+    extra = ["--forgotten", str(forgotten)] if forgotten else []
     res = run(
-        [str(VERIFY), "--wait", str(wait), *map(str, ack_files)],
+        [str(VERIFY), "--wait", str(wait), *extra, *map(str, ack_files)],
         env=stack_env(STREAM_NAME=stream or RES.stream),
         timeout=wait + 300,
     )

@@ -171,8 +171,9 @@ def test_zips_are_written_where_terraform_reads_them():
         "producer-api": "-p producer-api --bin producer-api",
         "stream-consumer": "-p stream-consumer --bin stream-consumer",
         "compactor": "-p lake-tools --bin compactor",
+        "forget": "-p lake-tools --bin forget",
     }
-    for var, name in (("producer_zip", "producer-api"), ("consumer_zip", "stream-consumer"), ("compactor_zip", "compactor")):
+    for var, name in (("producer_zip", "producer-api"), ("consumer_zip", "stream-consumer"), ("compactor_zip", "compactor"), ("forget_zip", "forget")):
         assert tf_default(var) == f"../target/lambda/{name}/bootstrap.zip"
 
 

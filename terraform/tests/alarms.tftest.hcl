@@ -1,5 +1,5 @@
 # `terraform test` for the alarms, the budget and who may publish to the alarm topic
-# (alarms.tf, kms.tf, compactor.tf), against the mocked AWS provider of tests/mocks/:
+# (alarms.tf, kms.tf, compactor.tf, forget.tf), against the mocked AWS provider of tests/mocks/:
 # every alarm exists, treats missing data as its comment says, and notifies the SNS topic on
 # ALARM and on OK; the budget notifies the same topic; the topic and the key let CloudWatch and
 # Budgets publish.
@@ -35,13 +35,23 @@ run "alarms_default_stack" {
         aws_cloudwatch_metric_alarm.consumer_failures_queue,
         aws_cloudwatch_metric_alarm.consumer_quarantine_ratio,
         aws_cloudwatch_metric_alarm.producer_unaccepted_ratio,
+        aws_cloudwatch_metric_alarm.forget_errors,
       ],
       values(aws_cloudwatch_metric_alarm.lambda_errors),
       values(aws_cloudwatch_metric_alarm.api_5xx),
       ) : a.treat_missing_data == "notBreaching"
       && toset(a.alarm_actions) == toset([aws_sns_topic.alarms.arn]) && toset(a.ok_actions) == toset([aws_sns_topic.alarms.arn])
     ])
-    error_message = "error counters and traffic ratios exist only with errors or traffic: missing is notBreaching; alarm_actions and ok_actions are exactly the alarm topic"
+    error_message = "error counters, traffic ratios and the daily forget's Errors exist only with errors, traffic or a run: missing is notBreaching; alarm_actions and ok_actions are exactly the alarm topic"
+  }
+  assert {
+    condition = (
+      aws_cloudwatch_metric_alarm.forget_errors.namespace == "AWS/Lambda"
+      && aws_cloudwatch_metric_alarm.forget_errors.metric_name == "Errors"
+      && aws_cloudwatch_metric_alarm.forget_errors.dimensions["FunctionName"] == aws_lambda_function.forget.function_name
+      && aws_cloudwatch_metric_alarm.forget_errors.threshold == 1
+    )
+    error_message = "one failed erasure run is enough to alarm"
   }
   assert {
     condition     = toset(keys(aws_cloudwatch_metric_alarm.lambda_errors)) == toset(["producer", "consumer"])

@@ -52,6 +52,38 @@ run "default_stack" {
     error_message = "the consumer and compactor work as the application role; only the consumer migrates, as the master user"
   }
   assert {
+    condition = (
+      aws_lambda_function.forget.environment[0].variables["DATABASE_SECRET_ARN"] == aws_secretsmanager_secret.db_app.arn
+      && aws_lambda_function.forget.environment[0].variables["DYNAMODB_TABLE"] == aws_dynamodb_table.events.name
+      && aws_lambda_function.forget.environment[0].variables["LAKE_BUCKET"] == aws_s3_bucket.lake.id
+      && aws_lambda_function.forget.environment[0].variables["DATABASE_HOST"] == aws_db_instance.postgres.address
+      # (the negation last: checkov's HCL parser cannot read `!x` followed by `&& y`)
+      && !contains(keys(aws_lambda_function.forget.environment[0].variables), "DATABASE_MIGRATOR_SECRET_ARN")
+    )
+    error_message = "forget works as the application role on the lake bucket and the events table, like the compactor"
+  }
+  assert {
+    condition = (
+      toset([for ix in aws_dynamodb_table.events.global_secondary_index : "${ix.name}:${ix.hash_key}:${ix.projection_type}:${join(",", ix.non_key_attributes)}"])
+      == toset(["by_anonymous_id:anonymous_id:INCLUDE:site", "by_user_id:user_id:INCLUDE:site"])
+      && alltrue([for ix in aws_dynamodb_table.events.global_secondary_index : ix.range_key == null])
+      && toset([for a in aws_dynamodb_table.events.attribute : "${a.name}:${a.type}"]) == toset(["event_id:S", "anonymous_id:S", "user_id:S"])
+      && aws_dynamodb_table.events.hash_key == "event_id"
+    )
+    error_message = "the events table has forget's two erasure indexes (hash key only, projecting site) and keeps event_id as its key"
+  }
+  assert {
+    condition = (
+      aws_cloudwatch_event_rule.forget.schedule_expression == "cron(40 2 * * ? *)"
+      && aws_cloudwatch_event_target.forget.arn == aws_lambda_function.forget.arn
+      && jsondecode(aws_cloudwatch_event_target.forget.input) == {}
+      && aws_lambda_permission.events_invoke_forget.source_arn == aws_cloudwatch_event_rule.forget.arn
+      && aws_lambda_function_event_invoke_config.forget.maximum_retry_attempts == 0
+      && aws_lambda_function.forget.reserved_concurrent_executions == 1
+    )
+    error_message = "forget runs daily on pending requests only (empty payload), one at a time, with the schedule as its retry"
+  }
+  assert {
     condition     = !contains(keys(aws_lambda_function.producer.environment[0].variables), "DEFAULT_SITE_KEY")
     error_message = "empty env values are omitted"
   }
@@ -106,14 +138,14 @@ run "default_stack" {
     error_message = "no proxy by default; RDS open to the consumer only"
   }
   assert {
-    condition = alltrue([for f in [aws_lambda_function.producer, aws_lambda_function.consumer, aws_lambda_function.compactor] :
+    condition = alltrue([for f in [aws_lambda_function.producer, aws_lambda_function.consumer, aws_lambda_function.compactor, aws_lambda_function.forget] :
     tolist(f.architectures) == tolist(["arm64"])])
-    error_message = "all three functions run on arm64 by default"
+    error_message = "all four functions run on arm64 by default"
   }
   assert {
-    condition = alltrue([for f in [aws_lambda_function.consumer, aws_lambda_function.compactor] :
+    condition = alltrue([for f in [aws_lambda_function.consumer, aws_lambda_function.compactor, aws_lambda_function.forget] :
     f.environment[0].variables["DATABASE_SSL_ROOT_CERT"] == "/var/task/global-bundle.pem"])
-    error_message = "the consumer and the compactor verify PostgreSQL against the CA bundle make package ships"
+    error_message = "the consumer, the compactor and forget verify PostgreSQL against the CA bundle make package ships"
   }
   assert {
     condition = (
@@ -130,13 +162,14 @@ run "alternative_stack" {
   command = apply
 
   variables {
-    api_type            = "http"
-    enable_rds_proxy    = true
-    stream_mode         = "PROVISIONED"
-    stream_shard_count  = 4
-    availability_zones  = ["us-east-1c", "us-east-1d"]
-    alarm_email         = "ops@example.com"
-    lambda_architecture = "x86_64"
+    api_type                   = "http"
+    enable_rds_proxy           = true
+    stream_mode                = "PROVISIONED"
+    stream_shard_count         = 4
+    availability_zones         = ["us-east-1c", "us-east-1d"]
+    alarm_email                = "ops@example.com"
+    lambda_architecture        = "x86_64"
+    forget_schedule_expression = "rate(6 hours)"
   }
 
   override_data {
@@ -177,9 +210,13 @@ run "alternative_stack" {
     error_message = "alarm e-mail subscription"
   }
   assert {
-    condition = alltrue([for f in [aws_lambda_function.producer, aws_lambda_function.consumer, aws_lambda_function.compactor] :
+    condition = alltrue([for f in [aws_lambda_function.producer, aws_lambda_function.consumer, aws_lambda_function.compactor, aws_lambda_function.forget] :
     tolist(f.architectures) == tolist(["x86_64"])])
-    error_message = "lambda_architecture applies to all three functions"
+    error_message = "lambda_architecture applies to all four functions"
+  }
+  assert {
+    condition     = aws_lambda_function.forget.environment[0].variables["DATABASE_HOST"] == aws_db_proxy.postgres[0].endpoint && aws_cloudwatch_event_rule.forget.schedule_expression == "rate(6 hours)"
+    error_message = "with the proxy forget connects to the proxy; forget_schedule_expression sets its schedule"
   }
   assert {
     condition     = length(aws_api_gateway_gateway_response.json_error) == 0
@@ -207,6 +244,16 @@ run "rejects_a_record_age_that_leaves_nothing_to_replay" {
   }
 
   expect_failures = [var.consumer_max_record_age_seconds]
+}
+
+run "rejects_a_forget_schedule_that_is_not_one" {
+  command = plan
+
+  variables {
+    forget_schedule_expression = "rate(5 minutes)"
+  }
+
+  expect_failures = [var.forget_schedule_expression]
 }
 
 run "rejects_unverified_database_tls_and_unknown_architecture" {

@@ -75,7 +75,7 @@ def test_consumer_lambda_runs_in_private_subnets(tf):
     assert attr(tf.resource("aws_subnet", "private"), "map_public_ip_on_launch") is False
 
 
-@pytest.mark.parametrize("function,zip_var,crate", [("producer", "producer_zip", "producer-api"), ("consumer", "consumer_zip", "stream-consumer"), ("compactor", "compactor_zip", "compactor")])
+@pytest.mark.parametrize("function,zip_var,crate", [("producer", "producer_zip", "producer-api"), ("consumer", "consumer_zip", "stream-consumer"), ("compactor", "compactor_zip", "compactor"), ("forget", "forget_zip", "forget")])
 def test_lambdas_use_al2023_custom_runtime_and_cargo_lambda_zips(tf, function, zip_var, crate):
     fn = tf.resource("aws_lambda_function", function)
     assert attr(fn, "runtime") == "provided.al2023"
@@ -182,8 +182,10 @@ def test_interface_endpoints_are_only_those_the_private_subnets_call(tf):
     consumer = (REPO_ROOT / "stream-consumer" / "src" / "main.rs").read_text()
     on_lambda, marker, local_runner = consumer.partition("lambda_runtime::run(")
     assert marker, "stream-consumer/src/main.rs no longer hands over to lambda_runtime::run"
-    compactor = (REPO_ROOT / "lake-tools" / "src" / "bin" / "compactor.rs").read_text()
-    built = set(re.findall(r"\baws::([a-z0-9_]+)\(&sdk", on_lambda + compactor))
+    # Every lake-tools binary is a Lambda in the private subnets (the compactor, forget).
+    tools = "".join(p.read_text() for p in sorted((REPO_ROOT / "lake-tools" / "src" / "bin").glob("*.rs")))
+    assert "fn main" in tools, "no lake-tools binary found"
+    built = set(re.findall(r"\baws::([a-z0-9_]+)\(&sdk", on_lambda + tools))
     assert {"s3", "secrets_manager"} <= built, built
     unknown = built - set(CLIENT_ENDPOINTS)
     assert not unknown, f"map {sorted(unknown)} to its VPC endpoint service"
@@ -771,3 +773,108 @@ def test_dead_letter_table_matches_the_athena_ddl(tf):
     ddl = (REPO_ROOT / "athena" / "ddl" / "dead_letter.sql").read_text()
     ddl_columns = re.findall(r"^\s+([a-z_0-9]+)\s+([a-z]+),?$", ddl.split("PARTITIONED BY")[0], re.M)
     assert columns == ddl_columns, (columns, ddl_columns)
+
+
+# --- Forget (forget.tf, dynamodb.tf's erasure indexes) --------------------------------------
+
+
+def test_events_table_has_the_erasure_indexes_forget_queries(tf):
+    """Hash key only, projecting site (forget filters its Query on it); the key attributes are
+    declared, and the table keeps event_id as its own key. bootstrap_resources.py makes the same
+    indexes locally."""
+    table = tf.resource("aws_dynamodb_table", "events")
+    assert attr(table, "hash_key") == "event_id" and attr(table, "range_key") is None
+    assert tf.locals["dynamodb_erasure_indexes"] == {"by_anonymous_id": "anonymous_id", "by_user_id": "user_id"}
+    dynamic = {name: body for d in blocks(table, "dynamic") for name, body in d.items()}
+    assert "local.dynamodb_erasure_indexes" in expr(attr(dynamic["global_secondary_index"], "for_each"))
+    content = blocks(dynamic["global_secondary_index"], "content")[0]
+    assert attr(content, "name") == "${global_secondary_index.key}"
+    assert attr(content, "hash_key") == "${global_secondary_index.value}"
+    assert attr(content, "projection_type") == "INCLUDE" and attr(content, "non_key_attributes") == ["site"]
+    assert "range_key" not in content
+    assert "local.dynamodb_erasure_indexes" in expr(attr(dynamic["attribute"], "for_each"))
+    assert attr(blocks(dynamic["attribute"], "content")[0], "type") == "S"
+    bootstrap = (REPO_ROOT / "scripts" / "bootstrap_resources.py").read_text()
+    assert 'ERASURE_INDEXES = {"by_anonymous_id": "anonymous_id", "by_user_id": "user_id"}' in bootstrap
+    assert '{"ProjectionType": "INCLUDE", "NonKeyAttributes": ["site"]}' in bootstrap
+
+
+def test_forget_lambda_conventions(tf):
+    fn = tf.resource("aws_lambda_function", "forget")
+    assert "var.forget_zip" in tf.locals["forget_zip"]
+    assert attr(fn, "reserved_concurrent_executions") == 1, "one forget run at a time"
+    assert "aws_kms_key.main" in expr(attr(fn, "kms_key_arn"))
+    vpc = blocks(fn, "vpc_config")[0]
+    assert "aws_subnet.private" in expr(attr(vpc, "subnet_ids"))
+    assert "aws_security_group.consumer" in expr(attr(vpc, "security_group_ids"))
+    assert "aws_kms_key.main" in expr(attr(tf.resource("aws_cloudwatch_log_group", "forget"), "kms_key_id"))
+    assert "var.log_retention_days" in expr(attr(tf.resource("aws_cloudwatch_log_group", "forget"), "retention_in_days"))
+    alarm = tf.resource("aws_cloudwatch_metric_alarm", "forget_errors")
+    assert attr(alarm, "metric_name") == "Errors" and "aws_lambda_function.forget" in expr(attr(alarm, "dimensions"))
+    packaged = (REPO_ROOT / "scripts" / "package.sh").read_text()
+    assert '"forget|-p lake-tools --bin forget|yes"' in packaged, "make package builds forget's zip with the CA bundle"
+
+
+def test_forget_runs_on_its_schedule_with_an_empty_payload(tf):
+    rule = tf.resource("aws_cloudwatch_event_rule", "forget")
+    assert expr(attr(rule, "schedule_expression")) == "${var.forget_schedule_expression}"
+    assert re.fullmatch(r"cron\(\d+ \d+ \* \* \? \*\)", tf.default("forget_schedule_expression")), "daily by default"
+    target = tf.resource("aws_cloudwatch_event_target", "forget")
+    assert "aws_lambda_function.forget.arn" in expr(attr(target, "arn"))
+    # A scheduled run files nothing: {"request": ...} is only ever an operator's invocation.
+    assert expr(attr(target, "input")) == "${jsonencode({})}"
+    permission = tf.resource("aws_lambda_permission", "events_invoke_forget")
+    assert attr(permission, "principal") == "events.amazonaws.com"
+    assert "aws_cloudwatch_event_rule.forget.arn" in expr(attr(permission, "source_arn"))
+    retries = tf.resource("aws_lambda_function_event_invoke_config", "forget")
+    assert attr(retries, "maximum_retry_attempts") == 0, "the schedule is the retry"
+
+
+def test_forget_environment_is_documented_and_minimal(tf):
+    env = lambda_environment(tf, "forget")
+    assert set(env) <= CONSUMER_ENV, sorted(set(env) - CONSUMER_ENV)
+    assert {"LAKE_BUCKET", "DYNAMODB_TABLE", "DATABASE_SECRET_ARN", "DATABASE_HOST"} <= set(env)
+    assert "STREAM_NAME" not in env, "forget does not read the stream"
+    assert "DATABASE_MIGRATOR_SECRET_ARN" not in env, "only the consumer migrates"
+    assert env["DATABASE_SECRET_ARN"] == "${local.db_app_secret_arn}"
+    text = (REPO_ROOT / "README.md").read_text()
+    for name in env:
+        assert re.search(rf"\b{name}\b", text), f"{name} not in the README's configuration table"
+
+
+def test_forget_role_queries_the_indexes_and_deletes_items_only(tf):
+    doc = tf.data["aws_iam_policy_document"]["forget"]
+    statements = {attr(st, "sid"): st for st in blocks(doc, "statement")}
+    actions = set()
+    for sid, st in statements.items():
+        assert attr(st, "effect", "Allow") == "Allow", sid
+        resources = [expr(r) for r in attr(st, "resources")]
+        assert resources and "*" not in resources, f"{sid}: wildcard resource"
+        actions |= set(attr(st, "actions"))
+    assert actions == {
+        "logs:CreateLogStream", "logs:PutLogEvents",
+        "s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:ListBucket",
+        "dynamodb:Query", "dynamodb:BatchWriteItem", "dynamodb:DeleteItem",
+        "secretsmanager:GetSecretValue",
+        "kms:Decrypt", "kms:GenerateDataKey",
+    }, sorted(actions)
+    # Query only on the indexes (no Scan, no Query of the table itself); deletes on the table.
+    find = statements["FindVisitorItems"]
+    assert attr(find, "actions") == ["dynamodb:Query"]
+    assert expr(attr(find, "resources")) == (
+        '${[for index in keys(local.dynamodb_erasure_indexes) : "${aws_dynamodb_table.events.arn}/index/${index}"]}')
+    delete = statements["DeleteVisitorItems"]
+    assert set(attr(delete, "actions")) == {"dynamodb:BatchWriteItem", "dynamodb:DeleteItem"}
+    assert [expr(r) for r in attr(delete, "resources")] == ["${aws_dynamodb_table.events.arn}"]
+    objects = statements["RewriteEventObjects"]
+    assert [expr(r) for r in attr(objects, "resources")] == ["${aws_s3_bucket.lake.arn}/${local.lake_events_prefix}*"]
+    condition = blocks(statements["ListEventPartitions"], "condition")[0]
+    assert attr(condition, "variable") == "s3:prefix" and attr(condition, "values") == ["${local.lake_events_prefix}*"]
+    assert [expr(r) for r in attr(statements["ReadDatabaseSecret"], "resources")] == ["${local.db_app_secret_arn}"]
+    assert "aws_cloudwatch_log_group.forget.arn" in expr(attr(statements["WriteOwnLogs"], "resources"))
+    attachments = {
+        attr(body, "policy_arn").rsplit("/", 1)[-1]
+        for body in tf.resources["aws_iam_role_policy_attachment"].values()
+        if "aws_iam_role.forget" in expr(attr(body, "role"))
+    }
+    assert attachments == {"AWSLambdaENIManagementAccess", "AWSXRayDaemonWriteAccess"}, attachments

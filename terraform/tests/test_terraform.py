@@ -63,7 +63,7 @@ def workdir(tmp_path_factory) -> Path:
     for rel in ("producer-api/openapi.yaml", "schemas/lake_columns.json"):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO_ROOT / rel, root / rel)
-    for crate in ("producer-api", "stream-consumer", "compactor"):
+    for crate in ("producer-api", "stream-consumer", "compactor", "forget"):
         artifact = root / "target" / "lambda" / crate / "bootstrap.zip"
         artifact.parent.mkdir(parents=True)
         with zipfile.ZipFile(artifact, "w") as z:
