@@ -10,7 +10,7 @@
 #![allow(clippy::print_stdout)]
 
 use anyhow::bail;
-use clap::{Args as ClapArgs, Parser, Subcommand};
+use clap::{ArgGroup, Args as ClapArgs, Parser, Subcommand};
 use lake_tools::compact::store::LakeFiles;
 use lake_tools::forget::items::VisitorItems;
 use lake_tools::forget::{Forgetter, RunReport};
@@ -46,16 +46,17 @@ enum Command {
 
 /// Who to forget: one of the event's IDs, on one site.
 #[derive(Debug, ClapArgs)]
-#[group(required = true, multiple = false, id = "visitor")]
+#[group(skip)]
+#[command(group = ArgGroup::new("id").required(true).args(["anonymous_id", "user_id"]))]
 struct Visitor {
     /// The site the events were sent to (its id in the sites file; "" for events without one).
     #[arg(long, required = true)]
     site: String,
     /// The visitor's anonymous ID.
-    #[arg(long, group = "visitor")]
+    #[arg(long)]
     anonymous_id: Option<String>,
     /// The visitor's user ID.
-    #[arg(long, group = "visitor")]
+    #[arg(long)]
     user_id: Option<String>,
 }
 
