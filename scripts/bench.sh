@@ -26,7 +26,7 @@ if [ "${BENCH_SKIP_CRITERION:-0}" != 1 ]; then
 fi
 
 echo "==> sustained load through the pipeline (release binaries)"
-cargo_step "release build of the pipeline and the verifier" build --release -p producer-api -p stream-consumer -p loadtest --bins
+cargo_step "release build of the pipeline and the verifier" build --release --workspace --bins
 bash scripts/local-stack.sh up
 bash scripts/pipeline.sh down
 PIPELINE_PROFILE=release bash scripts/pipeline.sh up

@@ -17,7 +17,7 @@ bash scripts/up.sh
 bash scripts/demo-page.sh up
 # shellcheck source=lib.sh
 source scripts/lib.sh
-cargo_step "building the verifier" build -p loadtest --bin verify
+cargo_step "building the verifier" build --workspace --bins
 # shellcheck source=/dev/null
 source scripts/env.sh
 

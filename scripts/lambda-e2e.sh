@@ -9,7 +9,7 @@
 #
 # Needs: the zips (`make package`), cargo-lambda (.local/venv/bin/cargo-lambda, which `make package`
 # installs; or CARGO_LAMBDA=/path/to/cargo-lambda), the local stack (started here when down; never
-# stopped), the verifier (built here: cargo build -p loadtest --bin verify).
+# stopped), the verifier (built here: cargo build --workspace --bins).
 # Env: LAMBDA_E2E_LAMBDA_MIGRATES=1|0 the consumer does|does not migrate at init (default: detected)
 #      LAMBDA_E2E_BATCH_SIZE=N        records per consumer invocation (default 4: records pack events)
 # Writes bench/out/lambda-e2e/ (init.json, acks.ndjson, emulator logs).
@@ -25,6 +25,6 @@ if [ -z "${CARGO_LAMBDA:-}" ] && [ ! -x .local/venv/bin/cargo-lambda ]; then
   bash scripts/package.sh --install-tools # cargo-lambda's runtime emulator, pinned
 fi
 bash scripts/local-stack.sh up
-cargo_step "the verifier" build -p loadtest --bin verify --locked
+cargo_step "the verifier" build --workspace --bins --locked
 cd scripts
 exec ../.local/venv/bin/python -m lambda_e2e "$@"

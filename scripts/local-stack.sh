@@ -364,14 +364,14 @@ run_migrations() {
     DATABASE_URL="postgres://postgres@$HOST:$PG_PORT/$PG_DB" LOG_FORMAT=text)
   if [ -x "$bin" ]; then
     if [ -n "$(find "$ROOT/schemas/migrations" -newer "$bin" -type f 2>/dev/null | head -n 1)" ]; then
-      log "WARNING: $bin is older than schemas/migrations; run 'cargo build -p stream-consumer' to pick up new migrations"
+      log "WARNING: $bin is older than schemas/migrations; run 'cargo build --workspace --bins' to pick up new migrations"
     fi
   else
     command -v cargo >/dev/null 2>&1 || die "no $bin and no cargo to build it (set SKIP_MIGRATIONS=1 to skip migrations)"
     # Built first and then run like a built one: cargo_step is a shell function, which `env`
     # (run_env) cannot run.
-    (cd "$ROOT" && cargo_step "building the consumer to apply migrations" build -p stream-consumer >&2) \
-      || die "'cargo build -p stream-consumer' failed (set SKIP_MIGRATIONS=1 to skip this step)"
+    (cd "$ROOT" && cargo_step "building the consumer to apply migrations" build --workspace --bins >&2) \
+      || die "'cargo build --workspace --bins' failed (set SKIP_MIGRATIONS=1 to skip this step)"
   fi
   log "migrations: ${bin/#"$HOME"/\~} migrate"
   "${run_env[@]}" "$bin" migrate >&2 \

@@ -62,7 +62,7 @@ cmd_up() {
   [ "$profile" = release ] && flag=(--release)
   local bin="$CARGO_TARGET_DIR/$profile"
   if [ "${PIPELINE_SKIP_BUILD:-0}" != 1 ] || [ ! -x "$bin/producer-api" ] || [ ! -x "$bin/stream-consumer" ]; then
-    cargo_step "building the producer and the consumer ($profile)" build "${flag[@]}" -p producer-api -p stream-consumer --bins
+    cargo_step "building the pipeline's binaries ($profile)" build "${flag[@]}" --workspace --bins
   fi
   start producer "$bin/producer-api" BIND_ADDR=127.0.0.1:3000 METRICS_ADDR=127.0.0.1:9101 \
     SITES_CONFIG="${SITES_CONFIG:-$root/config/sites.json}"

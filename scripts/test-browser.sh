@@ -45,7 +45,7 @@ node --test --test-reporter=dot tracker/test/ || die "the tracker's unit tests f
 
 # --- the pipeline: shared emulators, this run's own resources and processes ---------------------
 bash scripts/local-stack.sh status >/dev/null || bash scripts/local-stack.sh up
-cargo_step "building the producer, the consumer and the verifier" build -p producer-api -p stream-consumer -p loadtest --bins
+cargo_step "building the producer, the consumer and the verifier" build --workspace --bins
 bin="$CARGO_TARGET_DIR/debug"
 # shellcheck source=/dev/null
 source scripts/env.sh

@@ -21,7 +21,7 @@ started=$SECONDS
 bash scripts/up.sh >/dev/null
 # shellcheck source=lib.sh
 source scripts/lib.sh
-cargo_step "building the verifier and forget" build -p loadtest --bin verify -p lake-tools --bin forget
+cargo_step "building the verifier and forget" build --workspace --bins
 status=0
 .local/venv/bin/python -m pytest -q -p no:cacheprovider scripts/faults "$@" || status=$?
 echo "test-faults: $( [ "$status" -eq 0 ] && echo OK || echo FAILED ) in $((SECONDS - started)) s"

@@ -3,7 +3,7 @@
 Run: scripts/lambda-e2e.sh [--bin-dir DIR] [--batch-size N] [--lambda-migrates auto|yes|no] [--keep]
 (`python -m lambda_e2e` from scripts/ with the project venv). Steps:
 
- 1. the three `bootstrap`s from target/lambda/<fn>/bootstrap.zip (or --bin-dir), checked to be
+ 1. the four `bootstrap`s from target/lambda/<fn>/bootstrap.zip (or --bin-dir), checked to be
     executables for this machine; own stream/bucket/table on the local stack; database
     analytics_lambda_e2e dropped and created; the schema is applied by the consumer Lambdas at
     init (when the binary does that; else first by its `migrate` command);
@@ -23,7 +23,9 @@ Run: scripts/lambda-e2e.sh [--bin-dir DIR] [--batch-size N] [--lambda-migrates a
  6. compactor: the EventBridge scheduled event (and Terraform's {"hours_back": 24}); the seeded
     closed hour must be compacted;
  7. verify (loadtest) over the acks, then exact equality per type: acknowledged (plus the seeded
-    records) == lake == DynamoDB == PostgreSQL event_type_counts;
+    records) == lake == DynamoDB == PostgreSQL event_type_counts; then forget invoked with a
+    request for one of the producer's visitors (its items and lake rows gone, the audit without
+    the raw ID) and with the schedule's empty payload (nothing pending);
  8. every stdout line of every process (after step 9): EMF lines validated against emf.schema.json;
  9. the database as on AWS (secure_db.py): a TLS-only PostgreSQL with a CA made here, migrator
     and application secrets in moto; a wrong CA and a wrong host name fail the consumer's init;

@@ -26,7 +26,7 @@ from pylib import CARGO_TARGET, HOST, ROOT, env_sh, local_client, run
 from . import emf, events, producer, secure_db
 from .functions import Emulator, Function, free_port, port_open
 
-FUNCTIONS = ("producer-api", "stream-consumer", "compactor")
+FUNCTIONS = ("producer-api", "stream-consumer", "compactor", "forget")
 DATABASE = "analytics_lambda_e2e"
 ESM_MAX_PAYLOAD = 6 * 1024 * 1024  # a synchronous invocation's payload limit
 ELF_MACHINE = {"x86_64": 0x3E, "aarch64": 0xB7, "arm64": 0xB7}
@@ -131,7 +131,17 @@ class Stack:
         if fn == "stream-consumer":
             return {**common, "LAKE_BUCKET": self.bucket, "DYNAMODB_TABLE": self.table,
                     "DATABASE_URL": self.database_url, "DATABASE_MIGRATOR_URL": self.database_url}
+        if fn == "forget":
+            return {**common, "LAKE_BUCKET": self.bucket, "DYNAMODB_TABLE": self.table,
+                    "DATABASE_URL": self.database_url}
         return {**common, "LAKE_BUCKET": self.bucket, "DATABASE_URL": self.database_url}
+
+    def visitor_items(self, site: str, anonymous_id: str) -> int:
+        """The table's items of one visitor, through the index forget uses."""
+        out = self.dynamodb.query(TableName=self.table, IndexName="by_anonymous_id",
+                                  KeyConditionExpression="anonymous_id = :v", FilterExpression="site = :s",
+                                  ExpressionAttributeValues={":v": {"S": anonymous_id}, ":s": {"S": site}})
+        return out["Count"]
 
     def delete(self) -> None:
         for call in (
@@ -387,6 +397,38 @@ def run_compactor(emu: Emulator, bins: dict[str, Path], stack: Stack, fns: list[
     return [body, again]
 
 
+def run_forget(emu: Emulator, bins: dict[str, Path], stack: Stack, fns: list[Function]) -> dict:
+    """forget as Terraform runs it: invoked with a request (what an operator sends), then with the
+    schedule's empty payload. The visitor is one the producer's events came from."""
+    item = stack.dynamodb.scan(TableName=stack.table, FilterExpression="site = :s",
+                               ExpressionAttributeValues={":s": {"S": "local-demo"}})["Items"][0]
+    visitor = item["anonymous_id"]["S"]
+    items = stack.visitor_items("local-demo", visitor)
+    check(items >= 1, f"forget: no item of {visitor} to erase")
+    fn = Function(emu, "forget", bins["forget"], stack.function_env("forget"))
+    fns.append(fn)
+    fn.wait_ready(60)
+    status, body, seconds = emu.invoke("forget", {"request": {"site": "local-demo", "anonymous_id": visitor}},
+                                       timeout=600)
+    check(status == 200 and isinstance(body, dict) and body.get("errors") == [] and len(body.get("completed", [])) == 1,
+          f"forget (request): {status} {body}")
+    check(body["dynamo_items_removed"] == items and body["lake_rows_removed"] == items,
+          f"forget: {items} events of {visitor}, removed {body['dynamo_items_removed']} items and "
+          f"{body['lake_rows_removed']} lake rows")
+    check(stack.visitor_items("local-demo", visitor) == 0, f"forget: items of {visitor} left in DynamoDB")
+    audit = psql(f"select visitor is null, visitor_sha256 <> '', lake_rows_removed from erasure_requests "
+                 f"where id = {int(body['completed'][0])}", DATABASE)
+    check(audit == f"t|t|{items}", f"forget: audit row {audit!r}, expected no raw ID, a hash and {items} rows")
+    say(f"forget: {{\"request\": …}} -> {items} items and {body['lake_rows_removed']} lake rows of one visitor "
+        f"removed ({body['lake_objects_rewritten']} objects rewritten, {body['objects_read']} read) in {seconds:.1f} s; "
+        "audit keeps only the hash")
+    status, again, _ = emu.invoke("forget", {}, timeout=600)
+    check(status == 200 and isinstance(again, dict) and again.get("requests") == 0,
+          f"forget (scheduled, nothing pending): {status} {again}")
+    say("forget: {} (the schedule's payload) -> nothing pending, nothing removed")
+    return {"visitor_events": items, "objects_read": body["objects_read"]}
+
+
 def verify_table(stack: Stack, ack_log: Path, database_url: str) -> dict[str, tuple[int, int, int, int]]:
     """The verifier over the ack log: per type (acked, lake, DynamoDB, PostgreSQL)."""
     verify = CARGO_TARGET / "debug" / "verify"
@@ -574,7 +616,7 @@ def ms(values: list[float]) -> float | None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lambda-e2e", description=__doc__)
-    parser.add_argument("--bin-dir", help="directory with producer-api, stream-consumer, compactor executables "
+    parser.add_argument("--bin-dir", help="directory with producer-api, stream-consumer, compactor, forget executables "
                                           "(default: the bootstrap in each target/lambda/<fn>/bootstrap.zip)")
     # Records pack events (a 500-event request is ~6 records), so the run's ~1,100 events are only
     # ~65 records: small batches give the cold starts, the redelivery and the failure case each
@@ -646,6 +688,8 @@ def main(argv: list[str] | None = None) -> int:
             expected[t] = expected.get(t, 0) + 1
         expected[SEED_TYPE] = len(seeds)
         table = run_verify(stack, ack_log, expected)
+        # After the verifier: erasure removes some acknowledged events from the lake and DynamoDB.
+        run_forget(emu, bins, stack, fns)
         # An emulator of its own: the consumers and compactor above still poll theirs, and the
         # emulator hands an invocation to whichever process of that name asks first.
         secure_emu = Emulator(exe, OUT / "emulator-secure.log")
