@@ -1,11 +1,13 @@
 //! Maintenance of the Parquet lake, run beside the pipeline rather than inside it: compaction of
-//! closed hours today; replaying failed batches and forgetting visitors will join it.
+//! closed hours, and retention (deleting what has outlived its store's retention, the local
+//! stand-in for S3 lifecycle and DynamoDB TTL); forgetting visitors will join them.
 //!
 //! Each tool is a binary under `src/bin/` with a `clap` command line, and on AWS a scheduled
-//! Lambda. The crate depends on the event contract (`schemas`) and the shared plumbing
+//! Lambda where no AWS service does its job (retention's is done by S3 lifecycle and DynamoDB TTL). The crate depends on the event contract (`schemas`) and the shared plumbing
 //! (`service-kit`), never on the consumer's batch handler.
 
 pub mod compact;
 mod error;
+pub mod retention;
 
 pub use error::ToolError;
