@@ -121,7 +121,7 @@ impl RetentionRun {
             };
             let prefix = plan::partition_prefix(EVENTS_PREFIX, &p);
             let keys = self.lake.keys(&prefix).await?;
-            report.lake_index_rows += store::delete_object_index(&mut *conn, &prefix, &keys).await?;
+            report.lake_index_rows += store::delete_object_index(&mut conn, &prefix, &keys).await?;
             self.lake.delete(&keys).await?;
             report.lake_partitions += usize::from(!keys.is_empty());
             report.lake_objects += keys.len();

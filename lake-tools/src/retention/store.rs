@@ -65,6 +65,9 @@ impl LakePrefixes {
 /// A DynamoDB item's key.
 pub type ItemKey = HashMap<String, AttributeValue>;
 
+/// One Scan page: expired items' keys with their `expires_at`, and where the next page starts.
+pub type ExpiredPage = (Vec<(ItemKey, Option<String>)>, Option<ItemKey>);
+
 /// A failed `BatchWriteItem` call, with whether trying again can help.
 #[derive(Debug)]
 pub struct CallFailure {
@@ -93,11 +96,7 @@ impl EventItems {
 
     /// One page of a Scan for items whose `expires_at` is before `now`: their keys with their
     /// `expires_at`, and where the next page starts (`None` after the last).
-    pub async fn expired_page(
-        &self,
-        now: DateTime<Utc>,
-        start: Option<ItemKey>,
-    ) -> Result<(Vec<(ItemKey, Option<String>)>, Option<ItemKey>), ToolError> {
+    pub async fn expired_page(&self, now: DateTime<Utc>, start: Option<ItemKey>) -> Result<ExpiredPage, ToolError> {
         let out = self
             .client
             .scan()
