@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/web-analytics-pipeline/target
 
-.PHONY: help up down status demo test test-faults lambda-e2e bench bench-ledger bench-sustained package fmt lint test-browser plan-check replay forget
+.PHONY: help up down status demo test test-faults retention lambda-e2e bench bench-ledger bench-sustained package fmt lint test-browser plan-check replay forget
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -18,6 +18,9 @@ status: ## show what is running
 
 demo: ## the main job: bring the pipeline up, drive a realistic load, reconcile, print a summary
 	@bash scripts/demo.sh
+
+retention: ## delete what outlived its retention (lake/dead-letter hours, expired DynamoDB items, old PostgreSQL rows); `make up` runs it hourly
+	@bash scripts/retention.sh
 
 replay: ## replay what the consumer gave up on (ARGS="queue [--execute]" | "dead-letter [--execute]"); dry run by default
 	@bash scripts/replay.sh $(ARGS)

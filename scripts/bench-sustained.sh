@@ -53,7 +53,7 @@ bash scripts/pipeline.sh down
 # The consumer applies the migrations when it starts: the stack's own migrate step would run
 # (or build) the debug binary, which this run does not need.
 SKIP_MIGRATIONS=1 bash scripts/local-stack.sh up
-PIPELINE_PROFILE="$profile" PIPELINE_SKIP_BUILD=1 bash scripts/pipeline.sh up
+PIPELINE_SCHEDULE=0 PIPELINE_PROFILE="$profile" PIPELINE_SKIP_BUILD=1 bash scripts/pipeline.sh up
 # shellcheck source=/dev/null
 source scripts/env.sh
 

@@ -29,7 +29,7 @@ echo "==> sustained load through the pipeline (release binaries)"
 cargo_step "release build of the pipeline and the verifier" build --release --workspace --bins
 bash scripts/local-stack.sh up
 bash scripts/pipeline.sh down
-PIPELINE_PROFILE=release bash scripts/pipeline.sh up
+PIPELINE_SCHEDULE=0 PIPELINE_PROFILE=release bash scripts/pipeline.sh up
 # shellcheck source=/dev/null
 source scripts/env.sh
 snapshot() { curl -fsS http://127.0.0.1:9101/metrics >"$1.producer"; curl -fsS http://127.0.0.1:9102/metrics >"$1.consumer"; }

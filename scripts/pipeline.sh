@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # The pipeline processes on top of the local stack: producer-api as a local server on
-# 127.0.0.1:3000 and stream-consumer's local runner, in the background with pid files and logs
-# under .local/run/.
+# 127.0.0.1:3000, stream-consumer's local runner and the schedule (scripts/schedule.sh: the
+# compactor every COMPACT_EVERY_SECONDS, default 600, and retention hourly, as EventBridge, S3
+# lifecycle and DynamoDB TTL do on AWS), in the background with pid files and logs under .local/run/.
 #
 #   scripts/pipeline.sh up|down|status
 #
 # PIPELINE_PROFILE=debug|release picks the build (default debug: it shares the test build).
 # PIPELINE_SKIP_BUILD=1 starts the binaries already built (fault tests restart a killed process
-# under load without a rebuild in the middle of it).
+# under load without a rebuild in the middle of it). PIPELINE_SCHEDULE=0 leaves the schedule out
+# (the benchmarks, whose CPU figures a compaction run would blur).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 # shellcheck source=lib.sh
@@ -61,7 +63,9 @@ cmd_up() {
   local flag=()
   [ "$profile" = release ] && flag=(--release)
   local bin="$CARGO_TARGET_DIR/$profile"
-  if [ "${PIPELINE_SKIP_BUILD:-0}" != 1 ] || [ ! -x "$bin/producer-api" ] || [ ! -x "$bin/stream-consumer" ]; then
+  if [ "${PIPELINE_SKIP_BUILD:-0}" != 1 ] || [ ! -x "$bin/producer-api" ] || [ ! -x "$bin/stream-consumer" ] \
+    || [ ! -x "$bin/compactor" ] || [ ! -x "$bin/retention" ]; then
+    # Every binary of the workspace, as every script builds them: one feature set, built once.
     cargo_step "building the pipeline's binaries ($profile)" build "${flag[@]}" --workspace --bins
   fi
   start producer "$bin/producer-api" BIND_ADDR=127.0.0.1:3000 METRICS_ADDR=127.0.0.1:9101 \
@@ -69,12 +73,17 @@ cmd_up() {
   start consumer "$bin/stream-consumer" METRICS_ADDR=127.0.0.1:9102
   wait_http producer http://127.0.0.1:3000/health 30
   wait_http consumer http://127.0.0.1:9102/metrics 60
+  # After the consumer: its start-up applies the migrations the compactor and retention use.
+  if [ "${PIPELINE_SCHEDULE:-1}" != 0 ]; then
+    start schedule "$root/scripts/schedule.sh" COMPACTOR="$bin/compactor" RETENTION="$bin/retention"
+  fi
 }
 
-cmd_down() { stop consumer; stop producer; }
+# The schedule first: a compaction it has running is stopped (crash-safe) before the consumer.
+cmd_down() { stop schedule; stop consumer; stop producer; }
 
 cmd_status() {
-  for n in producer consumer; do
+  for n in producer consumer schedule; do
     if alive "$n"; then echo "$n: up (pid $(cat "$run_dir/$n.pid"))"; else echo "$n: down"; fi
   done
 }

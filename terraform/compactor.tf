@@ -216,7 +216,7 @@ resource "aws_glue_catalog_table" "dead_letter" {
     classification                = "json"
     "projection.enabled"          = "true"
     "projection.dt.type"          = "date"
-    "projection.dt.range"         = "${var.lake_projection_start_date},NOW"
+    "projection.dt.range"         = local.dead_letter_projection_range
     "projection.dt.format"        = "yyyy-MM-dd"
     "projection.dt.interval"      = "1"
     "projection.dt.interval.unit" = "DAYS"

@@ -8,6 +8,12 @@
 locals {
   # Single source of truth for the table's columns: the same file the Rust writer is tested against.
   lake_schema = jsondecode(file("${path.module}/../schemas/lake_columns.json"))
+
+  # Partition projection reaches back exactly as far as the lifecycle keeps objects, so Athena
+  # never lists (nor pays a request for) a day that has expired. A date range relative to NOW is
+  # Athena's own syntax (NOW-<n>DAYS), evaluated at query time.
+  events_projection_range      = var.lake_retention_days > 0 ? "NOW-${var.lake_retention_days}DAYS,NOW" : "${var.lake_projection_start_date},NOW"
+  dead_letter_projection_range = "NOW-${var.dead_letter_retention_days}DAYS,NOW"
 }
 
 # --- Lake bucket --------------------------------------------------------------
@@ -63,6 +69,23 @@ resource "aws_s3_bucket_logging" "lake" {
 
 resource "aws_s3_bucket_lifecycle_configuration" "lake" {
   bucket = aws_s3_bucket.lake.id
+
+  # Retention of the lake (README, "Retention"). Expiration counts from an object's creation, so a
+  # compacted file (written up to 24 h after its hour) or one rewritten by forget lives that much
+  # longer than its partition; the projection below already hides the partition from Athena.
+  # The bucket is versioned: an expired object stays noncurrent_version_retention_days more.
+  rule {
+    id     = "expire-events"
+    status = var.lake_retention_days > 0 ? "Enabled" : "Disabled"
+
+    filter {
+      prefix = local.lake_events_prefix
+    }
+
+    expiration {
+      days = max(var.lake_retention_days, 1)
+    }
+  }
 
   rule {
     id     = "expire-dead-letter"
@@ -162,7 +185,7 @@ resource "aws_glue_catalog_table" "events" {
     classification        = "parquet"
     "projection.enabled"  = "true"
     "projection.dt.type"  = "date"
-    "projection.dt.range" = "${var.lake_projection_start_date},NOW"
+    "projection.dt.range" = local.events_projection_range
     # Athena's date projection uses Java DateTimeFormatter patterns.
     "projection.dt.format"        = "yyyy-MM-dd"
     "projection.dt.interval"      = "1"

@@ -36,6 +36,10 @@ locals {
     SINK_BUDGET_MS               = tostring(var.sink_budget_ms)
     LOG_FORMAT                   = "json"
     RUST_LOG                     = var.rust_log
+
+    # Only what the consumer reads of the sites file (stream_consumer::site_ttl): each site's
+    # item lifetime. Keys and origins stay the producer's.
+    SITES_JSON = jsonencode({ sites = [for s in var.sites : { id = s.id, dynamodb_ttl_days = s.dynamodb_ttl_days } if s.dynamodb_ttl_days != null] })
   }
 }
 

@@ -253,6 +253,8 @@ variable "sites" {
     burst                    = number
     per_ip_events_per_second = number
     per_ip_burst             = number
+    # Lifetime of the site's DynamoDB items in days; null = dynamodb_ttl_days.
+    dynamodb_ttl_days = optional(number)
   }))
   default = []
   validation {
@@ -263,6 +265,10 @@ variable "sites" {
   validation {
     condition     = alltrue([for s in var.sites : s.burst >= 500 && s.per_ip_burst >= 500 && s.events_per_second > 0 && s.per_ip_events_per_second > 0])
     error_message = "Rates must be above 0 and bursts at least 500 (one full batch)."
+  }
+  validation {
+    condition     = alltrue([for s in var.sites : s.dynamodb_ttl_days == null || try(s.dynamodb_ttl_days >= 1 && floor(s.dynamodb_ttl_days) == s.dynamodb_ttl_days, false)])
+    error_message = "A site's dynamodb_ttl_days must be a whole number of days, at least 1 (or null for dynamodb_ttl_days)."
   }
 }
 
@@ -295,9 +301,14 @@ variable "dedup_window_hours" {
 }
 
 variable "dynamodb_ttl_days" {
-  description = "DYNAMODB_TTL_DAYS: lifetime of a DynamoDB item (expires_at)."
+  description = "DYNAMODB_TTL_DAYS: lifetime of a DynamoDB item (expires_at) of a site without its own dynamodb_ttl_days (var.sites)."
   type        = number
   default     = 30
+
+  validation {
+    condition     = var.dynamodb_ttl_days >= 1
+    error_message = "dynamodb_ttl_days must be at least 1."
+  }
 }
 
 variable "dynamodb_concurrency" {
@@ -463,9 +474,27 @@ variable "lake_bucket_name" {
 }
 
 variable "dead_letter_retention_days" {
-  description = "Days before objects under dead-letter/ expire."
+  description = "Days before objects under dead-letter/ expire (1-3650); the dead_letter table's partition projection starts that many days back."
   type        = number
   default     = 30
+
+  validation {
+    condition     = var.dead_letter_retention_days >= 1 && var.dead_letter_retention_days <= 3650
+    error_message = "dead_letter_retention_days must be between 1 and 3650."
+  }
+}
+
+variable "lake_retention_days" {
+  description = "Days before objects under events/ expire (7-36500; 0 = never), and how far back the events table's partition projection reaches, so Athena never lists an expired day. Default 395: 13 months, for year-over-year comparisons of a whole month."
+  type        = number
+  default     = 395
+
+  validation {
+    # A week at least: the compactor rewrites the last 24 hours, and a consumer catching up on a
+    # backlog still writes into hours as old as the stream keeps records.
+    condition     = var.lake_retention_days == 0 || (var.lake_retention_days >= 7 && var.lake_retention_days <= 36500 && floor(var.lake_retention_days) == var.lake_retention_days)
+    error_message = "lake_retention_days must be 0 (never expire) or a whole number of days between 7 and 36500."
+  }
 }
 
 variable "noncurrent_version_retention_days" {
@@ -493,7 +522,7 @@ variable "glue_database_name" {
 }
 
 variable "lake_projection_start_date" {
-  description = "First dt (yyyy-MM-dd) that partition projection enumerates."
+  description = "First dt (yyyy-MM-dd) that the events table's partition projection enumerates when lake_retention_days = 0 (otherwise the projection starts lake_retention_days back)."
   type        = string
   default     = "2024-01-01"
 

@@ -117,8 +117,14 @@ impl Compactor {
     /// Compacts the `hours_back` latest closed hours at `now`, newest first. A failing partition
     /// is reported (and logged) and the others still run; the next run retries it.
     pub async fn compact_hours(&self, now: DateTime<Utc>, hours_back: u32) -> Vec<PartitionReport> {
+        self.compact_each(plan::closed_hours(now, hours_back)).await
+    }
+
+    /// Compacts each of `partitions` in turn (the caller decided they may be compacted); a
+    /// failing partition is reported and logged, and the others still run.
+    pub async fn compact_each(&self, partitions: impl IntoIterator<Item = Partition>) -> Vec<PartitionReport> {
         let mut reports = Vec::new();
-        for p in plan::closed_hours(now, hours_back) {
+        for p in partitions {
             let report = match self.compact_partition(&p).await {
                 Ok(r) => r,
                 Err(e) => {

@@ -54,6 +54,11 @@ pub struct SiteConfig {
     pub per_ip_events_per_second: u32,
     /// Burst for one client address within the site, in events; at least one full batch.
     pub per_ip_burst: u32,
+    /// How long the site's DynamoDB items live, in days (default: the consumer's
+    /// `DYNAMODB_TTL_DAYS`). The consumer reads it (`stream_consumer::site_ttl`); the producer
+    /// only accepts it, so one sites file serves both.
+    #[serde(default)]
+    pub dynamodb_ttl_days: Option<u32>,
 }
 
 /// A browser origin pattern: exact, or with any port.

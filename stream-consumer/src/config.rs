@@ -7,6 +7,8 @@ use service_kit::KitError;
 use service_kit::env::{Env, FromEnv};
 use service_kit::postgres::DatabaseConfig;
 
+use crate::site_ttl::SiteTtl;
+
 /// Everything the consumer reads from the environment. Names match the README table and the
 /// Terraform Lambda environment.
 #[derive(Debug, Clone)]
@@ -23,8 +25,10 @@ pub struct Config {
     pub migrator: Option<DatabaseConfig>,
     /// `DEDUP_WINDOW_HOURS`: how long an `event_id` is remembered across batches, in hours (default 24).
     pub dedup_window_hours: u32,
-    /// `DYNAMODB_TTL_DAYS`: item lifetime, in days (default 30).
-    pub dynamodb_ttl_days: u32,
+    /// `DYNAMODB_TTL_DAYS`: item lifetime, in days (default 30), unless the item's site sets its
+    /// own `dynamodb_ttl_days` in the sites file (`SITES_JSON` text, else the file at
+    /// `SITES_CONFIG`; neither set: every site uses the default).
+    pub dynamodb_ttl: SiteTtl,
     /// `DYNAMODB_CONCURRENCY`: BatchWriteItem calls in flight per batch (default 16).
     pub dynamodb_concurrency: usize,
     /// `SINK_BUDGET_MS`: time budget for a batch's sink retries, in milliseconds (default 20000).
@@ -62,7 +66,7 @@ impl FromEnv for Config {
             database: DatabaseConfig::from_settings(env)?,
             migrator: DatabaseConfig::migrator_from_settings(env)?,
             dedup_window_hours: env.parse_or("DEDUP_WINDOW_HOURS", 24)?,
-            dynamodb_ttl_days: env.parse_or("DYNAMODB_TTL_DAYS", 30)?,
+            dynamodb_ttl: site_ttl(env)?,
             dynamodb_concurrency: env.parse_or("DYNAMODB_CONCURRENCY", 16usize)?.max(1),
             sink_budget: env.millis_or("SINK_BUDGET_MS", 20_000)?,
             stream_name: env.get("STREAM_NAME"),
@@ -74,6 +78,24 @@ impl FromEnv for Config {
             runner_max_retry_attempts: env.parse_or("RUNNER_MAX_RETRY_ATTEMPTS", 5u32)?,
             metrics_addr: env.parse_or("METRICS_ADDR", SocketAddr::from(([127, 0, 0, 1], 9102)))?,
         })
+    }
+}
+
+/// The item lifetimes: `DYNAMODB_TTL_DAYS` and the sites file's per-site `dynamodb_ttl_days`.
+fn site_ttl<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<SiteTtl, KitError> {
+    let default_days: u32 = env.parse_or("DYNAMODB_TTL_DAYS", 30)?;
+    if default_days == 0 {
+        return Err(env.invalid("DYNAMODB_TTL_DAYS", "must be at least 1 (an item would be born expired)"));
+    }
+    if let Some(text) = env.get("SITES_JSON") {
+        return SiteTtl::from_sites_json(&text, default_days).map_err(|e| env.invalid("SITES_JSON", e));
+    }
+    match env.get("SITES_CONFIG") {
+        Some(path) => std::fs::read_to_string(&path)
+            .map_err(|e| format!("cannot read {path}: {e}"))
+            .and_then(|text| SiteTtl::from_sites_json(&text, default_days))
+            .map_err(|e| env.invalid("SITES_CONFIG", e)),
+        None => Ok(SiteTtl::uniform(default_days)),
     }
 }
 
@@ -91,5 +113,27 @@ mod tests {
         })
         .unwrap();
         assert!(!format!("{c:?}").contains("s3cret"));
+    }
+
+    /// A site's own `dynamodb_ttl_days` wins over `DYNAMODB_TTL_DAYS`; `SITES_JSON` over `SITES_CONFIG`.
+    #[test]
+    fn item_lifetimes_come_from_the_sites_file() {
+        let base = |k: &str| matches!(k, "LAKE_BUCKET" | "DYNAMODB_TABLE" | "DATABASE_URL").then(|| "x".to_owned());
+        let c = Config::from_lookup(|k| match k {
+            "SITES_JSON" => Some(r#"{"sites": [{"id": "shop", "dynamodb_ttl_days": 7}]}"#.into()),
+            "SITES_CONFIG" => Some("/nonexistent".into()),
+            "DYNAMODB_TTL_DAYS" => Some("45".into()),
+            _ => base(k),
+        })
+        .unwrap();
+        assert_eq!((c.dynamodb_ttl.days_for(Some("shop")), c.dynamodb_ttl.days_for(Some("blog"))), (7, 45));
+        let local = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/sites.json");
+        let c = Config::from_lookup(|k| if k == "SITES_CONFIG" { Some(local.into()) } else { base(k) }).unwrap();
+        assert_eq!(c.dynamodb_ttl.default_days, 30);
+        assert_eq!(Config::from_lookup(base).unwrap().dynamodb_ttl, SiteTtl::uniform(30));
+        for bad in [("SITES_CONFIG", "/nonexistent"), ("SITES_JSON", "[]"), ("DYNAMODB_TTL_DAYS", "0")] {
+            let err = Config::from_lookup(|k| if k == bad.0 { Some(bad.1.into()) } else { base(k) }).unwrap_err();
+            assert!(err.to_string().contains(bad.0), "{err}");
+        }
     }
 }

@@ -20,6 +20,7 @@ use crate::ledger::Ledger;
 use crate::plan::{WritePlan, objects_to_check, plan_claims, resolve};
 use crate::sinks::dynamo::{Item, ItemStore, to_item, write_all};
 use crate::sinks::s3::ObjectStore;
+use crate::site_ttl::SiteTtl;
 
 /// How often one process prunes the dedup ledger.
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
@@ -75,7 +76,8 @@ pub fn record_stage(stage: &'static str, elapsed: Duration) {
 /// Settings of the batch handler (a subset of `Config`).
 #[derive(Debug, Clone)]
 pub struct HandlerSettings {
-    pub dynamodb_ttl_days: u32,
+    /// Item lifetime per site (`DYNAMODB_TTL_DAYS`, a site's `dynamodb_ttl_days`).
+    pub dynamodb_ttl: SiteTtl,
     pub dynamodb_concurrency: usize,
     pub sink_budget: Duration,
     pub dedup_window_hours: u32,
@@ -264,7 +266,10 @@ impl<O: ObjectStore, D: ItemStore, L: Ledger> Pipeline<O, D, L> {
         let items = plan
             .dynamo
             .iter()
-            .map(|&i| to_item(dynamo::item(&events[i].event, self.settings.dynamodb_ttl_days)))
+            .map(|&i| {
+                let event = &events[i].event;
+                to_item(dynamo::item(event, self.settings.dynamodb_ttl.days_for(event.site.as_deref())))
+            })
             .collect();
         let dead_letter = (!batch.quarantined.is_empty()).then(|| {
             let key = dead_letter_object_key(&Partition::of(Utc::now()), span.shard, span.first_seq, span.last_seq);

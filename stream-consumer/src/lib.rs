@@ -20,6 +20,7 @@ pub mod plan;
 pub mod replay;
 pub mod runner;
 pub mod sinks;
+pub mod site_ttl;
 pub mod telemetry;
 pub mod testing;
 
@@ -47,7 +48,7 @@ pub fn aws_pipeline(
 /// Builds the handler settings from the config.
 pub fn handler_settings(config: &Config) -> HandlerSettings {
     HandlerSettings {
-        dynamodb_ttl_days: config.dynamodb_ttl_days,
+        dynamodb_ttl: config.dynamodb_ttl.clone(),
         dynamodb_concurrency: config.dynamodb_concurrency,
         sink_budget: config.sink_budget,
         dedup_window_hours: config.dedup_window_hours,

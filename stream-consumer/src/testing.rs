@@ -13,7 +13,7 @@ use crate::handler::HandlerSettings;
 /// Handler settings for tests and benchmarks: a 20 s sink budget, 24 h dedup window.
 pub fn settings() -> HandlerSettings {
     HandlerSettings {
-        dynamodb_ttl_days: 30,
+        dynamodb_ttl: crate::site_ttl::SiteTtl::uniform(30),
         dynamodb_concurrency: 8,
         sink_budget: std::time::Duration::from_secs(20),
         dedup_window_hours: 24,

@@ -224,6 +224,74 @@ run "alternative_stack" {
   }
 }
 
+run "retention_per_store" {
+  command = plan
+
+  variables {
+    sites = [
+      { id = "shop", key = "pk_shop", allowed_origins = ["https://shop.example"], events_per_second = 100, burst = 500, per_ip_events_per_second = 10, per_ip_burst = 500, dynamodb_ttl_days = 7 },
+      { id = "blog", key = "pk_blog", allowed_origins = ["https://blog.example"], events_per_second = 100, burst = 500, per_ip_events_per_second = 10, per_ip_burst = 500 },
+    ]
+  }
+
+  assert {
+    condition = one([
+      for r in aws_s3_bucket_lifecycle_configuration.lake.rule : r
+      if r.id == "expire-events" && r.status == "Enabled" && r.filter[0].prefix == "events/" && r.expiration[0].days == 395
+    ]) != null
+    error_message = "events/ expires after lake_retention_days (395 by default)"
+  }
+  assert {
+    condition     = aws_glue_catalog_table.events.parameters["projection.dt.range"] == "NOW-395DAYS,NOW"
+    error_message = "Athena's projection of events reaches back exactly the retention, so it never lists an expired day"
+  }
+  assert {
+    condition     = aws_glue_catalog_table.dead_letter.parameters["projection.dt.range"] == "NOW-30DAYS,NOW"
+    error_message = "the dead_letter projection reaches back dead_letter_retention_days"
+  }
+  assert {
+    condition     = aws_lambda_function.consumer.environment[0].variables["SITES_JSON"] == "{\"sites\":[{\"dynamodb_ttl_days\":7,\"id\":\"shop\"}]}"
+    error_message = "the consumer gets each site's own item lifetime, and nothing else of the sites file"
+  }
+  assert {
+    condition     = strcontains(aws_lambda_function.producer.environment[0].variables["SITES_JSON"], "\"dynamodb_ttl_days\":7")
+    error_message = "the producer's sites file carries the setting too (it accepts and ignores it)"
+  }
+}
+
+run "lake_kept_forever" {
+  command = plan
+
+  variables {
+    lake_retention_days        = 0
+    lake_projection_start_date = "2023-06-01"
+  }
+
+  assert {
+    condition     = one([for r in aws_s3_bucket_lifecycle_configuration.lake.rule : r.status if r.id == "expire-events"]) == "Disabled"
+    error_message = "0 days: the events/ expiration rule is disabled"
+  }
+  assert {
+    condition     = aws_glue_catalog_table.events.parameters["projection.dt.range"] == "2023-06-01,NOW"
+    error_message = "0 days: the projection starts at lake_projection_start_date"
+  }
+}
+
+run "rejects_bad_retention" {
+  command = plan
+
+  variables {
+    lake_retention_days        = 3
+    dead_letter_retention_days = 0
+    dynamodb_ttl_days          = 0
+    sites = [
+      { id = "shop", key = "pk_shop", allowed_origins = [], events_per_second = 100, burst = 500, per_ip_events_per_second = 10, per_ip_burst = 500, dynamodb_ttl_days = 0 },
+    ]
+  }
+
+  expect_failures = [var.lake_retention_days, var.dead_letter_retention_days, var.dynamodb_ttl_days, var.sites]
+}
+
 run "rejects_bad_api_type_and_batch_size" {
   command = plan
 

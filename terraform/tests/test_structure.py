@@ -22,7 +22,7 @@ CONSUMER_ENV = {
     "LAKE_BUCKET", "DYNAMODB_TABLE", "DATABASE_URL", "DATABASE_SECRET_ARN", "DATABASE_MIGRATOR_SECRET_ARN",
     "DATABASE_HOST",
     "DATABASE_PORT", "DATABASE_NAME", "DATABASE_SSL_ROOT_CERT", "DEDUP_WINDOW_HOURS",
-    "DYNAMODB_TTL_DAYS", "DYNAMODB_CONCURRENCY", "SINK_BUDGET_MS", "STREAM_NAME",
+    "DYNAMODB_TTL_DAYS", "SITES_JSON", "DYNAMODB_CONCURRENCY", "SINK_BUDGET_MS", "STREAM_NAME",
     "RUNNER_BATCH_SIZE", "RUNNER_BATCH_WINDOW_MS", "RUNNER_MAX_ATTEMPTS", "METRICS_ADDR",
     "LOG_FORMAT", "RUST_LOG",
 }
@@ -436,6 +436,22 @@ def test_lake_bucket_is_private_versioned_encrypted_and_tls_only(tf):
     dead_letter = [r for r in rules if "lake_dead_letter_prefix" in expr(attr(blocks(r, "filter")[0], "prefix", ""))]
     assert dead_letter and blocks(dead_letter[0], "expiration")
     assert any(blocks(r, "noncurrent_version_expiration") for r in rules)
+
+
+def test_lake_retention_expires_events_and_bounds_the_projection(tf):
+    rules = blocks(tf.resource("aws_s3_bucket_lifecycle_configuration", "lake"), "rule")
+    events = [r for r in rules if "lake_events_prefix" in expr(attr(blocks(r, "filter")[0], "prefix", ""))]
+    assert len(events) == 1, "one expiration rule for events/"
+    assert "lake_retention_days" in expr(attr(blocks(events[0], "expiration")[0], "days"))
+    assert "lake_retention_days" in expr(attr(events[0], "status")), "0 days disables it"
+    var = tf.variables["lake_retention_days"]
+    assert attr(var, "default") == 395 and blocks(var, "validation")
+    assert "events_projection_range" in expr(attr(tf.resource("aws_glue_catalog_table", "events"), "parameters")["projection.dt.range"])
+    assert "dead_letter_projection_range" in expr(
+        attr(tf.resource("aws_glue_catalog_table", "dead_letter"), "parameters")["projection.dt.range"]
+    )
+    assert "NOW-${var.lake_retention_days}DAYS" in expr(tf.locals["events_projection_range"])
+    assert "NOW-${var.dead_letter_retention_days}DAYS" in expr(tf.locals["dead_letter_projection_range"])
 
 
 def test_athena_workgroup_is_v3_encrypted_and_capped(tf):

@@ -27,12 +27,19 @@ use service_kit::telemetry;
 #[command(name = "compactor", version)]
 struct Args {
     /// Compact this one hour (UTC), written YYYY-MM-DDTHH; it must have ended at least 10
-    /// minutes ago.
+    /// minutes ago, unless --include-open.
     #[arg(long, value_parser = parse_hour, conflicts_with = "hours_back", value_name = "YYYY-MM-DDTHH")]
     hour: Option<Partition>,
-    /// Compact the N latest closed hours, newest first.
+    /// Compact the N latest closed hours, newest first (with --include-open: the N latest
+    /// hours, the current one first).
     #[arg(long, value_name = "N", default_value_t = DEFAULT_HOURS_BACK)]
     hours_back: u32,
+    /// Also compact hours that are not closed: the current hour, and the last one during its
+    /// 10-minute grace. Exact at any time — a batch written after the run is a new file the
+    /// next run merges, and a redelivered batch of a compacted object writes nothing — but
+    /// wasteful while batches still arrive; meant for when the consumer has drained (`make demo`).
+    #[arg(long)]
+    include_open: bool,
     /// Input merged into one output file, in MiB.
     #[arg(long, value_name = "MIB", default_value_t = DEFAULT_CHUNK_INPUT_BYTES >> 20)]
     chunk_mb: u64,
@@ -79,9 +86,9 @@ async fn main() -> anyhow::Result<()> {
     let compactor = Compactor::new(files, db, Limits::with_chunk_bytes(args.chunk_mb.max(1) << 20));
     let reports = match args.hour {
         Some(p) => {
-            if !plan::is_closed(&p, Utc::now()) {
+            if !args.include_open && !plan::is_closed(&p, Utc::now()) {
                 bail!(
-                    "hour {} is not closed yet (it must have ended {} minutes ago)",
+                    "hour {} is not closed yet (it must have ended {} minutes ago; --include-open compacts it anyway)",
                     p.path(),
                     plan::CLOSE_GRACE_MINUTES
                 );
@@ -92,6 +99,7 @@ async fn main() -> anyhow::Result<()> {
                 ..Default::default()
             })]
         }
+        None if args.include_open => compactor.compact_each(plan::recent_hours(Utc::now(), args.hours_back)).await,
         None => compactor.compact_hours(Utc::now(), args.hours_back).await,
     };
     summarize(&reports)?;
@@ -130,6 +138,9 @@ mod tests {
         assert_eq!(a.chunk_mb, 2);
         let defaults = args("").unwrap();
         assert_eq!((defaults.hour, defaults.hours_back, defaults.chunk_mb), (None, DEFAULT_HOURS_BACK, 256));
+        assert!(!defaults.include_open);
+        assert!(args("--hour 2024-05-01T07 --include-open").unwrap().include_open);
+        assert!(args("--hours-back 2 --include-open").unwrap().include_open);
         assert_eq!(args("--hours-back 3").unwrap().hours_back, 3);
         assert!(args("--hour 2024-05-01").is_err());
         assert!(args("--bogus").is_err());

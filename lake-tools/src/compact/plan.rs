@@ -76,6 +76,12 @@ pub fn closed_hours(now: DateTime<Utc>, hours_back: u32) -> Vec<Partition> {
     (1..=i64::from(hours_back)).map(|i| Partition::of(end - Duration::hours(i))).collect()
 }
 
+/// The `hours_back` most recent hours at `now`, the open one (`now`'s) included, newest first:
+/// what `compactor --include-open` compacts.
+pub fn recent_hours(now: DateTime<Utc>, hours_back: u32) -> Vec<Partition> {
+    (0..i64::from(hours_back)).map(|i| Partition::of(now - Duration::hours(i))).collect()
+}
+
 /// The part of a key after the last `/`.
 pub fn file_name(key: &str) -> &str {
     key.rsplit_once('/').map_or(key, |(_, name)| name)
@@ -226,6 +232,17 @@ mod tests {
         assert!(!is_closed(&hours[0], at("2024-05-01T11:09:59Z")));
         let midnight = closed_hours(at("2024-05-02T00:30:00Z"), 1);
         assert_eq!(midnight[0].path(), "dt=2024-05-01/hour=23");
+    }
+
+    #[test]
+    fn recent_hours_start_with_the_open_one() {
+        let at = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        let hours = recent_hours(at("2024-05-02T00:05:00Z"), 3);
+        assert_eq!(
+            hours.iter().map(|p| p.path()).collect::<Vec<_>>(),
+            ["dt=2024-05-02/hour=00", "dt=2024-05-01/hour=23", "dt=2024-05-01/hour=22"]
+        );
+        assert!(recent_hours(at("2024-05-02T00:05:00Z"), 0).is_empty());
     }
 
     #[test]
