@@ -75,9 +75,11 @@ mod tests {
     #[test]
     fn item_has_site_and_country() {
         let now: DateTime<Utc> = "2024-05-01T12:00:00Z".parse().unwrap();
-        let mut e = validate_event(&serde_json::json!({"event_type": "x"}), now)
-            .unwrap()
-            .enrich(&ServerFacts { received_at: now, client_ip: None, user_agent: None });
+        let mut e = validate_event(&serde_json::json!({"event_type": "x"}), now).unwrap().enrich(&ServerFacts {
+            received_at: now,
+            client_ip: None,
+            user_agent: None,
+        });
         (e.site, e.country) = (Some("local-demo".into()), Some("NZ".into()));
         let item = item(&e, 30);
         let value = |name: &str| item.iter().find(|(n, _)| *n == name).map(|(_, v)| v.clone());
