@@ -31,3 +31,10 @@ export DATABASE_NAME="${DATABASE_NAME:-analytics}"
 # (k6, the fault suite, curl examples) send as X-Site-Key.
 export SITES_CONFIG="${SITES_CONFIG:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/config/sites.json}"
 export SITE_KEY="${SITE_KEY:-pk_local_demo}"
+# The producer's country lookup (README "Country lookup"): on when scripts/geoip.sh installed the
+# database (local-stack.sh up does), else empty, i.e. off. `GEOIP_COUNTRY_DB= source
+# scripts/env.sh` (set, empty) keeps it off.
+_geoip_db="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/.local/geoip/country.mmdb"
+[ -n "${GEOIP_COUNTRY_DB+set}" ] || [ ! -f "$_geoip_db" ] || GEOIP_COUNTRY_DB="$_geoip_db"
+export GEOIP_COUNTRY_DB="${GEOIP_COUNTRY_DB-}"
+unset _geoip_db

@@ -8,7 +8,7 @@
 #
 # Usage: scripts/local-stack.sh up|down|status|env|postgres
 #   up      install deps if needed (.local/venv via scripts/venv.sh, scripts/emulators/node_modules
-#           via npm ci), start whatever is not already answering on its port, make sure PostgreSQL
+#           via npm ci, the producer's country database via scripts/geoip.sh), start whatever is not already answering on its port, make sure PostgreSQL
 #           runs (installing it from Debian packages if absent) with database analytics, create the
 #           stream/bucket/table/secret (scripts/bootstrap_resources.py), apply DB migrations
 #           (stream-consumer migrate), print the endpoints. Idempotent: a second run is quick
@@ -392,6 +392,8 @@ cmd_up() {
   load_env
   bash "$ROOT/scripts/venv.sh" || die "scripts/venv.sh failed"
   ensure_npm
+  # The producer's country database (scripts/env.sh turns the lookup on when it is there).
+  bash "$ROOT/scripts/geoip.sh" >/dev/null || die "scripts/geoip.sh failed"
   for name in "${SERVICES[@]}"; do start_service "$name"; done
   ensure_postgres
   reset_database_if_fresh

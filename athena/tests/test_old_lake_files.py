@@ -24,7 +24,7 @@ OLD_FILE = ATHENA / "tests" / "fixtures" / "events-before-site.parquet"
 
 
 # The columns added after the fixture was written, in order; older files read them as NULL.
-ADDED = ["site", "original_occurred_at", "sent_at", "plan_violations"]
+ADDED = ["site", "original_occurred_at", "sent_at", "plan_violations", "country"]
 
 
 def test_old_files_read_site_as_null_next_to_new_files(tmp_path: Path):
@@ -42,16 +42,16 @@ def test_old_files_read_site_as_null_next_to_new_files(tmp_path: Path):
     duckdb.sql(
         f"COPY (SELECT * REPLACE ('6e1d8a2f-3d2c-4b68-8b54-1d9f4e3eac21' AS event_id), 'local-demo' AS site, "
         "TIMESTAMPTZ '2025-05-01 11:59:00+00' AS original_occurred_at, "
-        "TIMESTAMPTZ '2025-05-01 12:00:00+00' AS sent_at "
+        "TIMESTAMPTZ '2025-05-01 12:00:00+00' AS sent_at, NULL::VARCHAR AS plan_violations, 'NZ' AS country "
         f"FROM '{OLD_FILE}') TO '{new}' (FORMAT PARQUET)"
     )
 
     con = run_queries.connect(tmp_path)
     rows = con.execute(
-        "SELECT event_id, site, year(original_occurred_at), minute(sent_at) FROM events ORDER BY event_id"
+        "SELECT event_id, site, year(original_occurred_at), minute(sent_at), country FROM events ORDER BY event_id"
     ).fetchall()
     assert rows == [
-        ("5d0c7f1e-2c1b-4a57-9a43-0c8f3f2d9b10", None, None, None),
-        ("6e1d8a2f-3d2c-4b68-8b54-1d9f4e3eac21", "local-demo", 2025, 0),
+        ("5d0c7f1e-2c1b-4a57-9a43-0c8f3f2d9b10", None, None, None, None),
+        ("6e1d8a2f-3d2c-4b68-8b54-1d9f4e3eac21", "local-demo", 2025, 0, "NZ"),
     ]
     assert con.execute("SELECT count(*) FROM events WHERE dt = '2024-05-01'").fetchone() == (2,)

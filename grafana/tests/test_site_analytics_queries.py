@@ -275,3 +275,18 @@ def test_totals_agree_with_the_hourly_panels(target):
 def test_top_pages_have_no_query_strings(target):
     _, rows = psql(target[0], rendered("top_pages", target))
     assert all("?" not in r[0] and "#" not in r[0] for r in rows), rows
+
+
+def test_countries_sum_to_the_days_events(target):
+    """The Countries panel (#23) covers every event of the range's days once: events without a
+    country are under "unknown", so the countries add up to the days' events (which the days'
+    pages, '' included, also add up to), and no country has more visitors than events."""
+    url, site, start, end = target
+    columns, rows = psql(url, rendered("countries", target))
+    assert columns == ["country", "events", "visitors"]
+    assert all(re.fullmatch(r"[A-Z]{2}|unknown", r[0]) for r in rows), rows
+    assert all(0 <= int(r[2]) <= int(r[1]) for r in rows), rows
+    days = sqlmacros.render(
+        "SELECT coalesce(sum(events), 0)::bigint FROM site_daily_pages WHERE site = ${site:sqlstring} "
+        "AND day BETWEEN $__timeFrom()::date AND $__timeTo()::date", start, end, {"site": site})
+    assert sum(int(r[1]) for r in rows) == int(psql(url, days)[1][0][0])

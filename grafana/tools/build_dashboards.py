@@ -1118,9 +1118,9 @@ LOG_FUNCTIONS = {
 
 
 def site_analytics(L: Layout) -> list[dict]:
-    """For the owner of a site: events and unique visitors per hour, event types and top pages,
-    from the consumer's per-site aggregates in PostgreSQL (site_hourly, site_daily_pages; hours
-    and days of when events occurred, UTC). Visitors over several hours or days are the
+    """For the owner of a site: events and unique visitors per hour, event types, top pages and
+    visitor countries, from the consumer's per-site aggregates in PostgreSQL (site_hourly,
+    site_daily_pages, site_daily_countries; hours and days of when events occurred, UTC). Visitors over several hours or days are the
     cardinality of the union of their HyperLogLog sketches, never a sum."""
     sql = SqlSource("site_analytics")
 
@@ -1133,6 +1133,7 @@ def site_analytics(L: Layout) -> list[dict]:
     L.add(timeseries("Unique visitors per hour", *one("visitors_per_hour", "time_series")))
     L.add(table("Event types", *one("event_types", "table"), units={"share": "percentunit"}), w=10, h=10)
     L.add(table("Top pages", *one("top_pages", "table")), w=14, h=10)
+    L.add(table("Countries", *one("countries", "table")), w=10, h=10)
     variables = [sql_var("site", "Site", sql.query("site"))]
     sql.check_all_used()
     return variables

@@ -83,6 +83,7 @@ async fn main() -> anyhow::Result<()> {
             pg_counts: stores.pg_counts().await?,
             site_hourly: stores.site_hourly().await?,
             site_pages: stores.site_pages().await?,
+            site_countries: stores.site_countries().await?,
             quarantined: stores.quarantined().await?,
             erased: forgotten.keys().copied().collect(),
         };

@@ -47,6 +47,8 @@ pub struct Observed {
     pub site_hourly: BTreeMap<String, i64>,
     /// `site_daily_pages` events and page views (all sites, days and pages).
     pub site_pages: SitePages,
+    /// `site_daily_countries` events (all sites, days and countries, '' included).
+    pub site_countries: i64,
     /// Dead-letter rows by reason code (distinct shard + sequence number).
     pub quarantined: BTreeMap<String, u64>,
     /// Acknowledged events of visitors erased since (`forget`): they must be gone from the lake
@@ -104,7 +106,8 @@ fn store_row(
 /// erased events, which must be in neither of the last two). Nothing double-counted: no event
 /// twice in the lake or DynamoDB, and PostgreSQL's count per type equals the lake's and
 /// DynamoDB's distinct events per type plus the erased ones, and so do the per-site tables'
-/// events (`site_hourly` per type; `site_daily_pages` in total, its views = page views).
+/// events (`site_hourly` per type; `site_daily_pages` in total, its views = page views;
+/// `site_daily_countries` in total).
 pub fn reconcile(o: &Observed) -> Report {
     let mut problems = Vec::new();
     let acked: HashSet<&Uuid> = o.acks.keys().collect();
@@ -120,6 +123,11 @@ pub fn reconcile(o: &Observed) -> Report {
     rows.push(("site_daily_pages".to_owned(), pages.events as usize, pages.events as usize, 0, 0));
     if pages.events != pg_total {
         problems.push(format!("site_daily_pages: {} events, postgresql counts {pg_total}", pages.events));
+    }
+    let countries = o.site_countries;
+    rows.push(("site_daily_countries".to_owned(), countries as usize, countries as usize, 0, 0));
+    if countries != pg_total {
+        problems.push(format!("site_daily_countries: {countries} events, postgresql counts {pg_total}"));
     }
     let page_views = o.pg_counts.get(PAGE_VIEW).copied().unwrap_or(0);
     if pages.views != page_views {
@@ -202,6 +210,7 @@ mod tests {
             pg_counts: BTreeMap::new(),
             site_hourly: BTreeMap::new(),
             site_pages: SitePages::default(),
+            site_countries: 0,
             quarantined: BTreeMap::new(),
             erased: HashSet::new(),
         };
@@ -215,6 +224,7 @@ mod tests {
         o.pg_counts.insert("a".into(), 3);
         o.site_hourly.insert("a".into(), 3);
         o.site_pages = SitePages { events: 3, views: 0 };
+        o.site_countries = 3;
         o
     }
 
@@ -256,6 +266,9 @@ mod tests {
         let mut o = observed();
         o.site_pages.views = 1;
         assert!(reconcile(&o).problems.iter().any(|p| p.contains("site_daily_pages: 1 views")));
+        let mut o = observed();
+        o.site_countries = 2;
+        assert!(reconcile(&o).problems.iter().any(|p| p.contains("site_daily_countries: 2 events")));
     }
 
     /// Erased events must be gone from the lake and DynamoDB and still counted in PostgreSQL.

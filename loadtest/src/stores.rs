@@ -148,6 +148,15 @@ impl Stores {
         Ok(SitePages { events: row.get(0), views: row.get(1) })
     }
 
+    /// `site_daily_countries` events, over every site, day and country ('' included).
+    pub async fn site_countries(&self) -> Result<i64, VerifyError> {
+        let row = sqlx::query("SELECT COALESCE(SUM(events), 0)::int8 FROM site_daily_countries")
+            .fetch_one(&self.pg)
+            .await
+            .map_err(err("postgres"))?;
+        Ok(row.get(0))
+    }
+
     /// How many of `ids` the consumer has claimed: the cheap "has it caught up?" probe.
     pub async fn claimed(&self, ids: &[Uuid]) -> Result<usize, VerifyError> {
         let n: i64 = sqlx::query("SELECT count(*) FROM seen_events WHERE event_id = ANY($1)")

@@ -10,6 +10,7 @@ use schemas::limits::DEFAULT_MAX_EVENT_AGE_SECS;
 use service_kit::KitError;
 use service_kit::env::{Env, FromEnv};
 
+use crate::country::{CountryLookup, GEOIP_COUNTRY_DB};
 use crate::intake::Intake;
 use crate::sites::Sites;
 
@@ -44,7 +45,11 @@ pub struct Config {
     pub request_timeout: Duration,
     /// The event rules of this deployment, among them `MAX_EVENT_AGE_DAYS`: how old, in whole
     /// days before the receive time, a clock-corrected `occurred_at` may be (default 31, at
-    /// least 1). Older events are rejected one by one, naming `occurred_at`.
+    /// least 1). Older events are rejected one by one, naming `occurred_at`. And
+    /// `GEOIP_COUNTRY_DB` (optional): the path of an MMDB country database, read once here, to
+    /// record each event's country (`country`) from the client address before it is
+    /// anonymised. Off when unset or when the file does not exist (`main` logs which); a file
+    /// that exists but is not such a database is a start-up error.
     pub intake: Arc<Intake>,
 }
 
@@ -74,7 +79,9 @@ fn load_intake<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Intake, Ki
     if !(1..=36_500).contains(&days) {
         return Err(env.invalid(NAME, "must be a whole number of days from 1 to 36500"));
     }
-    Ok(Intake { max_event_age: TimeDelta::days(days), ..Intake::default() })
+    let countries = CountryLookup::from_setting(env.get(GEOIP_COUNTRY_DB).as_deref())
+        .map_err(|e| env.invalid(GEOIP_COUNTRY_DB, e.to_string()))?;
+    Ok(Intake { max_event_age: TimeDelta::days(days), countries: Arc::new(countries), ..Intake::default() })
 }
 
 /// A bad sites file is a start-up error: better than a producer that answers 401 to everyone.

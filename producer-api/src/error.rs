@@ -26,6 +26,10 @@ pub enum IngestError {
     /// A tracking plan file is unusable (a start-up and `make plan-check` error, never an answer).
     #[error("tracking plan {file}: {reason}")]
     TrackingPlan { file: String, reason: String },
+    /// The country database named by `GEOIP_COUNTRY_DB` exists but cannot be read as one (a
+    /// start-up error, never an answer).
+    #[error("country database {path}: {reason}")]
+    CountryDb { path: String, reason: String },
 }
 
 impl IngestError {
@@ -37,7 +41,9 @@ impl IngestError {
             IngestError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             IngestError::Forbidden(_) => StatusCode::FORBIDDEN,
             IngestError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            IngestError::SiteConfig(_) | IngestError::TrackingPlan { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            IngestError::SiteConfig(_) | IngestError::TrackingPlan { .. } | IngestError::CountryDb { .. } => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         }
     }
 }

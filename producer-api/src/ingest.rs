@@ -199,10 +199,12 @@ pub fn prepare_events(
     intake: &Intake,
 ) -> Prepared {
     let mut prepared = Prepared { records: Vec::with_capacity(events.len()), rejected: Vec::new() };
-    // Once per request: the anonymised address, the sanitised header agent and the site are the
-    // same for every event.
+    // Once per request: the anonymised address, the sanitised header agent, the site and the
+    // country are the same for every event. The country is looked up in the full address, which
+    // `stored` has already dropped for its anonymised form; the full one goes nowhere else.
     let mut stored = facts.stored();
     stored.site = site.map(str::to_owned);
+    stored.country = facts.client_ip.and_then(|ip| intake.countries.country(ip)).map(str::to_owned);
     let clock = Clock { received_at: facts.received_at, sent_at, max_age: intake.max_event_age };
     for (index, raw) in events.iter().enumerate() {
         match validate_json_at(raw.get(), &clock) {

@@ -4,6 +4,7 @@
 //! the [`http::Publisher`] differs (direct per request vs. coalesced across requests).
 
 pub mod config;
+pub mod country;
 pub mod error;
 pub mod http;
 pub mod ingest;

@@ -14,6 +14,7 @@ async fn main() -> anyhow::Result<()> {
     producer_api::tracking_plan::TrackingPlans::embedded()?;
     let config = Config::from_env()?;
     kit::init_tracing();
+    tracing::info!("{}", config.intake.countries.describe());
     let sdk = aws::load().await;
     // `publish_with_retry` resends only the failed records, within the request's budget; SDK
     // retries inside it would resend whole calls and overrun the budget.

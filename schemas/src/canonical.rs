@@ -28,6 +28,9 @@ use crate::rules::{
 const CLIENT_IP: TextRule = TextRule { field: "client_ip", min: 0, max: usize::MAX };
 /// `site` too is the producer's (a configured site id); records written before sites have none.
 const SITE: TextRule = TextRule { field: "site", min: 0, max: usize::MAX };
+/// `country` is the producer's lookup of the full address (ISO 3166-1 alpha-2); records written
+/// before it, or with the lookup off, have none.
+const COUNTRY: TextRule = TextRule { field: "country", min: 0, max: usize::MAX };
 
 /// Reads `text` if it is a canonical version-1 record that passes every rule
 /// ([`EnrichedEvent::check`]); `None` for anything else.
@@ -60,6 +63,7 @@ pub(crate) fn read(text: &str) -> Option<EnrichedEvent<'_>> {
         user_agent: r.text(r#","user_agent":"#, Scan::Long, USER_AGENT)?,
         client_ip: r.text(r#","client_ip":"#, Scan::Short, CLIENT_IP)?,
         site: r.text(r#","site":"#, Scan::Short, SITE)?,
+        country: r.text(r#","country":"#, Scan::Short, COUNTRY)?,
         original_occurred_at: r.optional_timestamp(r#","original_occurred_at":"#)?,
         sent_at: r.optional_timestamp(r#","sent_at":"#)?,
         // Violations are JSON inside a string, so escaped: such a record has a backslash and
@@ -587,13 +591,19 @@ mod tests {
             // Each precision chrono writes (0, 3, 6 or 9 fraction digits), for both timestamps.
             received_nanos in proptest::sample::select(vec![0u32, 250_000_000, 123_456_000, 123_456_789]),
             occurred_nanos in proptest::sample::select(vec![0u32, 250_000_000, 123_456_000, 123_456_789]),
+            // The producer's optional facts, present or not (records from before sites and
+            // before the country lookup lack them).
+            site in proptest::option::of("[a-z-]{1,12}"),
+            country in proptest::option::of("[A-Z]{2}"),
         ) {
             let time = |nanos| chrono::DateTime::<chrono::Utc>::from_timestamp(1_714_564_800, nanos).unwrap();
             let (now, occurred) = (time(received_nanos), time(occurred_nanos) - chrono::Duration::seconds(2));
             let properties: serde_json::Map<_, _> = properties.into_iter().collect();
             let raw = json!({"event_type": "click", "url": url, "occurred_at": occurred.to_rfc3339(), "properties": properties});
             let Ok(valid) = validate_event(&raw, now) else { return Ok(()) };
-            let event = valid.enrich(&ServerFacts { received_at: now, client_ip: None, user_agent: Some("ua".into()) });
+            let mut event = valid.enrich(&ServerFacts { received_at: now, client_ip: None, user_agent: Some("ua".into()) });
+            event.site = site.map(Into::into);
+            event.country = country.map(Into::into);
             let record = crate::encode_record(&event);
             for bytes in [record.clone(), mangle(&record, at, edit, byte)] {
                 let Ok(text) = std::str::from_utf8(&bytes) else { continue };

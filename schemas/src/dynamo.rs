@@ -35,6 +35,7 @@ pub fn item(event: &EnrichedEvent<'_>, ttl_days: u32) -> Vec<(&'static str, Item
         ("user_agent", &event.user_agent),
         ("client_ip", &event.client_ip),
         ("site", &event.site),
+        ("country", &event.country),
     ] {
         if let Some(v) = value.as_ref().filter(|v| !v.is_empty()) {
             out.push((name, ItemValue::S(v.to_string())));
@@ -68,5 +69,21 @@ mod tests {
         let names: Vec<&str> = item.iter().map(|(n, _)| *n).collect();
         assert_eq!(names, ["event_id", "event_type", "occurred_at", "received_at", "user_id", "expires_at"]);
         assert_eq!(item.last().unwrap().1, ItemValue::N((now.timestamp() + 30 * 86_400).to_string()));
+    }
+
+    /// Invariant: the producer's site and country are item attributes when the event has them.
+    #[test]
+    fn item_has_site_and_country() {
+        let now: DateTime<Utc> = "2024-05-01T12:00:00Z".parse().unwrap();
+        let mut e = validate_event(&serde_json::json!({"event_type": "x"}), now).unwrap().enrich(&ServerFacts {
+            received_at: now,
+            client_ip: None,
+            user_agent: None,
+        });
+        (e.site, e.country) = (Some("local-demo".into()), Some("NZ".into()));
+        let item = item(&e, 30);
+        let value = |name: &str| item.iter().find(|(n, _)| *n == name).map(|(_, v)| v.clone());
+        assert_eq!(value("site"), Some(ItemValue::S("local-demo".into())));
+        assert_eq!(value("country"), Some(ItemValue::S("NZ".into())));
     }
 }

@@ -197,6 +197,27 @@ mod tests {
         assert_eq!(decode_record(spaced.as_bytes()).unwrap().site, None);
     }
 
+    /// Invariant: the producer's `country` travels in the record after `site`, and a record
+    /// written before the lookup existed (or with it off) reads as `None`, on the canonical fast
+    /// path and on the general path alike.
+    #[test]
+    fn country_round_trips_and_old_records_without_it_still_decode() {
+        let mut e = sample();
+        e.site = Some("local-demo".into());
+        e.country = Some("DE".into());
+        let record = encode_record(&e);
+        let text = std::str::from_utf8(&record).unwrap();
+        assert!(text.contains(r#","site":"local-demo","country":"DE","properties":"#), "{text}");
+        assert_eq!(decode_record(&record).unwrap(), e);
+        assert_eq!(crate::canonical::read(text).as_ref(), Some(&e), "canonical form");
+
+        let old = text.replace(r#","country":"DE""#, "");
+        assert!(crate::canonical::read(&old).is_some_and(|c| c.country.is_none()), "old records stay on the fast path");
+        let spaced = old.replacen("{\"v\":1,", "{ \"v\": 1, ", 1);
+        let decoded = decode_record(spaced.as_bytes()).unwrap();
+        assert_eq!((decoded.country, decoded.site.as_deref()), (None, Some("local-demo")));
+    }
+
     #[test]
     fn decode_reasons() {
         let cases: Vec<(Vec<u8>, &str)> = vec![

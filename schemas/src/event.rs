@@ -124,6 +124,7 @@ impl ServerFacts {
             client_ip: self.client_ip.map(|ip| anonymise_ip(ip).to_string()),
             header_user_agent: self.user_agent.as_deref().map(header_user_agent),
             site: None,
+            country: None,
         }
     }
 }
@@ -139,6 +140,10 @@ pub struct StoredFacts {
     /// The id of the site whose key admitted the request (`None` only for callers that admit
     /// no site, e.g. tests and benchmarks of the bare path).
     pub site: Option<String>,
+    /// The client address's country (ISO 3166-1 alpha-2), looked up by the producer in the full
+    /// address before [`ServerFacts::stored`] anonymised it; `None` when the lookup is off or
+    /// found nothing.
+    pub country: Option<String>,
 }
 
 /// An accepted event with the server facts: what travels on the stream and lands in every store.
@@ -175,6 +180,11 @@ pub struct EnrichedEvent<'a> {
     /// records written before sites existed: they read as `None` (null in the stores).
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "borrowed")]
     pub site: Option<Cow<'a, str>>,
+    /// The client address's country (ISO 3166-1 alpha-2, set by the producer from the full
+    /// address before anonymising it). Absent when the producer's lookup is off or knows the
+    /// address not, and from records written before it existed: they read as `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "borrowed")]
+    pub country: Option<Cow<'a, str>>,
     /// The client's own `occurred_at` when the producer corrected it for the client's clock
     /// (`occurred_at` is then the corrected time); absent when nothing was corrected, and in
     /// records written before clock correction.
@@ -249,6 +259,7 @@ impl EnrichedEvent<'_> {
             user_agent: own(self.user_agent),
             client_ip: own(self.client_ip),
             site: own(self.site),
+            country: own(self.country),
             original_occurred_at: self.original_occurred_at,
             sent_at: self.sent_at,
             plan_violations: own(self.plan_violations),
@@ -277,6 +288,7 @@ impl<'a> ValidEvent<'a> {
             user_agent: self.user_agent.as_deref().or(facts.header_user_agent.as_deref()).map(Cow::Borrowed),
             client_ip: facts.client_ip.as_deref().map(Cow::Borrowed),
             site: facts.site.as_deref().map(Cow::Borrowed),
+            country: facts.country.as_deref().map(Cow::Borrowed),
             original_occurred_at: self.original_occurred_at,
             sent_at: self.sent_at,
             plan_violations: None,

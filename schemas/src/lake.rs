@@ -13,7 +13,7 @@ pub const DEAD_LETTER_PREFIX: &str = "dead-letter";
 /// Column names and Glue/Athena types, in order. Terraform's Glue table must list exactly these
 /// (a test in `terraform/tests` compares them with `lake_columns.json`, which a test here
 /// compares with this schema).
-pub const COLUMNS: [(&str, &str); 22] = [
+pub const COLUMNS: [(&str, &str); 23] = [
     ("event_id", "string"),
     ("event_type", "string"),
     ("occurred_at", "timestamp"),
@@ -45,6 +45,10 @@ pub const COLUMNS: [(&str, &str); 22] = [
     // {pointer, rule, message}; null when the event was clean or its type has no plan (and in
     // older files).
     ("plan_violations", "string"),
+    // Added with the country lookup: the client address's ISO 3166-1 alpha-2 country, found by
+    // the producer before it anonymised the address; null when the lookup is off or knew the
+    // address not (and in older files).
+    ("country", "string"),
 ];
 
 /// Hive partition columns, not stored in the files: `dt` (`YYYY-MM-DD`) and `hour` (`HH`).

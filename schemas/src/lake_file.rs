@@ -28,6 +28,8 @@ pub const SITE: usize = 18;
 pub const ORIGINAL_OCCURRED_AT: usize = 19;
 /// The column added with tracking plans; files written before it have 21 columns.
 pub const PLAN_VIOLATIONS: usize = 21;
+/// The column added with the country lookup; files written before it have 22 columns.
+pub const COUNTRY: usize = 22;
 /// The fewest columns an event file may have: the schema before `site`. Every file holds a prefix
 /// of the schema at least this long, and readers fill the missing columns with null.
 pub const OLDEST_FILE_COLUMNS: usize = SITE;
@@ -58,7 +60,7 @@ impl EventFile {
 /// over every file and page alike (the files are sorted by type and time, not by these), so their
 /// min and max prune nothing, and computing them compares every value. The sort key, the times,
 /// the agent facts and the stream position keep theirs.
-pub const UNPRUNED_COLUMNS: [&str; 10] = [
+pub const UNPRUNED_COLUMNS: [&str; 11] = [
     "event_id",
     "anonymous_id",
     "user_id",
@@ -69,6 +71,9 @@ pub const UNPRUNED_COLUMNS: [&str; 10] = [
     "client_ip",
     "properties",
     "plan_violations",
+    // Two hundred-odd values spread over every file and page (visitors from everywhere in every
+    // second), so a page's min and max span the alphabet.
+    "country",
 ];
 
 /// A visitor's identifiers. They recur within an hour but seldom within the second a batch

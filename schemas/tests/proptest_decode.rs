@@ -105,6 +105,7 @@ proptest! {
         prop_key in "[a-z]{1,10}",
         prop_val in any::<i64>(),
         ip in any::<[u8; 4]>(),
+        country in proptest::option::of("[A-Z]{2}"),
     ) {
         let occurred: DateTime<Utc> = Utc.timestamp_opt(secs, millis * 1_000_000).unwrap();
         let raw = json!({
@@ -116,7 +117,8 @@ proptest! {
         });
         let valid = validate_event(&raw, occurred).unwrap();
         let facts = ServerFacts { received_at: occurred, client_ip: Some(ip.into()), user_agent: Some("ua".into()) };
-        let event = valid.enrich(&facts);
+        let mut event = valid.enrich(&facts);
+        event.country = country.map(Into::into);
         let record = encode_record(&event);
         let decoded = decode_record(&record).unwrap();
         prop_assert_eq!(decoded, event);

@@ -1,5 +1,6 @@
 //! Pure aggregation: what each batch adds to PostgreSQL's counts — per site and event type, per
-//! hour received, and per site with their visitors per hour and per page and day occurred.
+//! hour received, and per site with their visitors per hour, and per page and per country and
+//! day occurred.
 
 use std::collections::BTreeMap;
 
@@ -16,6 +17,10 @@ pub const NO_SITE: &str = "";
 /// `site_daily_pages.path` of events without a URL, so a day's pages still sum to its events.
 pub const NO_PAGE: &str = "";
 
+/// `site_daily_countries.country` of events without a country (the producer's lookup off, or an
+/// address it does not know), so a day's countries still sum to its events.
+pub const NO_COUNTRY: &str = "";
+
 /// The event type whose events are page views (`site_daily_pages.views`).
 pub const PAGE_VIEW: &str = "page_view";
 
@@ -25,6 +30,8 @@ pub type TotalKey = (String, String);
 pub type HourKey = (String, String, DateTime<Utc>);
 /// A row of `site_daily_pages`: (site, day, path).
 pub type PageKey = (String, NaiveDate, String);
+/// A row of `site_daily_countries`: (site, day, country).
+pub type CountryKey = (String, NaiveDate, String);
 /// Events per visitor (`None`: events with neither `user_id` nor `anonymous_id`). Tallies per
 /// visitor, unlike a distinct count, add up across batches exactly as PostgreSQL's sketches
 /// union, so the in-memory ledger and tests can compare them.
@@ -48,6 +55,8 @@ pub struct Fact<'a> {
     /// device, while an anonymous one is as good as their cookie.
     pub visitor: Option<&'a str>,
     pub url: Option<&'a str>,
+    /// The client address's country, as the producer looked it up.
+    pub country: Option<&'a str>,
 }
 
 impl<'a> Fact<'a> {
@@ -59,6 +68,7 @@ impl<'a> Fact<'a> {
             occurred_at: e.occurred_at,
             visitor: e.user_id.as_deref().or(e.anonymous_id.as_deref()),
             url: e.url.as_deref(),
+            country: e.country.as_deref(),
         }
     }
 }
@@ -91,6 +101,8 @@ pub struct Counts {
     pub site_hourly: BTreeMap<HourKey, Visitors<i64>>,
     /// Per UTC day the event occurred and page, with its visitors.
     pub daily_pages: BTreeMap<PageKey, Visitors<PageTally>>,
+    /// Per UTC day the event occurred and client country, with its visitors.
+    pub daily_countries: BTreeMap<CountryKey, Visitors<i64>>,
 }
 
 impl Counts {
@@ -102,6 +114,8 @@ impl Counts {
         let mut hourly: foldhash::HashMap<Hour<'a>, i64> = foldhash::HashMap::default();
         let mut site_hourly: foldhash::HashMap<(Hour<'a>, Option<&'a str>), i64> = foldhash::HashMap::default();
         let mut pages: foldhash::HashMap<(&'a str, i64, &'a str, Option<&'a str>), PageTally> =
+            foldhash::HashMap::default();
+        let mut countries: foldhash::HashMap<(&'a str, i64, &'a str, Option<&'a str>), i64> =
             foldhash::HashMap::default();
         for f in facts {
             let site = f.site.unwrap_or(NO_SITE);
@@ -115,7 +129,10 @@ impl Counts {
             let page = pages.entry((site, occurred.div_euclid(SECONDS_PER_DAY), path, f.visitor)).or_default();
             page.events += 1;
             page.views += i64::from(f.event_type == PAGE_VIEW);
+            let day = occurred.div_euclid(SECONDS_PER_DAY);
+            *countries.entry((site, day, f.country.unwrap_or(NO_COUNTRY), f.visitor)).or_default() += 1;
         }
+        let day = |d: i64| DateTime::from_timestamp(d * SECONDS_PER_DAY, 0).unwrap_or_default().date_naive();
         let hour = |h: i64| DateTime::from_timestamp(h * SECONDS_PER_HOUR, 0).unwrap_or_default();
         let owned = |v: Option<&str>| v.map(str::to_owned);
         let mut counts = Counts::default();
@@ -127,12 +144,15 @@ impl Counts {
             let cell = counts.site_hourly.entry((site.to_owned(), event_type.to_owned(), hour(h))).or_default();
             *cell.entry(owned(visitor)).or_default() += n;
         }
-        for ((site, day, path, visitor), tally) in pages {
-            let day = DateTime::from_timestamp(day * SECONDS_PER_DAY, 0).unwrap_or_default().date_naive();
-            let cell = counts.daily_pages.entry((site.to_owned(), day, path.to_owned())).or_default();
+        for ((site, d, path, visitor), tally) in pages {
+            let cell = counts.daily_pages.entry((site.to_owned(), day(d), path.to_owned())).or_default();
             let t = cell.entry(owned(visitor)).or_default();
             t.events += tally.events;
             t.views += tally.views;
+        }
+        for ((site, d, country, visitor), n) in countries {
+            let cell = counts.daily_countries.entry((site.to_owned(), day(d), country.to_owned())).or_default();
+            *cell.entry(owned(visitor)).or_default() += n;
         }
         counts
     }
@@ -161,6 +181,12 @@ impl Counts {
                 let sum = cell.entry(visitor).or_default();
                 sum.events += t.events;
                 sum.views += t.views;
+            }
+        }
+        for (key, visitors) in other.daily_countries {
+            let cell = self.daily_countries.entry(key).or_default();
+            for (visitor, n) in visitors {
+                *cell.entry(visitor).or_default() += n;
             }
         }
     }
@@ -198,6 +224,15 @@ impl Counts {
                 c.page_views.push(t.views);
             }
         }
+        for ((site, day, country), visitors) in &self.daily_countries {
+            for (visitor, n) in visitors {
+                c.country_sites.push(site.clone());
+                c.country_days.push(*day);
+                c.country_codes.push(country.clone());
+                c.country_visitors.push(visitor.clone());
+                c.country_events.push(*n);
+            }
+        }
         c
     }
 }
@@ -223,6 +258,11 @@ pub struct UpsertColumns {
     pub page_visitors: Vec<Option<String>>,
     pub page_events: Vec<i64>,
     pub page_views: Vec<i64>,
+    pub country_sites: Vec<String>,
+    pub country_days: Vec<NaiveDate>,
+    pub country_codes: Vec<String>,
+    pub country_visitors: Vec<Option<String>>,
+    pub country_events: Vec<i64>,
 }
 
 #[cfg(test)]
@@ -235,7 +275,7 @@ mod tests {
 
     /// An event received when it occurred, without visitor or URL.
     fn fact<'a>(site: Option<&'a str>, event_type: &'a str, at: DateTime<Utc>) -> Fact<'a> {
-        Fact { site, event_type, received_at: at, occurred_at: at, visitor: None, url: None }
+        Fact { site, event_type, received_at: at, occurred_at: at, visitor: None, url: None, country: None }
     }
 
     #[test]
@@ -346,6 +386,7 @@ mod tests {
             .map(|i| Fact {
                 visitor: [Some("a"), Some("b"), None][i % 3],
                 url: [Some("/x"), None][i % 2],
+                country: [Some("DE"), None, Some("FR"), Some("DE")][i % 4],
                 ..fact(
                     Some(["s", "t"][i % 2]),
                     ["page_view", "click"][i % 2],
@@ -356,6 +397,40 @@ mod tests {
         let mut sum = Counts::of(facts[..13].iter().copied());
         sum.add(Counts::of(facts[13..].iter().copied()));
         assert_eq!(sum, Counts::of(facts.iter().copied()));
+    }
+
+    /// Invariant: events count per site, day occurred and country, with their visitors; events
+    /// without a country count under [`NO_COUNTRY`], so a day's countries sum to its events.
+    #[test]
+    fn countries_per_day_with_visitors() {
+        let at = t("2024-05-01T23:30:00Z");
+        let from = |country, visitor, at| Fact { country, visitor, ..fact(Some("s"), "click", at) };
+        let counts = Counts::of(
+            [
+                from(Some("DE"), Some("u1"), at),
+                from(Some("DE"), Some("u1"), at),
+                from(Some("DE"), Some("u2"), at),
+                from(Some("FR"), None, at),
+                from(None, Some("u3"), at),
+                // Past midnight: the next day's row.
+                from(Some("DE"), Some("u1"), at + chrono::Duration::hours(1)),
+            ]
+            .into_iter(),
+        );
+        let day = at.date_naive();
+        let next = day.succ_opt().unwrap();
+        let key = |d, c: &str| ("s".to_owned(), d, c.to_owned());
+        assert_eq!(
+            counts.daily_countries[&key(day, "DE")],
+            Visitors::from([(Some("u1".into()), 2), (Some("u2".into()), 1)])
+        );
+        assert_eq!(counts.daily_countries[&key(day, "FR")], Visitors::from([(None, 1)]));
+        assert_eq!(counts.daily_countries[&key(day, NO_COUNTRY)], Visitors::from([(Some("u3".into()), 1)]));
+        assert_eq!(counts.daily_countries[&key(next, "DE")], Visitors::from([(Some("u1".into()), 1)]));
+        let cols = counts.as_columns();
+        assert_eq!(cols.country_events.iter().sum::<i64>(), 6, "a day's countries sum to its events");
+        assert_eq!(cols.country_codes, ["", "DE", "DE", "FR", "DE"]);
+        assert_eq!(cols.country_days.len(), cols.country_visitors.len());
     }
 
     #[test]

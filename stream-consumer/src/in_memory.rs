@@ -390,6 +390,7 @@ mod tests {
                     occurred_at: at,
                     visitor: None,
                     url: None,
+                    country: None,
                 }))
             })
             .await

@@ -22,7 +22,7 @@ pub struct LakeRow<'a> {
 }
 
 /// The text columns of the lake schema, in schema order, as [`text_values`] returns them.
-const TEXT_COLUMNS: usize = 16;
+const TEXT_COLUMNS: usize = 17;
 
 /// A row's text columns (all but `event_id`, which is formatted from the UUID).
 fn text_values<'r>(r: &LakeRow<'r>) -> [Option<&'r str>; TEXT_COLUMNS] {
@@ -45,6 +45,7 @@ fn text_values<'r>(r: &LakeRow<'r>) -> [Option<&'r str>; TEXT_COLUMNS] {
         Some(d.sequence_number),
         e.site.as_deref(),
         e.plan_violations.as_deref(),
+        e.country.as_deref(),
     ]
 }
 
@@ -344,6 +345,26 @@ mod tests {
         // Rows are sorted by type: click, then search.
         assert!(column.is_null(0));
         assert_eq!(column.value(1), violations);
+    }
+
+    /// Invariant: the producer's country lookup reaches the lake's last column; an event without
+    /// one (lookup off, unknown address, older record) has null there.
+    #[test]
+    fn country_reaches_the_last_lake_column() {
+        let received = chrono::Utc::now();
+        let mut located = sample_event("search", None, received);
+        located.country = Some("NZ".into());
+        let unlocated = sample_event("click", None, received);
+        let records = [record_of(&seq(1), &located), record_of(&seq(2), &unlocated)];
+        let decoded = decode_batch(&records).events;
+        let rows: Vec<LakeRow<'_>> = decoded.iter().map(|d| LakeRow { decoded: d, agent: None }).collect();
+        let body = encode_parquet(&rows).unwrap();
+        let batch = ParquetRecordBatchReaderBuilder::try_new(body).unwrap().build().unwrap().next().unwrap().unwrap();
+        assert_eq!(batch.schema().fields().last().unwrap().name(), "country");
+        let column = batch.column(schemas::lake_file::COUNTRY).as_string::<i32>();
+        // Rows are sorted by type: click, then search.
+        assert!(column.is_null(0));
+        assert_eq!(column.value(1), "NZ");
     }
 
     /// Invariant: the sort-key positions name the schema's columns.

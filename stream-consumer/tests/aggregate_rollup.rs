@@ -29,6 +29,8 @@ async fn figures(db: &PgPool) -> Vec<String> {
         "SELECT site || '/' || event_type || '/' || hour || '=' || events || '/' || visitors FROM site_hourly_stats ORDER BY 1",
         "SELECT site || '/' || day || '/' || path || '=' || events || '/' || views || '/' || visitors
          FROM site_daily_page_stats ORDER BY 1",
+        "SELECT site || '/' || day || '/' || country || '=' || events || '/' || visitors
+         FROM site_daily_country_stats ORDER BY 1",
     ] {
         out.extend(sqlx::query_scalar::<_, String>(sql).fetch_all(db).await.unwrap());
     }
@@ -38,7 +40,8 @@ async fn figures(db: &PgPool) -> Vec<String> {
 async fn delta_rows(db: &PgPool) -> i64 {
     sqlx::query_scalar(
         "SELECT (SELECT count(*) FROM event_type_counts_delta) + (SELECT count(*) FROM event_type_hourly_counts_delta)
-              + (SELECT count(*) FROM site_hourly_delta) + (SELECT count(*) FROM site_daily_pages_delta)",
+              + (SELECT count(*) FROM site_hourly_delta) + (SELECT count(*) FROM site_daily_pages_delta)
+              + (SELECT count(*) FROM site_daily_countries_delta)",
     )
     .fetch_one(db)
     .await
@@ -106,6 +109,7 @@ async fn claims_and_rollups_at_once_stay_exact() {
         "SELECT coalesce(sum(event_count), 0)::int8 FROM event_type_hourly_counts",
         "SELECT coalesce(sum(events), 0)::int8 FROM site_hourly",
         "SELECT coalesce(sum(events), 0)::int8 FROM site_daily_pages",
+        "SELECT coalesce(sum(events), 0)::int8 FROM site_daily_countries",
     ] {
         let counted: i64 = sqlx::query_scalar(sql).fetch_one(&db).await.unwrap();
         assert_eq!(u64::try_from(counted).unwrap(), new, "{sql}");

@@ -70,6 +70,57 @@ async fn site_reaches_all_three_stores() {
     assert_eq!(env.counts().await["page_view"], 6, "counts per type sum the sites");
 }
 
+/// Invariant (#23): the producer's `country` reaches the lake's last column, the DynamoDB item
+/// and the per-site, per-day country aggregate (events and visitors, '' for none); records
+/// without one are stored with none; a redelivery and a rollup change no count.
+#[tokio::test]
+async fn country_reaches_all_three_stores() {
+    let env = TestEnv::new().await;
+    let now = Utc::now();
+    let records: Vec<InputRecord> = (1..=6)
+        .map(|i| {
+            let mut e = sample_event("page_view", None, now);
+            e.site = Some("local-demo".into());
+            e.country = [Some("DE"), Some("DE"), Some("NZ"), None, Some("DE"), None][i - 1].map(Into::into);
+            e.anonymous_id = Some(format!("visitor-{}", i % 3).into());
+            record_of(&seq(i), &e)
+        })
+        .collect();
+    assert_eq!(env.pipeline().process(&records).await.unwrap().new_events, 6);
+    let count = |v: &[Option<String>], want: Option<&str>| v.iter().filter(|s| s.as_deref() == want).count();
+    let lake = env.lake_text_column("country").await;
+    assert_eq!((count(&lake, Some("DE")), count(&lake, Some("NZ")), count(&lake, None)), (3, 1, 2), "lake: {lake:?}");
+    let items = env.dynamo_text_attribute("country").await;
+    assert_eq!(
+        (count(&items, Some("DE")), count(&items, Some("NZ")), count(&items, None)),
+        (3, 1, 2),
+        "dynamodb: {items:?}"
+    );
+    // sample_event's events occurred 1.5 s before they were received.
+    let day = (now - chrono::Duration::milliseconds(1500)).date_naive();
+    // Visitors: DE has events 1, 2, 5 (visitor-1, visitor-2, visitor-2), NZ event 3
+    // (visitor-0), none events 4 and 6 (visitor-1, visitor-0).
+    let want = vec![
+        ("local-demo".to_owned(), day, "".to_owned(), 2, 2),
+        ("local-demo".to_owned(), day, "DE".to_owned(), 3, 2),
+        ("local-demo".to_owned(), day, "NZ".to_owned(), 1, 1),
+    ];
+    assert_eq!(env.site_country_stats().await, want);
+    assert_eq!(env.pipeline().process(&records).await.unwrap().new_events, 0);
+    let pool = env.ledger.pool();
+    let _: i64 = sqlx::query_scalar("SELECT aggregates_rollup()").fetch_one(pool).await.unwrap();
+    let rows = |table: &'static str| {
+        sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+    };
+    assert_eq!(
+        rows("site_daily_countries_delta").fetch_one(pool).await.unwrap(),
+        0,
+        "the rollup moved every delta row"
+    );
+    assert_eq!(rows("site_daily_countries_rollup").fetch_one(pool).await.unwrap(), 3);
+    assert_eq!(env.site_country_stats().await, want, "after a redelivery and a rollup");
+}
+
 /// Invariant: the same batch delivered again changes nothing in any store.
 #[tokio::test]
 async fn same_batch_delivered_twice_changes_nothing() {

@@ -146,6 +146,7 @@ async fn hundred_thousand_visitors_within_published_error() {
                                 occurred_at: at,
                                 visitor: Some(&visitors[i]),
                                 url: Some(&urls[i % 10]),
+                                country: None,
                             }
                         }))
                     })

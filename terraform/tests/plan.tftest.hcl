@@ -88,8 +88,8 @@ run "default_stack" {
     error_message = "empty env values are omitted"
   }
   assert {
-    condition     = length(aws_glue_catalog_table.events.storage_descriptor[0].columns) == 22
-    error_message = "Glue table must have the 22 lake columns (schemas/lake_columns.json; #20 added original_occurred_at, sent_at, plan_violations)"
+    condition     = length(aws_glue_catalog_table.events.storage_descriptor[0].columns) == 23
+    error_message = "Glue table must have the 23 lake columns (schemas/lake_columns.json; #20 added original_occurred_at, sent_at, plan_violations; #23 country)"
   }
   assert {
     condition     = aws_glue_catalog_table.events.parameters["storage.location.template"] == "s3://${aws_s3_bucket.lake.id}/events/dt=$${dt}/hour=$${hour}/"

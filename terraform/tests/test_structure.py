@@ -16,7 +16,7 @@ from tfconfig import REPO_ROOT, TF_DIR, attr, blocks, expr, local_refs
 # Environment variable names the Rust binaries read (the README's configuration table).
 PRODUCER_ENV = {
     "STREAM_NAME", "BIND_ADDR", "METRICS_ADDR", "SITES_CONFIG", "SITES_JSON", "DEFAULT_SITE_KEY", "PUBLISH_BUDGET_MS",
-    "LINGER_MS", "LOG_FORMAT", "RUST_LOG",
+    "LINGER_MS", "LOG_FORMAT", "RUST_LOG", "GEOIP_COUNTRY_DB",
 }
 CONSUMER_ENV = {
     "LAKE_BUCKET", "DYNAMODB_TABLE", "DATABASE_URL", "DATABASE_SECRET_ARN", "DATABASE_MIGRATOR_SECRET_ARN",

@@ -459,7 +459,7 @@ fn take_column(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use schemas::lake_file::{ORIGINAL_OCCURRED_AT, SITE};
+    use schemas::lake_file::{COUNTRY, ORIGINAL_OCCURRED_AT, SITE};
     use stream_consumer::decode::decode_batch;
     use stream_consumer::enrich::parse_agent;
     use stream_consumer::lake::{LakeRow, encode_parquet};
@@ -547,6 +547,30 @@ mod tests {
         let got = batch.column(sent_at).as_primitive::<TimestampMillisecondType>();
         assert_eq!((got.null_count(), got.value(3)), (3, sent.timestamp_millis()));
         assert_eq!(batch.column(ORIGINAL_OCCURRED_AT).null_count(), 3);
+    }
+
+    /// Invariant: files from before the `country` column (#23) compact next to current ones;
+    /// their rows read null there and the current file's country survives the merge.
+    #[test]
+    fn files_from_before_the_country_column_merge_with_null_country() {
+        let old = with_columns(&file(&["click", "purchase"], &[None, None]), COUNTRY);
+        assert_eq!(
+            ArrowReaderMetadata::load(&old, ArrowReaderOptions::new()).unwrap().schema().fields().len(),
+            COUNTRY
+        );
+        let mut located = stream_consumer::testing::sample_event("search", None, chrono::Utc::now());
+        located.country = Some("NZ".into());
+        let records = [stream_consumer::testing::record_of("1", &located)];
+        let decoded = decode_batch(&records).events;
+        let new = encode_parquet(&[LakeRow { decoded: &decoded[0], agent: None }]).unwrap();
+        let merged = merge(vec![("old".into(), old), ("new".into(), new)], &mut Seen::new(), 1).unwrap();
+        assert_eq!((merged.rows_in, merged.rows_out), (3, 3));
+        let reader = ParquetRecordBatchReaderBuilder::try_new(merged.body.unwrap()).unwrap().build().unwrap();
+        let batch = reader.map(Result::unwrap).next().unwrap();
+        assert_eq!(batch.schema(), arrow_schema());
+        // Rows sorted by type: click, purchase (the old file's), search (the current one's).
+        let country = batch.column(COUNTRY).as_string::<i32>();
+        assert_eq!((country.null_count(), country.value(2)), (2, "NZ"));
     }
 
     /// Invariant: a merge keeps every event once, sorted by type, and drops repeated event_ids.

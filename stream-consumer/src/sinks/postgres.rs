@@ -204,6 +204,12 @@ impl PgLedger {
                  FROM UNNEST($13::text[], $14::date[], $15::text[], $16::text[], $17::int8[], $18::int8[])
                      AS t(site, day, path, visitor, n, v)
                  GROUP BY site, day, path
+             ), countries AS (
+                 INSERT INTO site_daily_countries_delta (site, day, country, events, visitors)
+                 SELECT site, day, country, sum(n), coalesce(hll_add_agg(hll_hash_text(visitor), $19), hll_empty($19))
+                 FROM UNNEST($20::text[], $21::date[], $22::text[], $23::text[], $24::int8[])
+                     AS t(site, day, country, visitor, n)
+                 GROUP BY site, day, country
              )
              INSERT INTO event_type_counts_delta (site, event_type, event_count)
              SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[])",
@@ -227,6 +233,11 @@ impl PgLedger {
         .bind(cols.page_events)
         .bind(cols.page_views)
         .bind(VISITOR_SKETCH_LOG2M)
+        .bind(cols.country_sites)
+        .bind(cols.country_days)
+        .bind(cols.country_codes)
+        .bind(cols.country_visitors)
+        .bind(cols.country_events)
         .execute(&mut **tx)
         .await
         .map_err(ConsumerError::postgres("upsert counts"))?;

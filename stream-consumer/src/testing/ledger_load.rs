@@ -26,6 +26,9 @@ pub const MAIN_SITE_SHARE: f64 = 0.7;
 pub const VISITORS: usize = 50_000;
 /// Distinct page paths.
 pub const PAGES: usize = 300;
+/// The visitors' countries (#23): each visitor is in one, so the country rows of a batch are as
+/// many as its site and visitor pairs, whichever codes they hold.
+pub const COUNTRIES: [&str; 12] = ["US", "DE", "GB", "FR", "IN", "BR", "JP", "NL", "CA", "ES", "IT", "PL"];
 
 /// The names the workload draws from, built once per run.
 #[derive(Debug, Clone)]
@@ -123,6 +126,7 @@ impl Pools {
                 occurred_at: at,
                 visitor: Some(&self.visitors[e.visitor_index]),
                 url: Some(&self.urls[e.url_index]),
+                country: Some(COUNTRIES[e.visitor_index % COUNTRIES.len()]),
             }
         }))
     }

@@ -171,23 +171,46 @@ impl TestEnv {
 
     /// Every `site` in every Parquet file of the lake (None for null), with repeats.
     pub async fn lake_sites(&self) -> Vec<Option<String>> {
-        let mut sites = Vec::new();
+        self.lake_text_column("site").await
+    }
+
+    /// Every value of the text column `name` in every Parquet file of the lake (None for null),
+    /// with repeats.
+    pub async fn lake_text_column(&self, name: &str) -> Vec<Option<String>> {
+        let mut values = Vec::new();
         for key in self.keys("events/").await {
             let reader = ParquetRecordBatchReaderBuilder::try_new(self.object(&key).await).unwrap().build().unwrap();
             for batch in reader {
                 let batch = batch.unwrap();
-                let col = batch.column_by_name("site").unwrap();
+                let col = batch.column_by_name(name).unwrap();
                 let col = col.as_any().downcast_ref::<arrow_array::StringArray>().unwrap();
-                sites.extend(col.iter().map(|v| v.map(str::to_owned)));
+                values.extend(col.iter().map(|v| v.map(str::to_owned)));
             }
         }
-        sites
+        values
     }
 
     /// Every item's `site` attribute (None when absent), with repeats.
     pub async fn dynamo_sites(&self) -> Vec<Option<String>> {
-        let items = service_kit::dynamo::scan_all(&self.dynamo, &self.table, "event_id, site").await.unwrap();
-        items.iter().map(|i| i.get("site").and_then(|v| v.as_s().ok()).cloned()).collect()
+        self.dynamo_text_attribute("site").await
+    }
+
+    /// Every item's string attribute `name` (None when absent), with repeats.
+    pub async fn dynamo_text_attribute(&self, name: &str) -> Vec<Option<String>> {
+        let projection = format!("event_id, {name}");
+        let items = service_kit::dynamo::scan_all(&self.dynamo, &self.table, &projection).await.unwrap();
+        items.iter().map(|i| i.get(name).and_then(|v| v.as_s().ok()).cloned()).collect()
+    }
+
+    /// `site_daily_country_stats` rows as (site, day, country, events, visitors), sorted.
+    pub async fn site_country_stats(&self) -> Vec<(String, chrono::NaiveDate, String, i64, i64)> {
+        let rows = sqlx::query(
+            "SELECT site, day, country, events, visitors FROM site_daily_country_stats ORDER BY site, day, country",
+        )
+        .fetch_all(self.ledger.pool())
+        .await
+        .unwrap();
+        rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4))).collect()
     }
 
     /// `event_type_counts` rows as (site, event type, count), sorted.
