@@ -7,9 +7,8 @@ scripts/requirements/stack.txt). Endpoints are always 127.0.0.1: this script nev
   Kinesis stream   $STREAM_NAME    (default analytics-events, 2 shards; waits until ACTIVE)
   S3 bucket        $LAKE_BUCKET    (default analytics-lake)
   DynamoDB table   $DYNAMODB_TABLE (default analytics-events; hash key event_id S,
-                                    PAY_PER_REQUEST; TTL on expires_at where supported; the
-                                    erasure indexes by_anonymous_id and by_user_id, see
-                                    ERASURE_INDEXES)
+                                    PAY_PER_REQUEST; TTL on expires_at where supported; no
+                                    secondary index, as terraform/dynamodb.tf)
   Secret           $DATABASE_SECRET_NAME (default analytics/postgres) =
                    {"username","password","host","port","dbname"} for the local PostgreSQL
   SQS queue        the last part of $ON_FAILURE_QUEUE_URL (default analytics-consumer-failures):
@@ -35,12 +34,6 @@ STREAM_SHARDS = env_int("STREAM_SHARDS", 2)
 LAKE_BUCKET = env_str("LAKE_BUCKET", "analytics-lake")
 DYNAMODB_TABLE = env_str("DYNAMODB_TABLE", "analytics-events")
 TTL_ATTRIBUTE = "expires_at"
-# The global secondary indexes `forget` queries to find a visitor's items (issue #23), as
-# terraform/dynamodb.tf declares them: hash key only, projecting `site` (forget filters on it),
-# and sparse, since DynamoDB indexes only the items that have the key attribute (user_id is
-# optional, anonymous_id too).
-ERASURE_INDEXES = {"by_anonymous_id": "anonymous_id", "by_user_id": "user_id"}
-ERASURE_INDEX_PROJECTION = {"ProjectionType": "INCLUDE", "NonKeyAttributes": ["site"]}
 FAILURE_QUEUE = env_str("ON_FAILURE_QUEUE_URL", "analytics-consumer-failures").rstrip("/").rsplit("/", 1)[-1]
 SECRET_NAME = env_str("DATABASE_SECRET_NAME", "analytics/postgres")
 if SECRET_NAME.startswith("arn:") and ":secret:" in SECRET_NAME:
@@ -122,38 +115,13 @@ def ensure_bucket(s3) -> None:
         log(f"s3 bucket {LAKE_BUCKET}: exists")
 
 
-def erasure_index_problems(table: dict) -> list[str]:
-    """What the table description (DescribeTable's Table) lacks of ERASURE_INDEXES, one line each;
-    empty when every index is there with its key and projection."""
-    have = {ix["IndexName"]: ix for ix in table.get("GlobalSecondaryIndexes", [])}
-    problems = []
-    for name, attribute in ERASURE_INDEXES.items():
-        ix = have.get(name)
-        if ix is None:
-            problems.append(f"no index {name}")
-            continue
-        key = [(k["AttributeName"], k["KeyType"]) for k in ix["KeySchema"]]
-        if key != [(attribute, "HASH")]:
-            problems.append(f"index {name} has key schema {key}, expected {attribute} HASH")
-        projection = ix.get("Projection", {})
-        kind = projection.get("ProjectionType")
-        if not (kind == "ALL" or (kind == "INCLUDE" and "site" in projection.get("NonKeyAttributes", []))):
-            problems.append(f"index {name} does not project site ({projection})")
-    return problems
-
-
 def ensure_table(ddb, name: str = DYNAMODB_TABLE) -> None:
-    attributes = ["event_id", *ERASURE_INDEXES.values()]
+    # No secondary index: forget deletes a visitor's items by the event IDs of its lake rows.
     create = functools.partial(
         ddb.create_table,
         TableName=name,
-        AttributeDefinitions=[{"AttributeName": a, "AttributeType": "S"} for a in attributes],
+        AttributeDefinitions=[{"AttributeName": "event_id", "AttributeType": "S"}],
         KeySchema=[{"AttributeName": "event_id", "KeyType": "HASH"}],
-        GlobalSecondaryIndexes=[
-            {"IndexName": index, "KeySchema": [{"AttributeName": attribute, "KeyType": "HASH"}],
-             "Projection": ERASURE_INDEX_PROJECTION}
-            for index, attribute in ERASURE_INDEXES.items()
-        ],
         BillingMode="PAY_PER_REQUEST",
     )
     table = create_active(
@@ -166,21 +134,10 @@ def ensure_table(ddb, name: str = DYNAMODB_TABLE) -> None:
     if key != [("event_id", "HASH")]:
         raise SystemExit(f"bootstrap: dynamodb table {name} exists with key schema {key}, "
                          "expected event_id HASH; delete it or restart dynalite")
-    # A table created before #23 has no erasure indexes. On DynamoDB, UpdateTable adds them online
-    # and backfills them (terraform/README.md, "DynamoDB indexes for erasure"); dynalite 4.0.0
-    # accepts an UpdateTable that creates an index and ignores it (its UpdateTable only changes
-    # throughput), so an attempt here would look like success and forget would then fail on
-    # every Query. Locally the table lives in the emulator's memory: recreating it is the fix.
-    problems = erasure_index_problems(table)
-    if problems:
-        raise SystemExit(
-            f"bootstrap: dynamodb table {name} exists without forget's indexes ({'; '.join(problems)}). "
-            "dynalite cannot add an index to an existing table (UpdateTable ignores it), and its data "
-            "lives in memory: restart the stack (bash scripts/local-stack.sh down && bash "
-            "scripts/local-stack.sh up), or delete the table "
-            f"(aws --endpoint-url {local_endpoint('DYNAMODB_PORT', 4568)} dynamodb delete-table --table-name {name}) "
-            "and run up again")
-    log(f"dynamodb table {name}: indexes {', '.join(ERASURE_INDEXES)}")
+    # A table made before forget went through the lake has its former indexes (by_anonymous_id,
+    # by_user_id). It is accepted as it is: nothing reads them, and dynalite 4.0.0's UpdateTable
+    # ignores index deletes; they only cost dynalite CPU per write until a restart of the stack
+    # (the table lives in memory) recreates the table without them.
     # TTL: dynalite implements DescribeTimeToLive but not UpdateTimeToLive; tolerate that.
     try:
         ttl = ddb.describe_time_to_live(TableName=name)["TimeToLiveDescription"]

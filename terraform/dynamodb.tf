@@ -1,19 +1,9 @@
 # One item per stored event (written by the consumer with BatchWriteItem), expiring through TTL.
 
-locals {
-  # The global secondary indexes `forget` (lake-tools, forget.tf) queries to find one visitor's
-  # items: index name => its hash key. Hash key only, projecting `site` (forget's Query filters
-  # on it, so a visitor ID seen on two sites is erased on the one the request names). Sparse:
-  # DynamoDB indexes only items that have the key attribute, and the consumer omits an absent
-  # or empty ID (schemas/src/dynamo.rs). scripts/bootstrap_resources.py creates the same ones
-  # locally. Adding them to an existing table is an online backfill: terraform/README.md,
-  # "DynamoDB indexes for erasure".
-  dynamodb_erasure_indexes = {
-    by_anonymous_id = "anonymous_id"
-    by_user_id      = "user_id"
-  }
-}
-
+# No secondary index: forget (forget.tf) gets a visitor's event IDs from the lake rows it rewrites
+# and deletes the items by key, and an index would add a write unit per event (terraform/README.md,
+# "DynamoDB: no index for erasure"). An apply to a table made with the former by_anonymous_id and
+# by_user_id indexes drops them, online and free.
 resource "aws_dynamodb_table" "events" {
   name         = local.dynamodb_table_name
   billing_mode = "PAY_PER_REQUEST"
@@ -22,26 +12,6 @@ resource "aws_dynamodb_table" "events" {
   attribute {
     name = "event_id"
     type = "S"
-  }
-
-  dynamic "attribute" {
-    for_each = local.dynamodb_erasure_indexes
-    content {
-      name = attribute.value
-      type = "S"
-    }
-  }
-
-  # Every item write also writes each index the item appears in (one more write request unit
-  # per index: one for an anonymous visitor, two with a user_id); see the README's "Cost".
-  dynamic "global_secondary_index" {
-    for_each = local.dynamodb_erasure_indexes
-    content {
-      name               = global_secondary_index.key
-      hash_key           = global_secondary_index.value
-      projection_type    = "INCLUDE"
-      non_key_attributes = ["site"]
-    }
   }
 
   # Epoch seconds set by the consumer: received_at + DYNAMODB_TTL_DAYS.
@@ -60,4 +30,17 @@ resource "aws_dynamodb_table" "events" {
   }
 
   deletion_protection_enabled = var.deletion_protection
+
+  lifecycle {
+    # Forget finds an item through its event's lake row: an item that outlives the row cannot be
+    # erased any more.
+    precondition {
+      condition     = var.lake_retention_days == 0 || local.longest_item_lifetime_days <= var.lake_retention_days
+      error_message = "DynamoDB items (dynamodb_ttl_days and every site's dynamodb_ttl_days) must not outlive the lake (lake_retention_days): forget finds items through their lake rows."
+    }
+  }
+}
+
+locals {
+  longest_item_lifetime_days = max(concat([var.dynamodb_ttl_days], [for s in var.sites : s.dynamodb_ttl_days if s.dynamodb_ttl_days != null])...)
 }

@@ -1,8 +1,8 @@
 # Erasure of one visitor everywhere (issue #23): a Rust Lambda (lake-tools' `forget` binary) that
-# processes every pending erasure request recorded in PostgreSQL (table erasure_requests): the
-# visitor's DynamoDB items are found through the table's erasure indexes (dynamodb.tf) and
-# deleted, and each lake object holding a row of the visitor is rewritten without those rows and
-# swapped in with the compactor's crash-safe protocol. Each invocation processes what is
+# processes every pending erasure request recorded in PostgreSQL (table erasure_requests): each
+# lake object holding a row of the visitor is rewritten without those rows and swapped in with
+# the compactor's crash-safe protocol, and the DynamoDB items of those rows' events are deleted
+# by key (the table has no index; dynamodb.tf). Each invocation processes what is
 # pending; an invocation whose payload is {"request": {"site": ..., "anonymous_id" | "user_id": ...}}
 # records that request first. An EventBridge rule runs it on var.forget_schedule_expression
 # (daily by default), so requests recorded while a run failed, and events of a forgotten visitor
@@ -78,11 +78,12 @@ data "aws_iam_policy_document" "forget" {
     }
   }
 
-  # Find a visitor's items: Query on the erasure indexes only, never a Scan of the table.
+  # Count which of the visitor's events (IDs from its lake rows) still have an item: by key
+  # only, never a Scan or Query of the table.
   statement {
     sid       = "FindVisitorItems"
-    actions   = ["dynamodb:Query"]
-    resources = [for index in keys(local.dynamodb_erasure_indexes) : "${aws_dynamodb_table.events.arn}/index/${index}"]
+    actions   = ["dynamodb:BatchGetItem"]
+    resources = [aws_dynamodb_table.events.arn]
   }
 
   # Delete them. No PutItem or UpdateItem: BatchWriteItem is used for its DeleteRequests (IAM

@@ -3,28 +3,32 @@
 //! One run, holding forget's advisory lock (one run at a time):
 //! 1. finish what a stopped run committed: delete the objects it rewrote (`lake_erasures`);
 //! 2. take the pending requests (up to `store::REQUESTS_PER_RUN`);
-//! 3. DynamoDB: each visitor's items, found through the visitor indexes, deleted;
-//! 4. lake: list the events, read the visitor filters (`lake_object_visitors`), and read only the
+//! 3. list the events, read the visitor filters (`lake_object_visitors`), and read only the
 //!    objects whose filter may hold a requested visitor (and those without a filter). Per
 //!    partition, under the compactor's lock for it, every such object holding rows of the
-//!    visitors is **written** again without them under a new name, then one transaction
-//!    **commits** every swap of the partition (marks, swap log, filters, the requests' counts),
-//!    and only then are the old objects **deleted** — the compactor's order and Halt points. So
-//!    each affected partition is rewritten once per run however many requests it has;
-//! 5. when every partition is done, the requests complete: the raw ID is dropped, the audit
+//!    visitors is **written** again without them under a new name; the DynamoDB items of the
+//!    erased rows are deleted by key (the table is keyed by event ID, so the lake is the
+//!    visitor index of both stores and the table needs none); one transaction **commits** every
+//!    swap of the partition (marks, swap log, filters, the requests' counts); and only then are
+//!    the old objects **deleted** — the compactor's order and Halt points. So each affected
+//!    partition is rewritten once per run however many requests it has;
+//! 4. when every partition is done, the requests complete: the raw ID is dropped, the audit
 //!    (hash, counts, times) stays.
+//!
+//! The items go before the commit: until it, the old objects still name the rows, so a run
+//! stopped in between finds the same rows again and deletes their items again (idempotent).
 //!
 //! Between write and delete both objects are in the lake, as during a compaction: queries count
 //! `DISTINCT event_id`, so they see the old object's rows until it is deleted and the new one's
 //! after — per object, the old set or the new, never neither (the new is written first) and,
 //! once the run ends, never both.
 
-pub mod items;
 pub mod plan;
 pub mod store;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use schemas::dynamo::PARTITION_KEY;
 use schemas::lake::EVENTS_PREFIX;
 use schemas::visitors::{IdKind, VisitorFilter};
 use serde::Serialize;
@@ -34,9 +38,9 @@ use crate::ToolError;
 use crate::compact::rewrite::{self, Seen};
 use crate::compact::store::{LakeFiles, erasures_deleted, lock_partition};
 use crate::compact::{Halt, StopAt};
-use items::VisitorItems;
+use crate::items::{EventItems, event_key};
 use plan::{Candidate, Request};
-use store::{LakeRemoval, Swap};
+use store::{Removal, Swap};
 
 /// What one run did (printed as one JSON line).
 #[derive(Debug, Default, Clone, Serialize)]
@@ -70,8 +74,9 @@ enum Erased {
     /// It holds no row of the visitors (a filter's false positive, or an unfiltered object);
     /// `filter` is its new filter when it had none.
     Clean { filter: Option<Vec<u8>> },
-    /// It was written again without them: the swap to commit, and rows removed per request.
-    Rewritten { swap: Swap, removed: BTreeMap<i64, u64> },
+    /// It was written again without them: the swap to commit, and the erased rows (event ID,
+    /// the wanted visitor hashes it matched).
+    Rewritten { swap: Swap, matched: Vec<(u128, Vec<i64>)> },
 }
 
 /// The visitors of one run: each hash with the requests that name it.
@@ -84,12 +89,12 @@ struct Wanted {
 /// Forget: the lake, the events table and the database of requests, filters and locks.
 pub struct Forgetter {
     pub files: LakeFiles,
-    pub items: VisitorItems,
+    pub items: EventItems,
     pub db: Database,
 }
 
 impl Forgetter {
-    pub fn new(files: LakeFiles, items: VisitorItems, db: Database) -> Self {
+    pub fn new(files: LakeFiles, items: EventItems, db: Database) -> Self {
         Forgetter { files, items, db }
     }
 
@@ -130,13 +135,7 @@ impl Forgetter {
         if requests.is_empty() {
             return Ok(report);
         }
-        // 3. DynamoDB, request by request, each count saved once its deletes are acknowledged.
-        for r in &requests {
-            let removed = self.items.delete_visitor(r).await?;
-            store::add_items_removed(&mut conn, r.id, removed).await?;
-            report.dynamo_items_removed += removed;
-        }
-        // 4. The lake, partition by partition.
+        // 3. The lake and the events table, partition by partition.
         let wanted = wanted(&requests);
         let listing = self.files.list(&format!("{EVENTS_PREFIX}/")).await?;
         let filters = store::filters(&mut conn).await?;
@@ -157,7 +156,7 @@ impl Forgetter {
             }
         }
         report.partitions_rewritten = rewritten;
-        // 5.
+        // 4.
         if report.errors.is_empty() && report.partitions_skipped.is_empty() {
             store::complete(&mut conn, &wanted.ids).await?;
             report.completed = wanted.ids.clone();
@@ -167,7 +166,7 @@ impl Forgetter {
         Ok(report)
     }
 
-    /// Step 4 for one partition; returns whether it rewrote an object. The candidates are found
+    /// Step 3 for one partition; returns whether it rewrote an object. The candidates are found
     /// again under the lock: a compactor may have merged the ones listed before it.
     async fn erase_partition(
         &self,
@@ -190,19 +189,21 @@ impl Forgetter {
         let hashes: Vec<i64> = wanted.hashes.iter().copied().collect();
         let candidates: Vec<Candidate> = plan::candidates(listing, &filters, &hashes).into_values().flatten().collect();
         let mut swaps: Vec<Swap> = Vec::new();
-        let mut removals: BTreeMap<i64, LakeRemoval> = BTreeMap::new();
+        let mut removals: BTreeMap<i64, Removal> = BTreeMap::new();
+        let mut erased: Vec<(u128, Vec<i64>)> = Vec::new();
         let mut indexed: Vec<(String, Vec<u8>)> = Vec::new();
         for candidate in &candidates {
             report.objects_read += 1;
             match self.erase_object(candidate, wanted).await? {
                 Erased::Clean { filter: Some(filter) } => indexed.push((candidate.object.key.clone(), filter)),
                 Erased::Clean { filter: None } => {}
-                Erased::Rewritten { swap, removed } => {
-                    for (request, rows) in removed {
-                        let r = removals.entry(request).or_insert(LakeRemoval { request, ..Default::default() });
+                Erased::Rewritten { swap, matched } => {
+                    for (request, rows) in plan::removed_per_request(&matched, &wanted.by_hash) {
+                        let r = removals.entry(request).or_insert(Removal { request, ..Default::default() });
                         r.rows += rows;
                         r.objects += 1;
                     }
+                    erased.extend(matched);
                     swaps.push(swap);
                 }
             }
@@ -216,9 +217,13 @@ impl Forgetter {
             report.halted = true;
             return Ok(true);
         }
-        let removals: Vec<LakeRemoval> = removals.into_values().collect();
+        for (request, items) in self.erase_items(&erased, wanted).await? {
+            removals.entry(request).or_insert(Removal { request, ..Default::default() }).items += items;
+        }
+        let removals: Vec<Removal> = removals.into_values().collect();
         store::commit_partition(&mut conn, &swaps, &removals).await?;
         report.lake_rows_removed += removals.iter().map(|r| r.rows).sum::<u64>();
+        report.dynamo_items_removed += removals.iter().map(|r| r.items).sum::<u64>();
         report.lake_objects_rewritten += swaps.len() as u64;
         tracing::info!(partition = %prefix, objects = swaps.len(), "erasure committed");
         if stop.at(Halt::AfterCommit { chunk: n }) {
@@ -254,8 +259,7 @@ impl Forgetter {
             let filter = (!candidate.indexed).then(|| VisitorFilter::of(&found.visitors).into_bytes());
             return Ok(Erased::Clean { filter });
         }
-        let removed = plan::removed_per_request(&found.matched, &wanted.by_hash);
-        let requests: Vec<i64> = removed.keys().copied().collect();
+        let requests: Vec<i64> = plan::removed_per_request(&found.matched, &wanted.by_hash).into_keys().collect();
         // The erased rows count as already placed, so the merge leaves them out.
         let mut seen: Seen = found.matched.iter().map(|(id, _)| (*id, usize::MAX)).collect();
         let k = key.clone();
@@ -270,7 +274,23 @@ impl Forgetter {
             }
             None => Swap { old: key, new: None, visitors: None },
         };
-        Ok(Erased::Rewritten { swap, removed })
+        Ok(Erased::Rewritten { swap, matched: found.matched })
+    }
+
+    /// Deletes the DynamoDB items of the erased rows; returns, per request, how many of its
+    /// rows still had an item (one expired by TTL has none).
+    async fn erase_items(&self, erased: &[(u128, Vec<i64>)], wanted: &Wanted) -> Result<BTreeMap<i64, u64>, ToolError> {
+        let keys = erased.iter().map(|(id, _)| event_key(*id)).collect();
+        let existing = self.items.existing(keys).await?;
+        let present: HashSet<String> =
+            existing.iter().filter_map(|k| k.get(PARTITION_KEY)?.as_s().ok().cloned()).collect();
+        self.items.delete(existing).await?;
+        let with_item: Vec<(u128, Vec<i64>)> = erased
+            .iter()
+            .filter(|(id, _)| present.contains(&uuid::Uuid::from_u128(*id).to_string()))
+            .cloned()
+            .collect();
+        Ok(plan::removed_per_request(&with_item, &wanted.by_hash))
     }
 
     /// The audit: every request, newest first.

@@ -10,6 +10,7 @@
 pub mod compact;
 mod error;
 pub mod forget;
+pub mod items;
 pub mod retention;
 
 pub use error::ToolError;

@@ -22,26 +22,16 @@
 pub mod plan;
 pub mod store;
 
-use std::time::Duration;
-
 use chrono::{DateTime, Utc};
 use schemas::lake::{DEAD_LETTER_PREFIX, EVENTS_PREFIX, Partition};
 use serde::Serialize;
 use service_kit::postgres::Database;
-use service_kit::retry::RetryPolicy;
 
 use crate::ToolError;
 use crate::compact;
+use crate::items::{EventItems, ItemKey};
 use plan::Retention;
-use store::{CallFailure, EventItems, ItemKey, LakePrefixes};
-
-/// Most keys in one `BatchWriteItem` (DynamoDB limit).
-pub const DYNAMO_BATCH_MAX_ITEMS: usize = 25;
-/// Backoff between resends of unprocessed deletes: the consumer's `SINK_RETRY` shape.
-pub const DELETE_RETRY: RetryPolicy = RetryPolicy::new(Duration::from_millis(50), Duration::from_secs(2));
-/// Resends of one chunk's unprocessed deletes before the run gives up on them: the next run
-/// finds the same items again, so giving up loses nothing.
-pub const DELETE_MAX_ATTEMPTS: u32 = 10;
+use store::LakePrefixes;
 
 /// What one run deleted, per store.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
@@ -154,7 +144,7 @@ impl RetentionRun {
                 .filter(|(_, expires)| plan::item_expired(expires.as_deref(), now))
                 .map(|(key, _)| key)
                 .collect();
-            report.dynamo_items += delete_items(|chunk| items.delete_batch(chunk), keys, items.table()).await?;
+            report.dynamo_items += items.delete(keys).await?;
             match next {
                 Some(k) => start = Some(k),
                 None => return Ok(()),
@@ -169,130 +159,5 @@ impl RetentionRun {
             report.erasure_audit_rows += store::prune_erasure_audit(self.db.pool(), cutoff).await?;
         }
         Ok(())
-    }
-}
-
-/// Deletes `keys` in chunks of [`DYNAMO_BATCH_MAX_ITEMS`] through `delete_batch` (one
-/// `BatchWriteItem`), resending only the unprocessed keys, with [`DELETE_RETRY`] backoff, at
-/// most [`DELETE_MAX_ATTEMPTS`] times per chunk. Returns how many were deleted.
-pub async fn delete_items<F, Fut>(delete_batch: F, keys: Vec<ItemKey>, table: &str) -> Result<u64, ToolError>
-where
-    F: Fn(Vec<ItemKey>) -> Fut,
-    Fut: std::future::Future<Output = Result<Vec<ItemKey>, CallFailure>>,
-{
-    let mut deleted = 0u64;
-    for chunk in keys.chunks(DYNAMO_BATCH_MAX_ITEMS) {
-        let mut pending = chunk.to_vec();
-        let mut attempt = 0;
-        loop {
-            let before = pending.len();
-            pending = match delete_batch(pending.clone()).await {
-                Ok(unprocessed) => unprocessed,
-                Err(CallFailure { retryable: true, message }) if attempt < DELETE_MAX_ATTEMPTS => {
-                    tracing::warn!(%message, "BatchWriteItem (delete) failed; retrying");
-                    pending
-                }
-                Err(CallFailure { message, .. }) => return Err(dynamo_error(table, message)),
-            };
-            deleted += (before - pending.len()) as u64;
-            if pending.is_empty() {
-                break;
-            }
-            if attempt >= DELETE_MAX_ATTEMPTS {
-                return Err(dynamo_error(
-                    table,
-                    format!("{} deletes still unprocessed after {DELETE_MAX_ATTEMPTS} resends", pending.len()),
-                ));
-            }
-            tokio::time::sleep(DELETE_RETRY.backoff(attempt)).await;
-            attempt += 1;
-        }
-    }
-    Ok(deleted)
-}
-
-fn dynamo_error(table: &str, message: String) -> ToolError {
-    ToolError::Kit(service_kit::KitError::DynamoDb { op: "BatchWriteItem", table: table.to_owned(), message })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use aws_sdk_dynamodb::types::AttributeValue;
-    use std::collections::HashMap;
-    use std::sync::Mutex;
-
-    fn keys(n: usize) -> Vec<ItemKey> {
-        (0..n).map(|i| HashMap::from([("event_id".to_owned(), AttributeValue::S(i.to_string()))])).collect()
-    }
-
-    /// Leaves the last key of a call unprocessed `stingy` times, fails whole calls `failing` times.
-    struct Fake {
-        stingy: Mutex<u32>,
-        failing: Mutex<(u32, bool)>,
-        calls: Mutex<Vec<usize>>,
-        deleted: Mutex<usize>,
-    }
-
-    impl Fake {
-        fn new(stingy: u32, failing: u32, retryable: bool) -> Self {
-            Fake {
-                stingy: Mutex::new(stingy),
-                failing: Mutex::new((failing, retryable)),
-                calls: Mutex::new(vec![]),
-                deleted: Mutex::new(0),
-            }
-        }
-
-        async fn call(&self, mut keys: Vec<ItemKey>) -> Result<Vec<ItemKey>, CallFailure> {
-            assert!(keys.len() <= DYNAMO_BATCH_MAX_ITEMS);
-            self.calls.lock().unwrap().push(keys.len());
-            {
-                let mut f = self.failing.lock().unwrap();
-                if f.0 > 0 {
-                    f.0 -= 1;
-                    return Err(CallFailure { retryable: f.1, message: "boom".into() });
-                }
-            }
-            let mut left = self.stingy.lock().unwrap();
-            let unprocessed = if *left > 0 && !keys.is_empty() {
-                *left -= 1;
-                vec![keys.pop().unwrap()]
-            } else {
-                vec![]
-            };
-            *self.deleted.lock().unwrap() += keys.len();
-            Ok(unprocessed)
-        }
-    }
-
-    /// Invariant: deletes go 25 a call, and only the unprocessed keys are resent.
-    #[tokio::test(start_paused = true)]
-    async fn unprocessed_deletes_are_resent_alone() {
-        let fake = Fake::new(3, 0, true);
-        let n = delete_items(|k| fake.call(k), keys(60), "t").await.unwrap();
-        assert_eq!((n, *fake.deleted.lock().unwrap()), (60, 60));
-        let calls = fake.calls.lock().unwrap();
-        assert_eq!(calls.iter().filter(|&&c| c == 25).count(), 2, "{calls:?}");
-        assert_eq!(calls.iter().filter(|&&c| c == 1).count(), 3, "three single-key resends: {calls:?}");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn transient_call_failures_are_retried_and_permanent_ones_are_not() {
-        let fake = Fake::new(0, 2, true);
-        assert_eq!(delete_items(|k| fake.call(k), keys(5), "t").await.unwrap(), 5);
-        let fake = Fake::new(0, 1, false);
-        let err = delete_items(|k| fake.call(k), keys(5), "t").await.unwrap_err();
-        assert!(err.to_string().contains("boom"), "{err}");
-        assert_eq!(*fake.deleted.lock().unwrap(), 0);
-    }
-
-    /// Invariant: a store that never processes a key ends the run with an error, not a hang.
-    #[tokio::test(start_paused = true)]
-    async fn endless_unprocessed_keys_fail_after_the_attempts() {
-        let fake = Fake::new(u32::MAX, 0, true);
-        let err = delete_items(|k| fake.call(k), keys(3), "t").await.unwrap_err();
-        assert!(err.to_string().contains("still unprocessed"), "{err}");
-        assert_eq!(*fake.deleted.lock().unwrap(), 2);
     }
 }

@@ -13,8 +13,8 @@ use chrono::{DateTime, Duration, Utc};
 use lake_tools::compact::plan::{self, Limits};
 use lake_tools::compact::store::{LakeFiles, lock_partition};
 use lake_tools::compact::{Compactor, Halt};
-use lake_tools::forget::items::VisitorItems;
 use lake_tools::forget::{Forgetter, RunReport};
+use lake_tools::items::EventItems;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use schemas::lake::Partition;
 use schemas::visitors::IdKind;
@@ -102,7 +102,7 @@ fn forgetter(env: &TestEnv) -> Forgetter {
         .expect("forget pool");
     Forgetter::new(
         LakeFiles::new(env.s3.clone(), env.bucket.clone()),
-        VisitorItems::new(env.dynamo.clone(), env.table.clone()),
+        EventItems::new(env.dynamo.clone(), env.table.clone()),
         Database::from_pool(pool),
     )
 }

@@ -20,9 +20,11 @@ client_ip, site, properties, expires_at N), PAY_PER_REQUEST table, no GSI. Measu
 at --rate items/s (default 5000, the sustained-run rate) on a fresh table, then the table is
 filled unthrottled to --fill items (the fill is also measured, per 200k chunk, to show growth),
 then the same windows run again on the large table. `--indexes erasure` creates the table with
-the two global secondary indexes forget queries (issue #23: by_anonymous_id, by_user_id, hash
-key only, INCLUDE site; scripts/bootstrap_resources.py ERASURE_INDEXES), so every item is written
-to one index too, or two when it has a user_id (--user-id-share of the items, default none).
+the two global secondary indexes forget first queried (issue #23: by_anonymous_id, by_user_id,
+hash key only, INCLUDE site), so every item is written to one index too, or two when it has a
+user_id (--user-id-share of the items, default none). It reproduces the measurement in
+bench/RESULTS.md "#23: DynamoDB indexes for erasure" that led to dropping them: the table has no
+index now (forget deletes a visitor's items by the event IDs of its lake rows).
 
 kinesalite: PutRecords of --batch records of --size bytes (25000 = ~50 packed events, 500 = one
 event), then GetRecords (Limit 10000) reading all of them back; CPU ms per record and per KB,
@@ -201,7 +203,7 @@ def make_item(rng, now, user_id_share=0.0):
     }
 
 
-# The indexes forget queries (issue #23), as scripts/bootstrap_resources.py creates them.
+# forget's former indexes (issue #23, dropped after this benchmark): --indexes erasure only.
 ERASURE_INDEXES = [
     {'IndexName': name, 'KeySchema': [{'AttributeName': attr, 'KeyType': 'HASH'}],
      'Projection': {'ProjectionType': 'INCLUDE', 'NonKeyAttributes': ['site']}}
@@ -287,8 +289,9 @@ def bench_dynalite(a, proc, res):
         if got != it:
             raise SystemExit(f'MISMATCH for {it["event_id"]}: {got}')
     res['check'] = {'sampled_items_identical': len(sample), 'written': total}
-    # With the indexes: each sampled item is found through them, as forget looks for it (the
-    # visitor's key, a filter on its site), and an index holds exactly its attribute's items.
+    # With the indexes: each sampled item is found through them, as forget looked for it when it
+    # had them (the visitor's key, a filter on its site), and an index holds exactly its
+    # attribute's items.
     for it in sample if indexes else []:
         for ix in indexes:
             attr = ix['KeySchema'][0]['AttributeName']
@@ -389,7 +392,7 @@ def main():
                    help='dynalite: items per measured window on the large table (long enough to include major GCs)')
     p.add_argument('--fill', type=int, default=1000000, help='dynalite: fill the table to this many items, 0 = skip')
     p.add_argument('--indexes', choices=['none', 'erasure'], default='none',
-                   help="dynalite: 'erasure' = the table has forget's two GSIs (issue #23)")
+                   help="dynalite: 'erasure' = the table has forget's two former GSIs (issue #23's measurement)")
     p.add_argument('--user-id-share', type=float, default=0.0,
                    help='dynalite: share of items with a user_id (with --indexes erasure, those are in by_user_id)')
     p.add_argument('--records', type=int, default=20000, help='kinesalite: records per rep')

@@ -140,21 +140,10 @@ def lake_rows(ids: dict[str, set[str]]) -> tuple[set[str], list[str]]:
 
 
 def dynamo_items(ids: dict[str, set[str]]) -> set[str]:
-    """The event IDs of DynamoDB items of forgotten visitors, found twice: through the erasure
-    indexes (as forget finds them) and by a full scan (which does not trust the indexes)."""
+    """The event IDs of DynamoDB items of forgotten visitors, by a full scan (forget finds them
+    through the lake rows it erases; this does not trust the lake)."""
     ddb = client("dynamodb")
     found: set[str] = set()
-    for kind, values in ids.items():
-        for value in values:
-            start: dict = {}
-            while True:
-                page = ddb.query(TableName=RES.table, IndexName=f"by_{kind}", KeyConditionExpression="#k = :v",
-                                 FilterExpression="site = :s", ExpressionAttributeNames={"#k": kind},
-                                 ExpressionAttributeValues={":v": {"S": value}, ":s": {"S": SITE}}, **start)
-                found |= {i["event_id"]["S"] for i in page["Items"]}
-                if "LastEvaluatedKey" not in page:
-                    break
-                start = {"ExclusiveStartKey": page["LastEvaluatedKey"]}
     for page in ddb.get_paginator("scan").paginate(TableName=RES.table):
         for item in page["Items"]:
             site = item.get("site", {}).get("S")

@@ -125,14 +125,6 @@ def test_bootstrapped_resources_exist():
     table = client("dynamodb", DYNAMODB).describe_table(TableName=DYNAMODB_TABLE)["Table"]
     assert table["KeySchema"] == [{"AttributeName": "event_id", "KeyType": "HASH"}]
     assert table["TableStatus"] == "ACTIVE"
-    indexes = {ix["IndexName"]: ix for ix in table["GlobalSecondaryIndexes"]}
-    assert {name: ix["KeySchema"] for name, ix in indexes.items()} == {
-        "by_anonymous_id": [{"AttributeName": "anonymous_id", "KeyType": "HASH"}],
-        "by_user_id": [{"AttributeName": "user_id", "KeyType": "HASH"}],
-    }
-    for ix in indexes.values():
-        assert ix["Projection"] == {"ProjectionType": "INCLUDE", "NonKeyAttributes": ["site"]}
-        assert ix["IndexStatus"] == "ACTIVE"
     # The on-failure queue `replay queue` reads, at the URL scripts/env.sh names.
     sqs = client("sqs", MOTO)
     url = sqs.get_queue_url(QueueName="analytics-consumer-failures")["QueueUrl"]
@@ -195,91 +187,54 @@ def test_dynamodb_round_trip():
         ddb.delete_table(TableName=table)
 
 
-def test_erasure_indexes_find_one_visitor_of_one_site():
-    """What forget asks of the indexes (issue #23), on a table made by bootstrap's own
-    ensure_table: Query by the visitor's ID with a filter on its site finds exactly that visitor's
-    items of that site, the user_id index holds only items with a user_id (sparse), and a
-    deleted item leaves the index at once."""
+def test_bootstrap_makes_the_table_without_indexes_and_is_idempotent():
+    """bootstrap's own ensure_table on a new table: keyed by event_id alone, no secondary index
+    (forget deletes a visitor's items by the event IDs of its lake rows), and a second run on the
+    table it made does nothing."""
     import bootstrap_resources as bootstrap
 
     ddb = client("dynamodb", DYNAMODB)
-    table = unique("test-erasure")
+    table = unique("test-table")
     bootstrap.ensure_table(ddb, table)
     try:
-        items = [
-            {"event_id": "e1", "anonymous_id": "a1", "site": "s1", "user_id": "u1"},
-            {"event_id": "e2", "anonymous_id": "a1", "site": "s1"},
-            {"event_id": "e3", "anonymous_id": "a1", "site": "s2"},  # same ID, another site
-            {"event_id": "e4", "anonymous_id": "a2", "site": "s1", "user_id": "u1"},
-            {"event_id": "e5", "site": "s1"},  # no visitor ID at all
-        ]
-        ddb.batch_write_item(RequestItems={table: [
-            {"PutRequest": {"Item": {k: {"S": v} for k, v in item.items()}}} for item in items]})
-
-        def visitor(index: str, attribute: str, value: str, site: str) -> list[str]:
-            found, start = [], {}
-            while True:
-                page = ddb.query(TableName=table, IndexName=index, KeyConditionExpression="#k = :v",
-                                 FilterExpression="site = :s", ExpressionAttributeNames={"#k": attribute},
-                                 ExpressionAttributeValues={":v": {"S": value}, ":s": {"S": site}}, **start)
-                found += [i["event_id"]["S"] for i in page["Items"]]
-                if "LastEvaluatedKey" not in page:
-                    return sorted(found)
-                start = {"ExclusiveStartKey": page["LastEvaluatedKey"]}
-
-        assert visitor("by_anonymous_id", "anonymous_id", "a1", "s1") == ["e1", "e2"]
-        assert visitor("by_anonymous_id", "anonymous_id", "a1", "s2") == ["e3"]
-        assert visitor("by_user_id", "user_id", "u1", "s1") == ["e1", "e4"]
-        assert ddb.scan(TableName=table, IndexName="by_user_id")["Count"] == 2, "by_user_id is sparse"
-        ddb.delete_item(TableName=table, Key={"event_id": {"S": "e1"}})
-        assert visitor("by_anonymous_id", "anonymous_id", "a1", "s1") == ["e2"]
-        assert visitor("by_user_id", "user_id", "u1", "s1") == ["e4"]
-        # ensure_table again on the table it made: nothing to do, no error.
+        desc = ddb.describe_table(TableName=table)["Table"]
+        assert desc["KeySchema"] == [{"AttributeName": "event_id", "KeyType": "HASH"}]
+        assert desc["AttributeDefinitions"] == [{"AttributeName": "event_id", "AttributeType": "S"}]
+        assert "GlobalSecondaryIndexes" not in desc and "LocalSecondaryIndexes" not in desc
         bootstrap.ensure_table(ddb, table)
+        assert ddb.describe_table(TableName=table)["Table"]["KeySchema"] == desc["KeySchema"]
     finally:
         ddb.delete_table(TableName=table)
 
 
-def test_a_table_without_the_erasure_indexes_is_refused_with_the_fix():
-    """A table from before #23 cannot get its indexes on dynalite (UpdateTable ignores an index
-    creation), so bootstrap stops and says how to recreate it, and leaves the table alone."""
+def test_a_table_with_the_former_erasure_indexes_is_accepted_as_it_is():
+    """A table the previous bootstrap made, with forget's former indexes by_anonymous_id and
+    by_user_id, is accepted (a stack that was up before the change keeps working) and left alone:
+    nothing reads the indexes, and dynalite could not drop them anyway."""
     import bootstrap_resources as bootstrap
 
     ddb = client("dynamodb", DYNAMODB)
     table = unique("test-old-table")
+    former = {"by_anonymous_id": "anonymous_id", "by_user_id": "user_id"}
     ddb.create_table(
         TableName=table,
-        AttributeDefinitions=[{"AttributeName": "event_id", "AttributeType": "S"}],
+        AttributeDefinitions=[{"AttributeName": a, "AttributeType": "S"} for a in ("event_id", *former.values())],
         KeySchema=[{"AttributeName": "event_id", "KeyType": "HASH"}],
+        GlobalSecondaryIndexes=[
+            {"IndexName": index, "KeySchema": [{"AttributeName": attribute, "KeyType": "HASH"}],
+             "Projection": {"ProjectionType": "INCLUDE", "NonKeyAttributes": ["site"]}}
+            for index, attribute in former.items()
+        ],
         BillingMode="PAY_PER_REQUEST",
     )
     try:
         ddb.get_waiter("table_exists").wait(TableName=table, WaiterConfig={"Delay": 0.2, "MaxAttempts": 100})
-        with pytest.raises(SystemExit) as stopped:
-            bootstrap.ensure_table(ddb, table)
-        message = str(stopped.value)
-        assert "no index by_anonymous_id; no index by_user_id" in message
-        assert "local-stack.sh down" in message and f"delete-table --table-name {table}" in message
-        assert "GlobalSecondaryIndexes" not in ddb.describe_table(TableName=table)["Table"]
+        bootstrap.ensure_table(ddb, table)
+        desc = ddb.describe_table(TableName=table)["Table"]
+        assert desc["KeySchema"] == [{"AttributeName": "event_id", "KeyType": "HASH"}]
+        assert sorted(ix["IndexName"] for ix in desc["GlobalSecondaryIndexes"]) == sorted(former)
     finally:
         ddb.delete_table(TableName=table)
-
-
-def test_erasure_index_problems_names_each_shape_that_would_not_serve_forget():
-    import bootstrap_resources as bootstrap
-
-    def ix(name, attribute, projection):
-        return {"IndexName": name, "KeySchema": [{"AttributeName": attribute, "KeyType": "HASH"}], "Projection": projection}
-
-    include_site = {"ProjectionType": "INCLUDE", "NonKeyAttributes": ["site"]}
-    good = [ix("by_anonymous_id", "anonymous_id", include_site), ix("by_user_id", "user_id", {"ProjectionType": "ALL"})]
-    assert bootstrap.erasure_index_problems({"GlobalSecondaryIndexes": good}) == []
-    assert bootstrap.erasure_index_problems({}) == ["no index by_anonymous_id", "no index by_user_id"]
-    bad = [ix("by_anonymous_id", "user_id", include_site), ix("by_user_id", "user_id", {"ProjectionType": "KEYS_ONLY"})]
-    assert bootstrap.erasure_index_problems({"GlobalSecondaryIndexes": bad}) == [
-        "index by_anonymous_id has key schema [('user_id', 'HASH')], expected anonymous_id HASH",
-        "index by_user_id does not project site ({'ProjectionType': 'KEYS_ONLY'})",
-    ]
 
 
 def test_secret_is_readable():

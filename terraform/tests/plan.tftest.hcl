@@ -64,13 +64,13 @@ run "default_stack" {
   }
   assert {
     condition = (
-      toset([for ix in aws_dynamodb_table.events.global_secondary_index : "${ix.name}:${ix.hash_key}:${ix.projection_type}:${join(",", ix.non_key_attributes)}"])
-      == toset(["by_anonymous_id:anonymous_id:INCLUDE:site", "by_user_id:user_id:INCLUDE:site"])
-      && alltrue([for ix in aws_dynamodb_table.events.global_secondary_index : ix.range_key == null])
-      && toset([for a in aws_dynamodb_table.events.attribute : "${a.name}:${a.type}"]) == toset(["event_id:S", "anonymous_id:S", "user_id:S"])
+      length(aws_dynamodb_table.events.global_secondary_index) == 0
+      && length(aws_dynamodb_table.events.local_secondary_index) == 0
+      && toset([for a in aws_dynamodb_table.events.attribute : "${a.name}:${a.type}"]) == toset(["event_id:S"])
       && aws_dynamodb_table.events.hash_key == "event_id"
+      && aws_dynamodb_table.events.range_key == null
     )
-    error_message = "the events table has forget's two erasure indexes (hash key only, projecting site) and keeps event_id as its key"
+    error_message = "the events table has no secondary index (forget deletes a visitor's items by the event IDs of its lake rows) and event_id as its only key"
   }
   assert {
     condition = (
@@ -290,6 +290,20 @@ run "rejects_bad_retention" {
   }
 
   expect_failures = [var.lake_retention_days, var.dead_letter_retention_days, var.dynamodb_ttl_days, var.sites]
+}
+
+run "rejects_items_that_outlive_the_lake" {
+  command = plan
+
+  variables {
+    lake_retention_days = 30
+    dynamodb_ttl_days   = 7
+    sites = [
+      { id = "shop", key = "pk_shop", allowed_origins = [], events_per_second = 100, burst = 500, per_ip_events_per_second = 10, per_ip_burst = 500, dynamodb_ttl_days = 31 },
+    ]
+  }
+
+  expect_failures = [aws_dynamodb_table.events]
 }
 
 run "rejects_bad_api_type_and_batch_size" {

@@ -791,28 +791,21 @@ def test_dead_letter_table_matches_the_athena_ddl(tf):
     assert columns == ddl_columns, (columns, ddl_columns)
 
 
-# --- Forget (forget.tf, dynamodb.tf's erasure indexes) --------------------------------------
+# --- Forget (forget.tf; dynamodb.tf's table, which it reads and deletes by key) ------------------
 
 
-def test_events_table_has_the_erasure_indexes_forget_queries(tf):
-    """Hash key only, projecting site (forget filters its Query on it); the key attributes are
-    declared, and the table keeps event_id as its own key. bootstrap_resources.py makes the same
-    indexes locally."""
+def test_events_table_has_no_secondary_index(tf):
+    """forget gets a visitor's event IDs from the lake rows it rewrites and deletes the items by
+    key: no index (each one would add a write unit per event, bench/RESULTS.md "#23: DynamoDB
+    indexes for erasure"), only event_id declared, and bootstrap_resources.py makes none locally."""
     table = tf.resource("aws_dynamodb_table", "events")
     assert attr(table, "hash_key") == "event_id" and attr(table, "range_key") is None
-    assert tf.locals["dynamodb_erasure_indexes"] == {"by_anonymous_id": "anonymous_id", "by_user_id": "user_id"}
-    dynamic = {name: body for d in blocks(table, "dynamic") for name, body in d.items()}
-    assert "local.dynamodb_erasure_indexes" in expr(attr(dynamic["global_secondary_index"], "for_each"))
-    content = blocks(dynamic["global_secondary_index"], "content")[0]
-    assert attr(content, "name") == "${global_secondary_index.key}"
-    assert attr(content, "hash_key") == "${global_secondary_index.value}"
-    assert attr(content, "projection_type") == "INCLUDE" and attr(content, "non_key_attributes") == ["site"]
-    assert "range_key" not in content
-    assert "local.dynamodb_erasure_indexes" in expr(attr(dynamic["attribute"], "for_each"))
-    assert attr(blocks(dynamic["attribute"], "content")[0], "type") == "S"
+    assert [(attr(a, "name"), attr(a, "type")) for a in blocks(table, "attribute")] == [("event_id", "S")]
+    assert "dynamic" not in table, "no generated attribute or index blocks"
+    assert "global_secondary_index" not in table and "local_secondary_index" not in table
+    assert "dynamodb_erasure_indexes" not in tf.locals
     bootstrap = (REPO_ROOT / "scripts" / "bootstrap_resources.py").read_text()
-    assert 'ERASURE_INDEXES = {"by_anonymous_id": "anonymous_id", "by_user_id": "user_id"}' in bootstrap
-    assert '{"ProjectionType": "INCLUDE", "NonKeyAttributes": ["site"]}' in bootstrap
+    assert "GlobalSecondaryIndexes" not in bootstrap and "ERASURE_INDEXES" not in bootstrap
 
 
 def test_forget_lambda_conventions(tf):
@@ -858,7 +851,7 @@ def test_forget_environment_is_documented_and_minimal(tf):
         assert re.search(rf"\b{name}\b", text), f"{name} not in the README's configuration table"
 
 
-def test_forget_role_queries_the_indexes_and_deletes_items_only(tf):
+def test_forget_role_reads_and_deletes_items_by_key_only(tf):
     doc = tf.data["aws_iam_policy_document"]["forget"]
     statements = {attr(st, "sid"): st for st in blocks(doc, "statement")}
     actions = set()
@@ -870,15 +863,14 @@ def test_forget_role_queries_the_indexes_and_deletes_items_only(tf):
     assert actions == {
         "logs:CreateLogStream", "logs:PutLogEvents",
         "s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:ListBucket",
-        "dynamodb:Query", "dynamodb:BatchWriteItem", "dynamodb:DeleteItem",
+        "dynamodb:BatchGetItem", "dynamodb:BatchWriteItem", "dynamodb:DeleteItem",
         "secretsmanager:GetSecretValue",
         "kms:Decrypt", "kms:GenerateDataKey",
     }, sorted(actions)
-    # Query only on the indexes (no Scan, no Query of the table itself); deletes on the table.
+    # By key only (the event IDs of the visitor's lake rows): no Scan, no Query, no index.
     find = statements["FindVisitorItems"]
-    assert attr(find, "actions") == ["dynamodb:Query"]
-    assert expr(attr(find, "resources")) == (
-        '${[for index in keys(local.dynamodb_erasure_indexes) : "${aws_dynamodb_table.events.arn}/index/${index}"]}')
+    assert attr(find, "actions") == ["dynamodb:BatchGetItem"]
+    assert [expr(r) for r in attr(find, "resources")] == ["${aws_dynamodb_table.events.arn}"]
     delete = statements["DeleteVisitorItems"]
     assert set(attr(delete, "actions")) == {"dynamodb:BatchWriteItem", "dynamodb:DeleteItem"}
     assert [expr(r) for r in attr(delete, "resources")] == ["${aws_dynamodb_table.events.arn}"]

@@ -12,8 +12,8 @@
 use anyhow::bail;
 use clap::{ArgGroup, Args as ClapArgs, Parser, Subcommand};
 use lake_tools::compact::store::LakeFiles;
-use lake_tools::forget::items::VisitorItems;
 use lake_tools::forget::{Forgetter, RunReport};
+use lake_tools::items::EventItems;
 use lambda_runtime::{LambdaEvent, service_fn};
 use schemas::visitors::IdKind;
 use service_kit::aws::{self, Retries};
@@ -89,7 +89,7 @@ async fn main() -> anyhow::Result<()> {
     let database = DatabaseConfig::from_settings(&env)?;
     let sdk = aws::load().await;
     let files = LakeFiles::new(aws::s3(&sdk, Retries::Sdk), bucket);
-    let items = VisitorItems::new(aws::dynamodb(&sdk, Retries::Sdk), table);
+    let items = EventItems::new(aws::dynamodb(&sdk, Retries::Ours), table);
     let secrets = database.needs_secret().then(|| aws::secrets_manager(&sdk, Retries::Sdk));
     let db = Database::connect(database, secrets, "forget", POOL_MAX_CONNECTIONS).await?;
 

@@ -7,8 +7,9 @@
 use anyhow::bail;
 use chrono::Utc;
 use clap::Parser;
+use lake_tools::items::EventItems;
 use lake_tools::retention::plan::Retention;
-use lake_tools::retention::store::{EventItems, LakePrefixes};
+use lake_tools::retention::store::LakePrefixes;
 use lake_tools::retention::{RetentionReport, RetentionRun};
 use service_kit::aws::{self, Retries};
 use service_kit::env::{self, FromEnv};

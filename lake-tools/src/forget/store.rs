@@ -26,12 +26,13 @@ pub struct Swap {
     pub visitors: Option<Vec<u8>>,
 }
 
-/// What one request removed from the lake in one partition.
+/// What one request removed in one partition: lake rows and objects, and DynamoDB items.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct LakeRemoval {
+pub struct Removal {
     pub request: i64,
     pub rows: u64,
     pub objects: u64,
+    pub items: u64,
 }
 
 /// An audit row, as `forget status` prints it (the raw ID only while pending).
@@ -141,12 +142,9 @@ pub async fn add_filters(conn: &mut PgConnection, indexed: &[(String, Vec<u8>)])
 /// The commit point of one partition's erasure, in one transaction: each old object is marked
 /// erased into its replacement (so a redelivered batch does not write its rows again, and rows
 /// that pointed at it follow), the swap is logged for a run that must finish it, the filters
-/// follow the objects, and each request's lake counts grow by what it removed here.
-pub async fn commit_partition(
-    conn: &mut PgConnection,
-    swaps: &[Swap],
-    removals: &[LakeRemoval],
-) -> Result<(), ToolError> {
+/// follow the objects, and each request's counts (lake rows and objects, DynamoDB items) grow by
+/// what it removed here.
+pub async fn commit_partition(conn: &mut PgConnection, swaps: &[Swap], removals: &[Removal]) -> Result<(), ToolError> {
     let mut tx = sqlx::Connection::begin(conn).await.map_err(ToolError::postgres("begin erasure"))?;
     let old: Vec<String> = swaps.iter().map(|s| s.old.clone()).collect();
     let new: Vec<Option<String>> = swaps.iter().map(|s| s.new.clone()).collect();
@@ -185,34 +183,25 @@ pub async fn commit_partition(
     .execute(&mut *tx)
     .await
     .map_err(ToolError::postgres("log the swaps"))?;
-    add_lake_removals(&mut tx, removals).await?;
+    add_removals(&mut tx, removals).await?;
     tx.commit().await.map_err(ToolError::postgres("commit erasure"))?;
     Ok(())
 }
 
-async fn add_lake_removals(conn: &mut PgConnection, removals: &[LakeRemoval]) -> Result<(), ToolError> {
+async fn add_removals(conn: &mut PgConnection, removals: &[Removal]) -> Result<(), ToolError> {
     sqlx::query(
         "UPDATE erasure_requests r
-         SET lake_rows_removed = r.lake_rows_removed + c.n, lake_objects_rewritten = r.lake_objects_rewritten + c.o
-         FROM UNNEST($1::int8[], $2::int8[], $3::int8[]) AS c(id, n, o) WHERE r.id = c.id",
+         SET lake_rows_removed = r.lake_rows_removed + c.n, lake_objects_rewritten = r.lake_objects_rewritten + c.o,
+             dynamo_items_removed = r.dynamo_items_removed + c.i
+         FROM UNNEST($1::int8[], $2::int8[], $3::int8[], $4::int8[]) AS c(id, n, o, i) WHERE r.id = c.id",
     )
     .bind(removals.iter().map(|r| r.request).collect::<Vec<_>>())
     .bind(removals.iter().map(|r| r.rows as i64).collect::<Vec<_>>())
     .bind(removals.iter().map(|r| r.objects as i64).collect::<Vec<_>>())
+    .bind(removals.iter().map(|r| r.items as i64).collect::<Vec<_>>())
     .execute(conn)
     .await
-    .map_err(ToolError::postgres("count lake removals"))?;
-    Ok(())
-}
-
-/// Adds `items` to a request's DynamoDB count (after the deletes were acknowledged).
-pub async fn add_items_removed(conn: &mut PgConnection, request: i64, items: u64) -> Result<(), ToolError> {
-    sqlx::query("UPDATE erasure_requests SET dynamo_items_removed = dynamo_items_removed + $2 WHERE id = $1")
-        .bind(request)
-        .bind(items as i64)
-        .execute(conn)
-        .await
-        .map_err(ToolError::postgres("count DynamoDB removals"))?;
+    .map_err(ToolError::postgres("count removals"))?;
     Ok(())
 }
 

@@ -1,16 +1,11 @@
-//! Retention's I/O: listing and deleting lake partitions in S3, scanning and deleting expired DynamoDB items, and the PostgreSQL deletes.
+//! Retention's I/O: listing and deleting lake partitions in S3, and the PostgreSQL deletes.
 //!
-//! The only I/O of retention: `plan.rs` decides, `retention.rs` sequences.
+//! The only I/O of retention besides the events table (`crate::items`): `plan.rs` decides,
+//! `retention.rs` sequences.
 
-use std::collections::HashMap;
-
-use aws_sdk_dynamodb::error::ProvideErrorMetadata;
-use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, WriteRequest};
 use chrono::{DateTime, Utc};
-use schemas::dynamo::{PARTITION_KEY, TTL_ATTRIBUTE};
 use schemas::lake::fnv1a64;
 use service_kit::KitError;
-use service_kit::retry::{ErrorClass, classify_aws_code};
 use service_kit::s3::Bucket;
 use sqlx::{PgConnection, PgPool};
 
@@ -59,99 +54,6 @@ impl LakePrefixes {
     /// Deletes `keys` (a missing key is not an error, so a re-run after a crash is harmless).
     pub async fn delete(&self, keys: &[String]) -> Result<(), ToolError> {
         Ok(self.bucket.delete(keys).await?)
-    }
-}
-
-/// A DynamoDB item's key.
-pub type ItemKey = HashMap<String, AttributeValue>;
-
-/// One Scan page: expired items' keys with their `expires_at`, and where the next page starts.
-pub type ExpiredPage = (Vec<(ItemKey, Option<String>)>, Option<ItemKey>);
-
-/// A failed `BatchWriteItem` call, with whether trying again can help.
-#[derive(Debug)]
-pub struct CallFailure {
-    pub retryable: bool,
-    pub message: String,
-}
-
-/// The event table, as retention uses it.
-#[derive(Clone)]
-pub struct EventItems {
-    client: aws_sdk_dynamodb::Client,
-    table: String,
-}
-
-impl EventItems {
-    /// `client` must be built with `Retries::Ours`: [`retention::delete_items`] is the loop.
-    ///
-    /// [`retention::delete_items`]: crate::retention::delete_items
-    pub fn new(client: aws_sdk_dynamodb::Client, table: String) -> Self {
-        EventItems { client, table }
-    }
-
-    pub fn table(&self) -> &str {
-        &self.table
-    }
-
-    /// One page of a Scan for items whose `expires_at` is before `now`: their keys with their
-    /// `expires_at`, and where the next page starts (`None` after the last).
-    pub async fn expired_page(&self, now: DateTime<Utc>, start: Option<ItemKey>) -> Result<ExpiredPage, ToolError> {
-        let out = self
-            .client
-            .scan()
-            .table_name(&self.table)
-            .filter_expression("#ttl < :now")
-            .projection_expression("#key, #ttl")
-            .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
-            .expression_attribute_names("#key", PARTITION_KEY)
-            .expression_attribute_values(":now", AttributeValue::N(now.timestamp().to_string()))
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .map_err(|e| KitError::DynamoDb {
-                op: "Scan",
-                table: self.table.clone(),
-                message: aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string(),
-            })?;
-        let items = out
-            .items
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|mut item| {
-                let expires = item.remove(TTL_ATTRIBUTE).and_then(|v| v.as_n().ok().cloned());
-                let key = item.remove(PARTITION_KEY)?;
-                Some((HashMap::from([(PARTITION_KEY.to_owned(), key)]), expires))
-            })
-            .collect();
-        Ok((items, out.last_evaluated_key.filter(|k| !k.is_empty())))
-    }
-
-    /// Deletes at most 25 items (one `BatchWriteItem`); returns the keys left unprocessed.
-    pub async fn delete_batch(&self, keys: Vec<ItemKey>) -> Result<Vec<ItemKey>, CallFailure> {
-        let requests = keys
-            .into_iter()
-            .map(|key| {
-                let delete = DeleteRequest::builder()
-                    .set_key(Some(key))
-                    .build()
-                    .map_err(|e| CallFailure { retryable: false, message: e.to_string() })?;
-                Ok(WriteRequest::builder().delete_request(delete).build())
-            })
-            .collect::<Result<Vec<_>, CallFailure>>()?;
-        let out = self.client.batch_write_item().request_items(&self.table, requests).send().await.map_err(|e| {
-            CallFailure {
-                retryable: classify_aws_code(e.code()) != ErrorClass::Permanent,
-                message: aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string(),
-            }
-        })?;
-        Ok(out
-            .unprocessed_items
-            .and_then(|mut m| m.remove(&self.table))
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|w| w.delete_request.map(|d| d.key))
-            .collect())
     }
 }
 

@@ -5,10 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType,
-    ScalarAttributeType,
-};
+use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
 use bytes::Bytes;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use service_kit::aws::{self, Retries};
@@ -77,31 +74,19 @@ impl TestEnv {
         let table = format!("test-events-{suffix}");
         let database = format!("test_{suffix}");
         s3.create_bucket().bucket(&bucket).send().await.expect("create bucket");
-        // The table as terraform/dynamodb.tf and the local bootstrap make it: keyed by event,
-        // with the two visitor indexes forget finds a visitor's items through.
+        // The table as terraform/dynamodb.tf and the local bootstrap make it: keyed by event, no
+        // index (forget finds a visitor's items through the lake rows it erases).
         let string_key = |name: &str| {
             AttributeDefinition::builder().attribute_name(name).attribute_type(ScalarAttributeType::S).build().unwrap()
         };
         let hash_key =
             |name: &str| KeySchemaElement::builder().attribute_name(name).key_type(KeyType::Hash).build().unwrap();
-        let mut create = dynamo
+        let create = dynamo
             .create_table()
             .table_name(&table)
             .billing_mode(BillingMode::PayPerRequest)
             .attribute_definitions(string_key("event_id"))
             .key_schema(hash_key("event_id"));
-        for (index, attribute) in [("by_anonymous_id", "anonymous_id"), ("by_user_id", "user_id")] {
-            let projection =
-                Projection::builder().projection_type(ProjectionType::Include).non_key_attributes("site").build();
-            create = create.attribute_definitions(string_key(attribute)).global_secondary_indexes(
-                GlobalSecondaryIndex::builder()
-                    .index_name(index)
-                    .key_schema(hash_key(attribute))
-                    .projection(projection)
-                    .build()
-                    .unwrap(),
-            );
-        }
         create.send().await.expect("create table");
         for _ in 0..100 {
             let d = dynamo.describe_table().table_name(&table).send().await.unwrap();
