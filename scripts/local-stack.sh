@@ -23,6 +23,8 @@
 #
 # Env: STREAM_NAME, LAKE_BUCKET, DYNAMODB_TABLE   resource names (defaults in scripts/env.sh)
 #      SKIP_MIGRATIONS=1                          skip the `stream-consumer migrate` step
+#      DYNALITE_STORE=btree|memory (btree)        dynalite's in-memory store (docs/emulators.md)
+#      DYNALITE_HEAP_MB (8192)                    dynalite's V8 heap limit, MB
 #      CARGO_TARGET_DIR                           default $HOME/.cache/web-analytics-pipeline/target
 # Emulator data lives in memory: `down` + `up` starts from empty Kinesis/DynamoDB/S3.
 # shellcheck source-path=SCRIPTDIR
@@ -71,7 +73,10 @@ svc_label() { case "$1" in kinesalite) echo "Kinesis (kinesalite)" ;; dynalite) 
 svc_cmd() { # name -> sets the array CMD
   case "$1" in
     kinesalite) CMD=(node "$EMU_DIR/kinesalite.js") ;;
-    dynalite) CMD=(node "$EMU_DIR/dynalite.js") ;;
+    # The table lives in the B+ tree store (scripts/emulators/btree-level.js; DYNALITE_STORE=memory
+    # for dynalite's own memory-level), whose values are strings on the V8 heap: ~1.3 KB per item,
+    # so a 10-minute sustained run (3M items) needs more than node's default ~4 GB heap limit.
+    dynalite) CMD=(env "DYNALITE_STORE=${DYNALITE_STORE:-btree}" node "--max-old-space-size=${DYNALITE_HEAP_MB:-8192}" "$EMU_DIR/dynalite.js") ;;
     moto) CMD=("$VENV/bin/moto_server" -H "$HOST" -p "$MOTO_PORT") ;;
   esac
 }

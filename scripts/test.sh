@@ -26,6 +26,11 @@ bash scripts/local-stack.sh up
 # shellcheck source=/dev/null
 source scripts/env.sh
 
+# The local DynamoDB's store (scripts/emulators/btree-level.js) against abstract-level's own
+# compliance suite (installed with the emulators by the step above); only failures are shown.
+step "emulator store (abstract-level test suite)"
+npm test --prefix scripts/emulators --silent | grep -E '^(not ok|# tests$|# tests |# pass |# fail | )'
+
 step "cargo test (unit + integration against the local stack)"
 cargo test --workspace --locked -- --test-threads=4
 

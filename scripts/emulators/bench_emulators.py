@@ -44,6 +44,15 @@ so that they share the machine's noise:
   wait
   $B --label leveldb-shm --fill 500000 --env DYNALITE_STORE_DIR=/dev/shm
 
+The emulator started here runs dynalite's own store (memory-level) unless --env DYNALITE_STORE=btree
+is given; the local stack runs the B+ tree store (btree-level.js). Compared side by side for
+docs/emulators.md "A B+ tree store":
+
+  B="python3 bench_emulators.py dynalite --fill 1500000 --reps 2 --window 30000 --large-window 60000 --rate 0 --threads 2"
+  $B --label memory --port 14568 &
+  $B --label btree --port 14578 --env DYNALITE_STORE=btree --node-args=--max-old-space-size=8192 &
+  wait
+
 For bench/RESULTS.md "#23: DynamoDB indexes for erasure" (one after the other, alternating,
 unthrottled so items/s is the ceiling, then at the sustained run's 4,000 items/s for CPU per item):
 

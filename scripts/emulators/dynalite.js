@@ -15,8 +15,20 @@ const PORT = Number(process.env.DYNALITE_PORT || 4568)
 //   --max-semi-space-size=64: 0.103 vs 0.127 ms CPU/item on a fresh table (-12..-19 %), but only
 //   -4..-9 % from 110k to 910k items and within the noise at 1M+; it moves the values onto the
 //   V8 heap (1.1 GB live at 1M items), so long runs would also need --max-old-space-size.
+//
+// DYNALITE_STORE=btree: keep the table in btree-level.js (a mutable B+ tree, same abstract-level
+// contract, passes abstract-level's own test suite) instead of memory-level's persistent tree.
+// It stores strings, so DYNALITE_STORE_ENCODING does not apply to it.
+const STORE = process.env.DYNALITE_STORE || 'memory'
 const STORE_ENCODING = process.env.DYNALITE_STORE_ENCODING || 'buffer'
-if (STORE_ENCODING !== 'buffer') {
+if (STORE === 'btree') {
+  const memoryLevel = require('memory-level')
+  const { BTreeLevel } = require('./btree-level')
+  memoryLevel.MemoryLevel = BTreeLevel
+} else if (STORE !== 'memory') {
+  console.error(`dynalite: DYNALITE_STORE must be memory or btree, not ${STORE}`)
+  process.exit(2)
+} else if (STORE_ENCODING !== 'buffer') {
   // dynalite's db/index.js does `new MemoryLevel({ valueEncoding: 'json' })`; it destructures
   // the export when it is first required, so replace the export before requiring dynalite.
   const memoryLevel = require('memory-level')
@@ -57,7 +69,7 @@ server.on('error', (err) => {
 })
 
 server.listen(PORT, HOST, () => {
-  console.log(`dynalite listening on http://${HOST}:${PORT} (pid ${process.pid})`)
+  console.log(`dynalite listening on http://${HOST}:${PORT} (pid ${process.pid}, store ${STORE})`)
 })
 
 for (const sig of ['SIGINT', 'SIGTERM']) {
