@@ -25,6 +25,7 @@ class BTreeLevel extends AbstractLevel {
   // `location` is accepted and ignored, like memory-level's, so this class can stand in for it.
   constructor (location, options) {
     if (typeof location === 'object' && location !== null) options = location
+    // storeEncoding is memory-level's option; this store always stores strings, so drop it.
     const { storeEncoding, ...forward } = options || {}
     super({
       seek: true,

@@ -21,17 +21,16 @@ const PORT = Number(process.env.DYNALITE_PORT || 4568)
 // It stores strings, so DYNALITE_STORE_ENCODING does not apply to it.
 const STORE = process.env.DYNALITE_STORE || 'memory'
 const STORE_ENCODING = process.env.DYNALITE_STORE_ENCODING || 'buffer'
+// dynalite's db/index.js does `new MemoryLevel({ valueEncoding: 'json' })`; it destructures
+// the export when it is first required, so either store replaces the export before dynalite loads.
+const memoryLevel = require('memory-level')
 if (STORE === 'btree') {
-  const memoryLevel = require('memory-level')
   const { BTreeLevel } = require('./btree-level')
   memoryLevel.MemoryLevel = BTreeLevel
 } else if (STORE !== 'memory') {
   console.error(`dynalite: DYNALITE_STORE must be memory or btree, not ${STORE}`)
   process.exit(2)
 } else if (STORE_ENCODING !== 'buffer') {
-  // dynalite's db/index.js does `new MemoryLevel({ valueEncoding: 'json' })`; it destructures
-  // the export when it is first required, so replace the export before requiring dynalite.
-  const memoryLevel = require('memory-level')
   const Base = memoryLevel.MemoryLevel
   memoryLevel.MemoryLevel = class extends Base {
     constructor (location, options) {
